@@ -1,0 +1,1 @@
+"""sdl.devices."""

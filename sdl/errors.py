@@ -1,0 +1,37 @@
+"""Errors that users see. Each names the field at fault and what is allowed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class SdlError(Exception):
+    """Base of every error sdl raises on purpose."""
+
+
+class InvalidInput(SdlError, ValueError):
+    """Bad input: ``field`` names what is wrong, ``message`` says what is allowed."""
+
+    def __init__(self, field: str, message: str, value: Any = ...):
+        self.field = field
+        self.message = message
+        self.value = value
+        text = f"{field}: {message}"
+        if value is not ...:
+            text += f" (got {value!r})"
+        super().__init__(text)
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"field": self.field, "message": self.message}
+        if self.value is not ...:
+            d["value"] = repr(self.value)
+        return d
+
+
+class DeviceFault(SdlError, RuntimeError):
+    """A device reported an error (robot drop, empty slot, detector timeout)."""
+
+    def __init__(self, device: str, message: str):
+        self.device = device
+        self.message = message
+        super().__init__(f"{device}: {message}")

@@ -1,0 +1,1 @@
+"""sdl.sim_devices."""
