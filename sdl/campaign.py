@@ -1,0 +1,336 @@
+"""A campaign: search space + objectives + agent + instrument + budget + stopping rule.
+
+The runner is the closed loop of DESIGN.md: ask the agent, store the suggestions,
+run each through the RunEngine (documents streamed to the store), reduce the run to
+an observation, store it with the run's end in one transaction, tell the agent.
+
+Crash safety: everything the loop knows is in the store. ``resume`` marks runs a
+dead process left open as interrupted (their partial documents are kept), puts
+their suggestions back in the queue, rebuilds the agent from the stored
+observations, and carries on; a finished experiment is never run again.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any, Callable, Literal, Sequence
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from sdl.errors import InvalidInput
+from sdl.models import Observation, Suggestion, new_id
+from sdl.reduction import reduce_run
+from sdl.space import Objective, SearchSpace
+from sdl.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class StoppingRule(BaseModel):
+    """Stop before the budget is spent: a target reached, or no progress for a while."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    target: float | None = Field(None, description="stop once the best value reaches this (objective units)")
+    patience: int | None = Field(None, ge=1, description="stop after this many experiments without improvement")
+
+
+class CampaignSpec(BaseModel):
+    """Everything needed to run (and re-run) a campaign. Stored with it, verbatim."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = ""
+    instrument: str = "sim-xrd"
+    instrument_options: dict[str, Any] = Field(default_factory=dict)
+    space: SearchSpace | None = Field(None, description="defaults to the instrument's")
+    objectives: list[Objective] | None = Field(None, description="defaults to the instrument's")
+    agent: str = "bo"
+    agent_options: dict[str, Any] = Field(default_factory=dict)
+    budget: int = Field(30, ge=1, le=100_000, description="number of experiments")
+    batch_size: int = Field(1, ge=1, le=64)
+    seed: int = Field(0, ge=0)
+    stopping: StoppingRule = Field(default_factory=StoppingRule)
+    exposure: float = Field(1.0, gt=0, le=3600, description="detector exposure per measurement (s)")
+    time_scale: float = Field(0.0, ge=0, le=10, description="0: instant simulation, 1: real time")
+    on_failure: Literal["continue", "stop"] = "continue"
+    proposal: str = ""
+
+    @field_validator("instrument")
+    @classmethod
+    def _known_instrument(cls, v: str) -> str:
+        from sdl.instruments import check_instrument_name
+
+        return check_instrument_name(v)
+
+    @field_validator("agent")
+    @classmethod
+    def _known_agent(cls, v: str) -> str:
+        from sdl.agents import AGENTS
+
+        if v not in AGENTS:
+            raise InvalidInput("agent", f"unknown agent; allowed: {sorted(AGENTS)}", v)
+        return v
+
+    @model_validator(mode="after")
+    def _objectives_named(self) -> "CampaignSpec":
+        if self.objectives is not None and len(self.objectives) == 0:
+            raise ValueError("objectives: give at least one, or leave out for the instrument's default")
+        return self
+
+
+def validate_spec(data: dict) -> CampaignSpec:
+    """Parse a spec, turning pydantic errors into one :class:`InvalidInput` naming the field."""
+    from pydantic import ValidationError
+
+    try:
+        return CampaignSpec.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"]) or "spec"
+        msg = err["msg"]
+        ctx = err.get("ctx", {}).get("error")
+        if isinstance(ctx, InvalidInput):
+            raise ctx from None
+        raise InvalidInput(loc, msg, err.get("input", ...)) from None
+
+
+class Progress:
+    """What the runner reports as it goes (the CLI draws a progress bar from it)."""
+
+    def started(self, total: int, done: int) -> None: ...
+
+    def experiment_done(self, done: int, total: int, observation: Observation, best: float | None) -> None: ...
+
+
+class CampaignRunner:
+    """Runs one stored campaign to its budget or stopping rule."""
+
+    def __init__(self, store: Store, campaign_id: str, *, progress: Progress | None = None,
+                 run_engine: Any = None, instrument: Any = None):
+        from sdl.instruments import make_instrument
+
+        self.store = store
+        self.campaign_id = campaign_id
+        row = store.campaign(campaign_id)
+        self.spec = CampaignSpec.model_validate(row.spec)
+        self.instrument = instrument or make_instrument(
+            self.spec.instrument,
+            seed=self.spec.seed,
+            time_scale=self.spec.time_scale,
+            n_slots=max(24, self.spec.budget + self.spec.batch_size),
+            options=self.spec.instrument_options,
+        )
+        self.space: SearchSpace = self.spec.space or self.instrument.space
+        self.objectives: list[Objective] = self.spec.objectives or self.instrument.objectives
+        self.progress = progress or Progress()
+        self.RE = run_engine or _make_run_engine()
+        self._current_run: str | None = None
+
+    # ----------------------------------------------------------------- the loop
+    def run(self) -> str:
+        """Run until done; returns the final campaign status."""
+        from bluesky.utils import RunEngineInterrupted
+
+        from sdl.agents import make_agent
+
+        interrupted = self.store.recover_interrupted(self.campaign_id)
+        if interrupted:
+            log.warning("campaign %s: %d interrupted run(s) kept and their points requeued", self.campaign_id,
+                        len(interrupted))
+        agent = make_agent(self.spec.agent, self.space, self.objectives, seed=self.spec.seed,
+                           **self.spec.agent_options)
+        observations = self.store.observations(self.campaign_id)
+        if observations:
+            agent.tell(observations)
+        pending = self.store.suggestions(self.campaign_id, status="pending")
+        if pending:
+            agent.add_pending([p.params for p in pending])
+
+        self.store.set_campaign_status(self.campaign_id, "running")
+        self.progress.started(self.spec.budget, self._n_finished())
+        unsub = self.RE.subscribe(self._on_document)
+        try:
+            while True:
+                reason = self._stop_reason()
+                if reason:
+                    self.store.set_campaign_status(self.campaign_id, "completed", reason)
+                    return "completed"
+                row = self._next_pending(agent)
+                ok = self._run_one(row)
+                if not ok and self.spec.on_failure == "stop":
+                    self.store.set_campaign_status(self.campaign_id, "failed", "an experiment failed; policy: stop")
+                    return "failed"
+                obs = self.store.observations(self.campaign_id)
+                agent.tell([o for o in obs if o.suggestion_id == row.id])
+        except (KeyboardInterrupt, RunEngineInterrupted):
+            self._abort_current("interrupted by the user")
+            self.store.set_campaign_status(self.campaign_id, "interrupted", "interrupted; resume to continue")
+            return "interrupted"
+        finally:
+            self.RE.unsubscribe(unsub)
+
+    def _next_pending(self, agent):
+        pending = self.store.suggestions(self.campaign_id, status="pending")
+        if pending:
+            return pending[0]
+        room = self.spec.budget - self._n_finished()
+        n = max(1, min(self.spec.batch_size, room))
+        suggestions = agent.ask(n)
+        for s in suggestions:
+            # An agent's point crosses a boundary too: refuse it before it reaches a device.
+            s.params = self.space.validate_point(s.params)
+        self.store.add_suggestions(self.campaign_id, suggestions)
+        return self.store.suggestions(self.campaign_id, status="pending")[0]
+
+    def _run_one(self, row) -> bool:
+        """Run one suggestion through the RunEngine; store the run's end and observation."""
+        suggestion = Store.to_suggestion(row)
+        attempt = row.attempts + 1
+        sample_id = f"{self.campaign_id[:8]}-{row.seq:04d}" + (f"r{attempt - 1}" if attempt > 1 else "")
+        md = {
+            "campaign_id": self.campaign_id,
+            "proposal": self.spec.proposal,
+            "suggestion_seq": row.seq,
+            "attempt": attempt,
+            "provenance": suggestion.provenance.model_dump(),
+        }
+        plan = self.instrument.step_plan(
+            suggestion, slot=row.seq % max(24, self.spec.budget + self.spec.batch_size) + 1,
+            sample_id=sample_id, exposure=self.spec.exposure, md=md,
+        )
+        self._current_suggestion = suggestion
+        try:
+            self.RE(plan)
+        except Exception as exc:  # device fault, bad point: the campaign records it and goes on
+            from bluesky.utils import RunEngineInterrupted
+
+            if isinstance(exc, RunEngineInterrupted):
+                raise
+            log.warning("experiment %s failed: %s", row.seq, exc)
+            uid = self._current_run
+            if uid is None:  # failed before the run opened: record a run for the failure
+                uid = new_id()
+                self.store.start_run(uid, self.campaign_id, row.id)
+            self.store.finish_run(
+                uid, "failed", reason=str(exc),
+                observation=Observation(suggestion_id=row.id, params=row.params, ok=False,
+                                        run_uid=uid, extra={"error": str(exc)}),
+                campaign_id=self.campaign_id,
+            )
+            self._current_run = None
+            self._report()
+            return False
+        return True
+
+    # -------------------------------------------------------- documents → store
+    def _on_document(self, name: str, doc: dict) -> None:
+        if name == "start":
+            self._current_run = doc["uid"]
+            self.store.start_run(doc["uid"], self.campaign_id, doc.get("suggestion_id"))
+        if self._current_run is None:
+            return
+        self.store.add_document(self._current_run, name, doc)
+        if name == "stop":
+            uid, self._current_run = self._current_run, None
+            if doc.get("exit_status") == "success":
+                self._finish_success(uid)
+            # failures and aborts are recorded by the caller, which has the exception
+
+    def _finish_success(self, uid: str) -> None:
+        docs = self.store.documents(uid)
+        start = docs[0][1]
+        try:
+            values = reduce_run(docs)
+        except Exception as exc:
+            self.store.finish_run(uid, "failed", reason=f"reduction failed: {exc}",
+                                  observation=Observation(suggestion_id=start.get("suggestion_id"),
+                                                          params=start.get("params", {}), ok=False, run_uid=uid,
+                                                          extra={"error": str(exc)}),
+                                  campaign_id=self.campaign_id)
+            return
+        obs = Observation(suggestion_id=start.get("suggestion_id"), params=start.get("params", {}),
+                          values=values, run_uid=uid, extra={"sample_id": start.get("sample_id")})
+        if self.instrument.truth is not None:
+            try:
+                obs.extra["truth"] = float(self.instrument.truth(obs.params))
+            except Exception:  # truth is a diagnostic; never fail a run on it
+                pass
+        self.store.finish_run(uid, "success", observation=obs, campaign_id=self.campaign_id)
+        self._report()
+
+    def _abort_current(self, reason: str) -> None:
+        if self.RE.state != "idle":
+            try:
+                self.RE.abort(reason=reason)
+            except Exception as exc:  # pragma: no cover - abort of an already-stopping RE
+                log.warning("abort: %s", exc)
+        if self._current_run is not None:
+            self.store.finish_run(self._current_run, "interrupted", reason=reason)
+            self._current_run = None
+
+    # ------------------------------------------------------------ bookkeeping
+    def _n_finished(self) -> int:
+        return len(self.store.observations(self.campaign_id))
+
+    def best(self) -> float | None:
+        return best_value(self.store.observations(self.campaign_id), self.objectives[0])
+
+    def _report(self) -> None:
+        obs = self.store.observations(self.campaign_id)
+        self.progress.experiment_done(len(obs), self.spec.budget, obs[-1], best_value(obs, self.objectives[0]))
+
+    def _stop_reason(self) -> str:
+        obs = self.store.observations(self.campaign_id)
+        if len(obs) >= self.spec.budget:
+            return f"budget of {self.spec.budget} experiments spent"
+        objective = self.objectives[0]
+        best = best_value(obs, objective)
+        rule = self.spec.stopping
+        if rule.target is not None and best is not None and objective.sign * (best - rule.target) >= 0:
+            return f"target {rule.target} reached (best {best:.4g})"
+        if rule.patience is not None and len(obs) > rule.patience:
+            trace = best_trace(obs, objective)
+            if trace[-1] == trace[-1 - rule.patience]:
+                return f"no improvement in {rule.patience} experiments"
+        return ""
+
+
+def best_value(observations: Sequence[Observation], objective: Objective) -> float | None:
+    vals = [o.values.get(objective.name) for o in observations if o.ok]
+    vals = [v for v in vals if v is not None and math.isfinite(v)]
+    if not vals:
+        return None
+    return max(vals) if objective.direction == "maximize" else min(vals)
+
+
+def best_trace(observations: Sequence[Observation], objective: Objective) -> list[float | None]:
+    """Best value so far after each experiment (None until the first success)."""
+    out: list[float | None] = []
+    best: float | None = None
+    for o in observations:
+        v = o.values.get(objective.name) if o.ok else None
+        if v is not None and math.isfinite(v) and (best is None or objective.sign * (v - best) > 0):
+            best = v
+        out.append(best)
+    return out
+
+
+def create_campaign(store: Store, spec: CampaignSpec | dict, campaign_id: str | None = None) -> str:
+    """Validate and store a new campaign; returns its id."""
+    spec = spec if isinstance(spec, CampaignSpec) else validate_spec(spec)
+    campaign_id = campaign_id or new_id()
+    store.create_campaign(campaign_id, spec.name, spec.model_dump(mode="json"))
+    return campaign_id
+
+
+def _make_run_engine():
+    from bluesky import RunEngine
+
+    # No context managers: SIGINT reaches the campaign loop as KeyboardInterrupt,
+    # which aborts the open run (shutter closed by the plan's cleanup) and stops.
+    return RunEngine({}, context_managers=[])
+
+
+Callback = Callable[[str, dict], None]

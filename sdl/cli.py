@@ -1,0 +1,235 @@
+"""The ``sdl`` command line (typer). Long work shows a progress bar (rich)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from sdl.errors import SdlError
+
+app = typer.Typer(help="sdl: self-driving-lab orchestration.", no_args_is_help=True, add_completion=False)
+campaign_app = typer.Typer(help="Create, run, resume and inspect campaigns.", no_args_is_help=True)
+app.add_typer(campaign_app, name="campaign")
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _quiet_libraries() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for name in ("ax", "botorch", "bluesky", "ophyd", "caproto", "matplotlib"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    import warnings
+
+    warnings.filterwarnings("ignore")
+
+
+def _fail(exc: Exception) -> None:
+    err_console.print(f"[bold red]error[/]: {exc}")
+    raise typer.Exit(2)
+
+
+def _store(url: Optional[str]):
+    from sdl.config import get_settings
+    from sdl.store import Store
+
+    return Store(url or get_settings().store_url)
+
+
+class _RichProgress:
+    """Campaign progress drawn as a rich progress bar."""
+
+    def __init__(self, progress: Progress, label: str, objective: str):
+        self.p = progress
+        self.label = label
+        self.objective = objective
+        self.task = None
+
+    def started(self, total: int, done: int) -> None:
+        self.task = self.p.add_task(self.label, total=total, completed=done, best="-")
+
+    def experiment_done(self, done, total, observation, best) -> None:
+        best_s = "-" if best is None else f"{best:.4g}"
+        self.p.update(self.task, completed=done, best=best_s)
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("best {task.fields[best]}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+def _run_campaign(store, campaign_id: str, label: str) -> str:
+    from sdl.campaign import CampaignRunner
+
+    with _progress() as progress:
+        runner = CampaignRunner(store, campaign_id, progress=None)
+        runner.progress = _RichProgress(progress, label, runner.objectives[0].name)
+        status = runner.run()
+    if status == "interrupted":
+        console.print(f"[yellow]interrupted[/]; nothing is lost. Continue with: sdl campaign resume {campaign_id}")
+    return status
+
+
+# ----------------------------------------------------------------------- demo
+@app.command()
+def demo(
+    agent: str = typer.Option("bo", help="agent: bo (default), random, sobol"),
+    budget: int = typer.Option(30, min=1, help="number of experiments"),
+    seed: int = typer.Option(0, min=0, help="seed of the agent and the counting noise"),
+    out: Path = typer.Option(Path("sdl-output"), help="folder for the plot, summary and store"),
+    time_scale: float = typer.Option(0.0, min=0.0, help="0: instant simulation, 1: real time"),
+    instrument: str = typer.Option("sim-xrd", help="sim-xrd, pool:p3ht or pool:agnp"),
+) -> None:
+    """Run a whole autonomous campaign on the simulated lab; write a plot and a summary."""
+    _quiet_libraries()
+    from sdl.campaign import create_campaign
+    from sdl.instruments import make_instrument
+    from sdl.report import convergence_plot, summarize, write_summary
+    from sdl.store import Store, sqlite_url
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        store = Store(sqlite_url(out / "demo.sqlite"))
+        spec = {"name": f"demo {instrument} {agent} seed {seed}", "instrument": instrument, "agent": agent,
+                "budget": budget, "seed": seed, "time_scale": time_scale}
+        cid = create_campaign(store, spec)
+    except SdlError as exc:
+        _fail(exc)
+    console.print(f"campaign [bold]{cid}[/] on [bold]{instrument}[/] with agent [bold]{agent}[/], "
+                  f"{budget} experiments (store: {out / 'demo.sqlite'})")
+    status = _run_campaign(store, cid, f"{agent} on {instrument}")
+    optimum = make_instrument(instrument).optimum
+    summary = summarize(store, cid, optimum)
+    write_summary(summary, out / "summary.json")
+    obj = summary["objective"]["name"]
+    obs = store.observations(cid)
+    opt_value = None if optimum is None else optimum.get(obj, optimum.get("fom"))
+    convergence_plot({agent: summary["best_trace"]}, out / "convergence.png", objective=obj, optimum=opt_value,
+                     points=[o.values.get(obj) if o.ok else None for o in obs],
+                     title=f"sdl demo: {agent} on {instrument} (seed {seed})")
+    best = summary["best"]
+    if best:
+        console.print(f"best {obj} measured: [bold]{best['value']:.4g}[/] at "
+                      + ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in best["params"].items()))
+        if opt_value is not None and best.get("truth") is not None:
+            console.print(f"noise-free value there: {best['truth']:.4g}; hidden optimum: {opt_value:.4g} "
+                          f"([bold]{100 * best['truth'] / opt_value:.1f} %[/] of the optimum)")
+    console.print(f"wrote {out / 'convergence.png'} and {out / 'summary.json'}")
+    if status != "completed":
+        raise typer.Exit(1)
+
+
+# ------------------------------------------------------------------- campaign
+@campaign_app.command("run")
+def campaign_run(
+    spec_file: Optional[Path] = typer.Option(None, "--spec", help="campaign spec as JSON"),
+    instrument: Optional[str] = typer.Option(None, help="instrument name (overrides the spec)"),
+    agent: Optional[str] = typer.Option(None, help="agent name (overrides the spec)"),
+    budget: Optional[int] = typer.Option(None, help="number of experiments (overrides the spec)"),
+    seed: Optional[int] = typer.Option(None, help="seed (overrides the spec)"),
+    time_scale: Optional[float] = typer.Option(None, help="simulation time scale (overrides the spec)"),
+    campaign_id: Optional[str] = typer.Option(None, "--id", help="id for the new campaign"),
+    store_url: Optional[str] = typer.Option(None, "--store", help="SQLAlchemy URL (default $SDL_STORE_URL)"),
+) -> None:
+    """Create a campaign and run it to its budget or stopping rule."""
+    _quiet_libraries()
+    from sdl.campaign import create_campaign
+
+    spec: dict[str, Any] = {}
+    if spec_file is not None:
+        try:
+            spec = json.loads(spec_file.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            _fail(SdlError(f"--spec {spec_file}: cannot read JSON: {exc}"))
+    overrides = {"instrument": instrument, "agent": agent, "budget": budget, "seed": seed, "time_scale": time_scale}
+    spec.update({k: v for k, v in overrides.items() if v is not None})
+    store = _store(store_url)
+    try:
+        cid = create_campaign(store, spec, campaign_id)
+    except SdlError as exc:
+        _fail(exc)
+    console.print(f"campaign [bold]{cid}[/]")
+    status = _run_campaign(store, cid, "campaign")
+    raise typer.Exit(0 if status == "completed" else 130 if status == "interrupted" else 1)
+
+
+@campaign_app.command("resume")
+def campaign_resume(
+    campaign_id: str = typer.Argument(..., help="the campaign to continue"),
+    store_url: Optional[str] = typer.Option(None, "--store", help="SQLAlchemy URL (default $SDL_STORE_URL)"),
+) -> None:
+    """Continue an interrupted campaign: nothing lost, no finished experiment repeated."""
+    _quiet_libraries()
+    store = _store(store_url)
+    try:
+        store.campaign(campaign_id)
+    except SdlError as exc:
+        _fail(exc)
+    status = _run_campaign(store, campaign_id, "resumed")
+    raise typer.Exit(0 if status == "completed" else 130 if status == "interrupted" else 1)
+
+
+@campaign_app.command("list")
+def campaign_list(store_url: Optional[str] = typer.Option(None, "--store")) -> None:
+    """List stored campaigns."""
+    store = _store(store_url)
+    table = Table("id", "name", "instrument", "agent", "status", "experiments")
+    for row in store.campaigns():
+        table.add_row(row.id, row.name, row.spec.get("instrument", ""), row.spec.get("agent", ""), row.status,
+                      f"{len(store.observations(row.id))}/{row.spec.get('budget')}")
+    console.print(table)
+
+
+@campaign_app.command("show")
+def campaign_show(
+    campaign_id: str = typer.Argument(...),
+    store_url: Optional[str] = typer.Option(None, "--store"),
+) -> None:
+    """Print a campaign's summary as JSON."""
+    from sdl.report import summarize
+
+    store = _store(store_url)
+    try:
+        console.print_json(json.dumps(summarize(store, campaign_id)))
+    except SdlError as exc:
+        _fail(exc)
+
+
+@campaign_app.command("replay")
+def campaign_replay(
+    campaign_id: str = typer.Argument(...),
+    store_url: Optional[str] = typer.Option(None, "--store"),
+) -> None:
+    """Recompute every observation from its run's stored documents and compare."""
+    from sdl.replay import replay
+
+    store = _store(store_url)
+    try:
+        rows = replay(store, campaign_id)
+    except SdlError as exc:
+        _fail(exc)
+    mismatches = [r for r in rows if not r["match"]]
+    console.print(f"{len(rows)} observations recomputed from documents; {len(mismatches)} mismatches")
+    raise typer.Exit(1 if mismatches else 0)
+
+
+def main() -> None:  # pragma: no cover
+    app(prog_name="sdl")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

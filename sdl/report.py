@@ -1,0 +1,95 @@
+"""Campaign reports: a convergence plot (PNG) and a summary (JSON)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from sdl.campaign import CampaignSpec, best_trace, best_value
+from sdl.models import Observation
+from sdl.space import Objective
+from sdl.store import Store, jsonable
+
+
+def summarize(store: Store, campaign_id: str, optimum: dict | None = None) -> dict[str, Any]:
+    row = store.campaign(campaign_id)
+    spec = CampaignSpec.model_validate(row.spec)
+    obs = store.observations(campaign_id)
+    objective = (spec.objectives or [None])[0] or _objective_from(obs)
+    ok = [o for o in obs if o.ok]
+    best_obs = None
+    if ok:
+        best_obs = max(ok, key=lambda o: objective.sign * o.values.get(objective.name, -math.inf * objective.sign))
+    runs = store.runs(campaign_id)
+    summary: dict[str, Any] = {
+        "campaign_id": campaign_id,
+        "name": row.name,
+        "status": row.status,
+        "message": row.message,
+        "instrument": spec.instrument,
+        "agent": spec.agent,
+        "seed": spec.seed,
+        "budget": spec.budget,
+        "experiments": len(obs),
+        "failed": sum(1 for o in obs if not o.ok),
+        "interrupted_runs": sum(1 for r in runs if r.status == "interrupted"),
+        "objective": objective.model_dump(),
+        "best": None if best_obs is None else {
+            "value": best_obs.values.get(objective.name),
+            "params": best_obs.params,
+            "truth": best_obs.extra.get("truth"),
+            "run_uid": best_obs.run_uid,
+        },
+        "best_trace": best_trace(obs, objective),
+    }
+    if optimum is not None:
+        summary["optimum"] = optimum
+        opt_value = optimum.get(objective.name, optimum.get("fom"))
+        if opt_value and best_obs is not None and best_obs.extra.get("truth") is not None:
+            summary["best_truth_over_optimum"] = best_obs.extra["truth"] / opt_value
+    return jsonable(summary)
+
+
+def _objective_from(obs: list[Observation]) -> Objective:
+    for o in obs:
+        if o.values:
+            return Objective(name=next(iter(o.values)))
+    return Objective(name="fom")
+
+
+def write_summary(summary: dict, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(summary, indent=2))
+    return path
+
+
+def convergence_plot(traces: dict[str, list[float | None]], path: Path, *, objective: str = "fom",
+                     optimum: float | None = None, points: list[float | None] | None = None,
+                     title: str = "Campaign convergence") -> Path:
+    """Best-so-far against experiment number, one line per trace; the hidden optimum dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
+    if points:
+        xs = [i + 1 for i, v in enumerate(points) if v is not None]
+        ax.scatter(xs, [v for v in points if v is not None], s=14, color="0.6", label="measured", zorder=2)
+    for label, trace in traces.items():
+        xs = [i + 1 for i, v in enumerate(trace) if v is not None]
+        ax.step(xs, [v for v in trace if v is not None], where="post", lw=2, label=f"best so far ({label})", zorder=3)
+    if optimum is not None:
+        ax.axhline(optimum, ls="--", color="k", lw=1, label="hidden optimum")
+    ax.set_xlabel("experiment")
+    ax.set_ylabel(objective)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
