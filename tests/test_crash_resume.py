@@ -1,0 +1,84 @@
+"""Kill -9 a running campaign process, resume it: nothing lost, nothing measured twice."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from sdl.store import Store, sqlite_url
+
+
+def _sdl(*args):
+    return [sys.executable, "-m", "sdl.cli", *args]
+
+
+def _wait_for(predicate, timeout=120.0, proc=None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        if proc is not None and proc.poll() is not None:
+            out = proc.stdout.read() if proc.stdout else ""
+            raise AssertionError(f"campaign process ended early ({proc.returncode}): {out}")
+        time.sleep(0.05)
+    raise AssertionError("timed out")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+def test_killed_campaign_resumes_without_loss_or_repeats(tmp_path, sig):
+    url = sqlite_url(tmp_path / "crash.sqlite")
+    cid = "crashtest"
+    # time scale 0.005: each experiment takes about half a second, so the kill lands mid-run
+    proc = subprocess.Popen(
+        _sdl("campaign", "run", "--store", url, "--id", cid, "--instrument", "sim-xrd", "--agent", "sobol",
+             "--budget", "7", "--seed", "1", "--time-scale", "0.005"),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    store = Store(url)
+
+    def mid_run():
+        try:
+            obs = store.observations(cid)
+            running = [r for r in store.runs(cid) if r.status == "running"]
+        except Exception:  # tables not created yet
+            return False
+        return len(obs) >= 2 and any(len(store.documents(r.uid)) >= 2 for r in running)
+
+    _wait_for(mid_run, proc=proc)
+    before = store.observations(cid)
+    proc.send_signal(sig)
+    proc.wait(timeout=60)
+    if sig == signal.SIGINT:
+        assert proc.returncode == 130, proc.stdout.read()
+    else:
+        assert proc.returncode == -signal.SIGKILL
+
+    runs = store.runs(cid)
+    open_runs = [r for r in runs if r.status in ("running", "interrupted")]
+    assert open_runs, "the interrupted run must be kept"
+    partial_uid = open_runs[0].uid
+    partial_docs = store.documents(partial_uid)
+    assert partial_docs and partial_docs[0][0] == "start"
+
+    done = subprocess.run(_sdl("campaign", "resume", cid, "--store", url), capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    after = store.observations(cid)
+    assert len(after) == 7
+    # nothing lost: every observation made before the kill is still there, unchanged
+    assert [o.model_dump() for o in after[: len(before)]] == [o.model_dump() for o in before]
+    # nothing measured twice: one successful run and one observation per suggestion
+    sids = [o.suggestion_id for o in after]
+    assert len(set(sids)) == len(sids) == 7
+    success = [r for r in store.runs(cid) if r.status == "success"]
+    assert len(success) == 7 and len({r.suggestion_id for r in success}) == 7
+    # the interrupted run is kept, marked, with its partial documents
+    interrupted = {r.uid: r for r in store.runs(cid)}[partial_uid]
+    assert interrupted.status == "interrupted"
+    assert store.documents(partial_uid)[: len(partial_docs)] == partial_docs
+    assert store.campaign(cid).status == "completed"
+    store.close()
