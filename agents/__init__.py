@@ -1,1 +1,70 @@
-"""sdl.agents."""
+"""Agents: who chooses the next experiment. ``make_agent(name, space, objectives, seed)``.
+
+==========  ==============================================================================
+name        what it is
+==========  ==============================================================================
+bo          the default: Ax Bayesian optimisation (continuous spaces, compositions,
+            several objectives); on a discrete pool, the BoTorch pool agent
+botorch     BoTorch GP + noisy log-EI, log-transform for heavy-tailed objectives
+gp-ei       a plain GP + expected-improvement loop (what users hand-write today)
+random      uniform random points (baseline)
+sobol       scrambled Sobol sequence (baseline)
+grid        full-factorial grid in seeded random order (baseline)
+==========  ==============================================================================
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+from sdl.agents.base import Agent
+from sdl.errors import InvalidInput
+from sdl.space import Objective, SearchSpace
+
+DEFAULT_AGENT = "bo"
+
+
+def _bo(space: SearchSpace, objectives: Sequence[Objective], seed: int = 0, **options) -> Agent:
+    if space.pool is not None:
+        from sdl.agents.gp import BoTorchAgent
+
+        agent = BoTorchAgent(space, objectives, seed, **options)
+        agent.name = "bo"
+        return agent
+    from sdl.agents.ax_agent import AxAgent
+
+    return AxAgent(space, objectives, seed, **options)
+
+
+def _lazy(module: str, cls: str) -> Callable[..., Agent]:
+    def build(space: SearchSpace, objectives: Sequence[Objective], seed: int = 0, **options) -> Agent:
+        import importlib
+
+        return getattr(importlib.import_module(f"sdl.agents.{module}"), cls)(space, objectives, seed, **options)
+
+    return build
+
+
+AGENTS: dict[str, Callable[..., Agent]] = {
+    "bo": _bo,
+    "botorch": _lazy("gp", "BoTorchAgent"),
+    "gp-ei": _lazy("gp", "PlainGPAgent"),
+    "random": _lazy("baselines", "RandomAgent"),
+    "sobol": _lazy("baselines", "SobolAgent"),
+    "grid": _lazy("baselines", "GridAgent"),
+}
+
+
+def check_agent_name(name: str) -> str:
+    if name not in AGENTS:
+        raise InvalidInput("agent", f"unknown agent; allowed: {sorted(AGENTS)}", name)
+    return name
+
+
+def make_agent(name: str, space: SearchSpace, objectives: Sequence[Objective], seed: int = 0, **options) -> Agent:
+    """Build the agent ``name`` for ``space`` and ``objectives``; options are agent-specific."""
+    check_agent_name(name)
+    return AGENTS[name](space, list(objectives), seed, **options)
+
+
+__all__ = ["AGENTS", "DEFAULT_AGENT", "Agent", "check_agent_name", "make_agent"]

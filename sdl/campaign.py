@@ -127,6 +127,7 @@ class CampaignRunner:
         self.progress = progress or Progress()
         self.RE = run_engine or _make_run_engine()
         self._current_run: str | None = None
+        self._attempt_run: str | None = None
 
     # ----------------------------------------------------------------- the loop
     def run(self) -> str:
@@ -201,6 +202,7 @@ class CampaignRunner:
             sample_id=sample_id, exposure=self.spec.exposure, md=md,
         )
         self._current_suggestion = suggestion
+        self._attempt_run = None  # the run this attempt opened, if it got that far
         try:
             self.RE(plan)
         except Exception as exc:  # device fault, bad point: the campaign records it and goes on
@@ -209,7 +211,7 @@ class CampaignRunner:
             if isinstance(exc, RunEngineInterrupted):
                 raise
             log.warning("experiment %s failed: %s", row.seq, exc)
-            uid = self._current_run
+            uid = self._current_run or self._attempt_run
             if uid is None:  # failed before the run opened: record a run for the failure
                 uid = new_id()
                 self.store.start_run(uid, self.campaign_id, row.id)
@@ -227,7 +229,7 @@ class CampaignRunner:
     # -------------------------------------------------------- documents → store
     def _on_document(self, name: str, doc: dict) -> None:
         if name == "start":
-            self._current_run = doc["uid"]
+            self._current_run = self._attempt_run = doc["uid"]
             self.store.start_run(doc["uid"], self.campaign_id, doc.get("suggestion_id"))
         if self._current_run is None:
             return

@@ -44,6 +44,7 @@ from sdl.sim_devices.pool import PoolModel
 from sdl.sim_devices.signals import (
     Clock,
     CommandSignal,
+    CommandStatus,
     PositiveSignal,
     ReadOnlySignal,
     UnitSignal,
@@ -153,7 +154,7 @@ class _LabDevice(Device):
         the completion step fails it at the end of the action. Either sets ``state`` to
         'error' and ``error_message``.
         """
-        status = Status(obj=self)
+        status = CommandStatus(obj=self)
         with self._lab.registry.lock:
             if self.state.get() == "busy":
                 finish(status, DeviceFault(self.name, "busy: the previous command has not finished"))
@@ -297,7 +298,7 @@ class SimShutter(Device):
     def set(self, value: Any) -> Status:
         if value not in ("open", "close"):
             raise InvalidInput(self.name, "allowed values: 'open', 'close'", value)
-        status = Status(obj=self)
+        status = CommandStatus(obj=self)
         target = "open" if value == "open" else "closed"
 
         def complete() -> None:
@@ -353,7 +354,12 @@ class SimPoolProbe(_LabDevice):
 
     def __init__(self, lab: "SimLab", *, name: str = "detector", **kwargs: Any):
         super().__init__(lab, name=name, **kwargs)
-        self.value.units = lab.pool.units.get(lab.pool.objective.name, lab.pool.objective.units)
+        pool = lab.pool
+        units = pool.units.get(pool.objective.name) or pool.objective.units
+        column = pool.objective_column.strip()
+        if not units and "(" in column and column.endswith(")"):  # 'Conductivity (S/cm)' -> 'S/cm'
+            units = column[column.rindex("(") + 1 : -1]
+        self.value.units = units
 
     def trigger(self) -> Status:
         exposure = float(self.exposure_time.get())
@@ -471,13 +477,24 @@ class SimLab:
     def new_record(self, sample_id: str, composition: Any, temperature: Any) -> SampleRecord:
         """A record for a sample to make, after checking the point is makeable."""
         if self.is_pool:
-            point = dict(zip(self.pool.inputs, np.atleast_1d(np.asarray(composition, dtype=float)).tolist()))
-            if len(point) != len(self.pool.inputs):
-                raise DeviceFault("robot", f"composition needs {len(self.pool.inputs)} values: {self.pool.inputs}")
+            inputs = self.pool.inputs
+            try:
+                values = np.atleast_1d(np.asarray(composition, dtype=float))
+            except (TypeError, ValueError):
+                raise DeviceFault("robot", f"composition must be {len(inputs)} numbers: {inputs}") from None
+            # zip() would silently drop extra values; NaN would match no row yet pass the
+            # pool's tolerance test (NaN > tol is False), so check both here.
+            if values.shape != (len(inputs),):
+                raise DeviceFault(
+                    "robot", f"composition needs {len(inputs)} values, one per {inputs} (got {values.size})"
+                )
+            if not np.all(np.isfinite(values)):
+                raise DeviceFault("robot", f"composition values must be finite numbers (got {values.tolist()})")
+            point = dict(zip(inputs, values.tolist()))
             try:
                 row = self.pool.index_of(point)
             except InvalidInput as exc:
-                raise DeviceFault("robot", f"not in pool {self.pool.name!r}: {exc.message}") from exc
+                raise DeviceFault("robot", f"invalid point: {exc.message}") from exc
             params = self.pool.as_dict(row)
             return SampleRecord(sample_id, list(params.values()), None, params, slot=None)
         try:

@@ -10,6 +10,7 @@ moves; a move takes ``|distance| / velocity`` nominal seconds (x the clock's sca
 from __future__ import annotations
 
 import math
+import numbers
 import threading
 import time
 from typing import Any, Callable
@@ -84,7 +85,7 @@ class SimMotor(Device, PositionerBase):
     # ------------------------------------------------------------------ motion
     def check_value(self, pos: Any) -> None:
         """Refuse non-numbers and positions outside the soft limits (before any motion)."""
-        if isinstance(pos, bool) or not isinstance(pos, (int, float)) or not math.isfinite(pos):
+        if isinstance(pos, bool) or not isinstance(pos, numbers.Real) or not math.isfinite(pos):
             raise ValueError(f"{self.name}: position must be a finite number, got {pos!r}")
         lo, hi = self._limits
         if not lo <= pos <= hi:
@@ -95,6 +96,13 @@ class SimMotor(Device, PositionerBase):
     ) -> MoveStatus:
         """Start a move (limits checked first); returns a MoveStatus, waits if ``wait``."""
         self.check_value(position)
+        with self._lock:
+            # A move that supersedes one in progress starts from where the motor is now
+            # (the superseded move's status fails, as an EpicsMotor's does).
+            self._cancel_timer()
+            self._move_id += 1
+            if self._motion is not None:
+                self._end_motion(self._current_position())
         status = super().move(float(position), moved_cb=moved_cb, timeout=timeout)
         with self._lock:
             self._cancel_timer()
@@ -112,15 +120,28 @@ class SimMotor(Device, PositionerBase):
         return status
 
     def stop(self, *, success: bool = False) -> None:
-        """Stop where the motor is now (interpolated along the move)."""
+        """Stop where the motor is now (interpolated along the move); the move's status
+        completes (failed unless ``success``), so nothing waits on it forever."""
         with self._lock:
             self._cancel_timer()
             self._move_id += 1
-            if self._motion is not None:
-                start, target, t0, duration = self._motion
-                frac = 1.0 if duration <= 0 else min(1.0, (time.monotonic() - t0) / duration)
-                self._end_motion(start + frac * (target - start))
-        super().stop(success=success)
+            was_moving = self._motion is not None
+            if was_moving:
+                self._end_motion(self._current_position())
+        # Device.stop comes first in the MRO and would skip PositionerBase.stop, which
+        # is what completes the pending MoveStatus: report the end of motion here.
+        Device.stop(self, success=success)
+        if was_moving:
+            self._done_moving(success=success)
+
+    def _current_position(self) -> float:
+        """Where the motor is now: interpolated along a move in progress, else the readback."""
+        with self._lock:
+            if self._motion is None:
+                return self.position
+            start, target, t0, duration = self._motion
+            frac = 1.0 if duration <= 0 else min(1.0, (time.monotonic() - t0) / duration)
+            return start + frac * (target - start)
 
     def _arrive(self, target: float, move_id: int) -> None:
         with self._lock:

@@ -105,6 +105,27 @@ class CommandSignal(Signal):
         self.set(value)
 
 
+class CommandStatus(Status):
+    """The Status of a simulated device's action; when it failed, its text says why.
+
+    Bluesky reports a failed Status as ``FailedStatus(status)`` and writes ``str()`` of
+    that into the stop document's ``reason``; a plain Status only says
+    ``success=False``. This one adds the device's fault message, so the record of a
+    failed run names the fault (e.g. the dropped sample).
+    """
+
+    def __str__(self) -> str:
+        obj = getattr(self.obj, "name", self.obj)
+        text = f"{type(self).__name__}(obj={obj}, done={self.done}, success={self.success})"
+        if self.done and not self.success:
+            exc = self.exception(timeout=0)
+            if exc is not None:
+                text += f": {exc}"
+        return text
+
+    __repr__ = __str__
+
+
 def finish(status: Status, exc: BaseException | None = None) -> None:
     """Complete ``status``: finished, or failed with ``exc``."""
     if exc is None:

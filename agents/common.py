@@ -1,0 +1,128 @@
+"""What every agent shares: the observations it was told, its pending points, the pool.
+
+The state is only ``observations`` and ``pending``; each ``ask`` draws its random
+numbers from ``(seed, number of points seen so far)``, so an agent rebuilt from the
+stored observations after a restart makes the same next suggestion.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from sdl.agents.encoding import SpaceEncoder
+from sdl.errors import InvalidInput
+from sdl.models import Observation, Provenance, Suggestion
+from sdl.space import Objective, SearchSpace, Value
+
+
+class AgentBase:
+    """Bookkeeping for an agent over ``space`` that maximises/minimises ``objectives``."""
+
+    name = "base"
+
+    def __init__(self, space: SearchSpace, objectives: Sequence[Objective], seed: int = 0, **options):
+        if not objectives:
+            raise InvalidInput("objectives", "at least one objective is needed")
+        self.space = space
+        self.objectives = list(objectives)
+        self.seed = int(seed)
+        self.encoder = SpaceEncoder(space)
+        self.observations: list[Observation] = []
+        self.pending: list[dict[str, Value]] = []
+        unknown = set(options) - set(self.option_names)
+        if unknown:
+            raise InvalidInput(
+                "agent_options", f"unknown option(s) {sorted(unknown)} for agent {self.name!r}; "
+                f"allowed: {sorted(self.option_names)}"
+            )
+        self.options = options
+
+    option_names: tuple[str, ...] = ()
+
+    # ---------------------------------------------------------------- protocol
+    def tell(self, observations: Sequence[Observation]) -> None:
+        for obs in observations:
+            self.observations.append(obs)
+            self._drop_pending(obs.params)
+
+    def add_pending(self, params: Sequence[dict]) -> None:
+        self.pending.extend(dict(p) for p in params)
+
+    def ask(self, n: int = 1) -> list[Suggestion]:
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise InvalidInput("n", "must be a positive integer", n)
+        points = self._suggest(n)
+        out = []
+        for params, prov in points:
+            params = self.space.validate_point(params)
+            self.pending.append(params)
+            out.append(Suggestion(params=params, provenance=prov))
+        return out
+
+    def _suggest(self, n: int) -> list[tuple[dict, Provenance]]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------- helpers
+    @property
+    def n_seen(self) -> int:
+        return len(self.observations) + len(self.pending)
+
+    def rng(self) -> np.random.Generator:
+        """The generator for the next ask: a function of the seed and how much was seen."""
+        return np.random.default_rng([self.seed, self.n_seen])
+
+    def _drop_pending(self, params: dict) -> None:
+        for i, p in enumerate(self.pending):
+            if _same(p, params):
+                del self.pending[i]
+                return
+
+    def good_observations(self) -> list[Observation]:
+        """Observations with a finite value of every objective."""
+        names = [o.name for o in self.objectives]
+        return [
+            o for o in self.observations
+            if o.ok and all(k in o.values and np.isfinite(o.values[k]) for k in names)
+        ]
+
+    def signed_values(self, observations: Sequence[Observation]) -> np.ndarray:
+        """(n, m) objective values, each multiplied by its sign so that larger is better."""
+        return np.array(
+            [[o.sign * float(obs.values[o.name]) for o in self.objectives] for obs in observations]
+        ).reshape(len(observations), len(self.objectives))
+
+    # ---------------------------------------------------------------- pools
+    @property
+    def is_pool(self) -> bool:
+        return self.space.pool is not None
+
+    def open_candidates(self) -> list[int]:
+        """Indices of pool points neither measured nor pending (all of them if none is left)."""
+        assert self.space.pool is not None
+        used = {self.space.pool_index(o.params) for o in self.observations}
+        used |= {self.space.pool_index(p) for p in self.pending}
+        open_ = [i for i in range(len(self.space.pool)) if i not in used]
+        if not open_:
+            raise InvalidInput("budget", f"every one of the {len(self.space.pool)} pool points has been used")
+        return open_
+
+    def pool_matrix(self) -> np.ndarray:
+        assert self.space.pool is not None
+        if not hasattr(self, "_pool_x"):
+            self._pool_x = self.encoder.encode_many(self.space.pool)
+        return self._pool_x
+
+
+def _same(a: dict, b: dict, tol: float = 1e-9) -> bool:
+    if a.keys() != b.keys():
+        return False
+    for k in a:
+        x, y = a[k], b[k]
+        if isinstance(x, (int, float)) and isinstance(y, (int, float)):
+            if abs(float(x) - float(y)) > tol * max(1.0, abs(float(x))):
+                return False
+        elif x != y:
+            return False
+    return True
