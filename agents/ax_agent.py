@@ -1,0 +1,206 @@
+"""The default agent: Bayesian optimisation through Ax (``ax.Client``) on BoTorch.
+
+Restart-safe by construction: each ``ask`` builds a fresh Ax client from the search
+space, attaches every observation as a completed trial and every pending point as a
+running one, and asks for the next batch with a random seed derived from
+``(seed, number of points seen)``. The agent's state is therefore only its observations:
+rebuilding it from the store gives the same next suggestion.
+
+Two choices differ from Ax's out-of-the-box setup, both measured (see the README):
+
+- the first ``n_init`` points come from the agent's own seeded uniform design, so the
+  initial design is reproducible and identical to what the baselines start from;
+- the model step is Ax's modular BoTorch generator with fewer acquisition restarts
+  and a thinned polytope sampler. Ax's default takes 7-10 s per suggestion on 2 cores
+  for a composition (a linear constraint); this takes about 1 s, with the same
+  median result on the simulated lab.
+
+Compositions: Ax gets the first k - 1 components with ``sum <= total``; the last one
+is implied. Several objectives become an Ax multi-objective optimisation; outcome
+constraints ("stability >= 0.5") pass through as Ax outcome constraints.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from typing import Sequence
+
+import numpy as np
+
+from sdl.agents.common import AgentBase
+from sdl.errors import InvalidInput
+from sdl.models import Provenance
+from sdl.space import ChoiceParameter, FixedParameter, RangeParameter
+
+DEFAULT_N_INIT = 5
+
+
+def _fast_generation_strategy(num_restarts: int = 4, raw_samples: int = 256):
+    from ax.adapter.registry import Generators
+    from ax.generation_strategy.generation_node import GenerationNode
+    from ax.generation_strategy.generation_strategy import GenerationStrategy
+    from ax.generation_strategy.generator_spec import GeneratorSpec
+    from ax.generators.torch.botorch_modular.surrogate import ModelConfig, SurrogateSpec
+
+    spec = GeneratorSpec(
+        generator_enum=Generators.BOTORCH_MODULAR,
+        generator_kwargs={"surrogate_spec": SurrogateSpec(model_configs=[ModelConfig(name="default")])},
+        generator_gen_kwargs={
+            "model_gen_options": {
+                "optimizer_kwargs": {
+                    "num_restarts": num_restarts,
+                    "raw_samples": raw_samples,
+                    "options": {"n_burnin": 200, "n_thinning": 2},
+                }
+            }
+        },
+    )
+    return GenerationStrategy(name="sdl-fast-mbm", nodes=[GenerationNode(name="MBM", generator_specs=[spec])])
+
+
+class AxAgent(AgentBase):
+    """Ax Bayesian optimisation; several objectives and outcome constraints supported."""
+
+    name = "bo"
+    option_names = ("n_init", "outcome_constraints", "ax_default", "num_restarts", "raw_samples")
+
+    def __init__(self, space, objectives, seed: int = 0, **options):
+        super().__init__(space, objectives, seed, **options)
+        if space.pool is not None:
+            raise InvalidInput("space", "the Ax agent needs a continuous space; pools use the BoTorch agent")
+        # Ax parameter and metric names: safe identifiers, mapped back on the way out.
+        self._pname = {p.name: f"x{i}" for i, p in enumerate(space.parameters)}
+        self._mname = {o.name: f"y{i}" for i, o in enumerate(self.objectives)}
+        self._implied = {comp.components[-1]: comp for comp in space.compositions}
+        self._constraints = list(options.get("outcome_constraints", []))
+        for c in self._constraints:
+            if not isinstance(c, dict) or c.get("metric") is None or c.get("op") not in (">=", "<="):
+                raise InvalidInput(
+                    "outcome_constraints", "each must be {'metric': name, 'op': '>=' or '<=', 'bound': number}", c
+                )
+
+    # ------------------------------------------------------------------ Ax plumbing
+    def _client(self, seed: int):
+        from ax import ChoiceParameterConfig, Client, RangeParameterConfig
+
+        logging.getLogger("ax").setLevel(logging.ERROR)
+        client = Client(random_seed=seed)
+        params, cons = [], []
+        for p in self.space.parameters:
+            if isinstance(p, FixedParameter) or p.name in self._implied:
+                continue
+            name = self._pname[p.name]
+            if isinstance(p, ChoiceParameter):
+                kind = "str" if isinstance(p.values[0], str) else "float"
+                params.append(ChoiceParameterConfig(name=name, values=list(p.values), parameter_type=kind,
+                                                    is_ordered=False))
+            else:
+                params.append(RangeParameterConfig(
+                    name=name, bounds=(float(p.lower), float(p.upper)), parameter_type=p.value_type,
+                    scaling="log" if p.log_scale else None,
+                ))
+        for comp in self.space.compositions:
+            cons.append(" + ".join(self._pname[c] for c in comp.components[:-1]) + f" <= {comp.total!r}")
+        client.configure_experiment(parameters=params, parameter_constraints=cons or None, name="sdl")
+        objective = ", ".join(("" if o.direction == "maximize" else "-") + self._mname[o.name] for o in self.objectives)
+        outcome = []
+        for c in self._constraints:
+            metric = self._metric_name(c["metric"])
+            outcome.append(f"{metric} {c['op']} {float(c['bound'])!r}")
+        client.configure_optimization(objective=objective, outcome_constraints=outcome or None)
+        if not self.options.get("ax_default", False):
+            client.set_generation_strategy(_fast_generation_strategy(
+                int(self.options.get("num_restarts", 4)), int(self.options.get("raw_samples", 256))))
+        return client
+
+    def _metric_name(self, name: str) -> str:
+        if name not in self._mname:
+            self._mname[name] = f"y{len(self._mname)}"
+        return self._mname[name]
+
+    def _to_ax(self, params: dict) -> dict:
+        out = {}
+        for comp in self.space.compositions:
+            free = [float(params[c]) for c in comp.components[:-1]]
+            s = sum(free)
+            if s > comp.total:  # rounding: keep the point inside Ax's constraint
+                free = [v * comp.total / s * (1 - 1e-12) for v in free]
+            out.update({self._pname[c]: v for c, v in zip(comp.components[:-1], free)})
+        for p in self.space.parameters:
+            if isinstance(p, FixedParameter) or p.name in self._implied or self._pname[p.name] in out:
+                continue
+            out[self._pname[p.name]] = params[p.name]
+        return out
+
+    def _from_ax(self, ax_params: dict) -> dict:
+        back = {v: k for k, v in self._pname.items()}
+        out = {back[k]: v for k, v in ax_params.items()}
+        for comp in self.space.compositions:
+            rest = comp.total - sum(float(out[c]) for c in comp.components[:-1])
+            out[comp.components[-1]] = max(0.0, rest)
+        for p in self.space.parameters:
+            if isinstance(p, FixedParameter):
+                out[p.name] = p.value
+        return out
+
+    # ------------------------------------------------------------------ asking
+    def _suggest(self, n: int):
+        n_init = int(self.options.get("n_init", DEFAULT_N_INIT))
+        good = self.good_observations()
+        if len(good) < n_init:
+            rng = self.rng()
+            why = Provenance(agent=self.name, reason=f"initial uniform design ({n_init} points before the model)")
+            return [(self.encoder.decode(x), why) for x in self.encoder.random(n, rng)]
+        seed = int(np.random.default_rng([self.seed, self.n_seen]).integers(2**31))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            client = self._client(seed)
+            for obs in self.observations:
+                idx = client.attach_trial(self._to_ax(obs.params))
+                data = {self._metric_name(k): float(v) for k, v in obs.values.items()
+                        if k in self._mname and v is not None and math.isfinite(v)}
+                if obs.ok and all(self._mname[o.name] in data for o in self.objectives):
+                    client.complete_trial(idx, raw_data=data)
+                else:
+                    client.mark_trial_failed(idx, failed_reason="experiment failed")
+            for p in self.pending:
+                client.attach_trial(self._to_ax(p))  # left running: Ax treats it as pending
+            trials = client.get_next_trials(max_trials=n)
+            points = [self._from_ax(dict(trials[i])) for i in sorted(trials)]
+            try:
+                preds = client.predict(points=[self._to_ax(p) for p in points])
+            except Exception:  # noqa: BLE001 - a prediction is informative, never fatal
+                preds = [None] * len(points)
+        back = {v: k for k, v in self._mname.items()}
+        out = []
+        for i, p, pred in zip(sorted(trials), points, preds):
+            gr = client._experiment.trials[i].generator_runs[0]
+            meta = gr.gen_metadata or {}
+            acq = meta.get("expected_acquisition_value")
+            acq = float(np.ravel(acq)[0]) if acq is not None else None
+            prov = Provenance(
+                agent=self.name,
+                model=f"Ax {gr._generator_key or 'BoTorch'} (SingleTaskGP)",
+                acquisition="qLogNEHVI" if len(self.objectives) > 1 else "qLogNEI",
+                acquisition_value=acq,
+                predicted_mean={back[k]: float(v[0]) for k, v in pred.items() if k in back} if pred else None,
+                predicted_sd={back[k]: float(v[1]) for k, v in pred.items() if k in back} if pred else None,
+                n_observations=len(good),
+                reason=f"best acquisition value of Ax's model fitted to {len(good)} observations"
+                + (f" with {len(self.pending)} pending" if self.pending else ""),
+            )
+            out.append((p, prov))
+        return out
+
+
+def pareto_front(values: Sequence[Sequence[float]], signs: Sequence[float]) -> list[int]:
+    """Indices of the non-dominated rows (each column multiplied by its sign is maximised)."""
+    Y = np.asarray(values, dtype=float) * np.asarray(signs, dtype=float)
+    keep = []
+    for i, y in enumerate(Y):
+        dominated = np.any(np.all(Y >= y, axis=1) & np.any(Y > y, axis=1))
+        if not dominated:
+            keep.append(i)
+    return keep
