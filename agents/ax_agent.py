@@ -83,9 +83,15 @@ class AxAgent(AgentBase):
 
     # ------------------------------------------------------------------ Ax plumbing
     def _client(self, seed: int):
-        from ax import ChoiceParameterConfig, Client, RangeParameterConfig
+        previous = logging.root.manager.disable
+        logging.disable(logging.INFO)  # Ax announces its storage layer at import
+        try:
+            from ax import ChoiceParameterConfig, Client, RangeParameterConfig
+            from ax.utils.common.logger import set_ax_logger_levels
+        finally:
+            logging.disable(previous)
 
-        logging.getLogger("ax").setLevel(logging.ERROR)
+        set_ax_logger_levels(logging.WARNING)  # Ax logs every trial at INFO: too chatty for a CLI
         client = Client(random_seed=seed)
         params, cons = [], []
         for p in self.space.parameters:

@@ -178,10 +178,14 @@ class BoTorchAgent(AgentBase):
             return LogExpectedImprovement(model, best_f=best) if pending is None else qLogNoisyExpectedImprovement(
                 model, torch.as_tensor(X), X_pending=torch.as_tensor(pending), prune_baseline=True, cache_root=False
             )
+        if pending is None:
+            # One point, nothing pending: analytic log-EI over the best posterior mean at the
+            # measured points (robust to noise, ~5x faster than the Monte-Carlo noisy EI).
+            with torch.no_grad():
+                best = float(model.posterior(torch.as_tensor(X)).mean.max())
+            return LogExpectedImprovement(model, best_f=best)
         return qLogNoisyExpectedImprovement(
-            model, torch.as_tensor(X),
-            X_pending=None if pending is None else torch.as_tensor(pending),
-            prune_baseline=True, cache_root=False,
+            model, torch.as_tensor(X), X_pending=torch.as_tensor(pending), prune_baseline=True, cache_root=False,
         )
 
     def _pool_picks(self, model, X, pending, n):
@@ -210,14 +214,22 @@ class BoTorchAgent(AgentBase):
         ]
         picks = []
         torch.manual_seed(seed)
+        rng = np.random.default_rng(seed)
+        restarts = int(self.options.get("num_restarts", 4))
+        raw = int(self.options.get("raw_samples", 256))
         for _ in range(n):
             acq = self._acquisition(model, X, pending)
+            # Starting points: a uniform design of the feasible set (compositions on their
+            # simplex) scored by the acquisition. BoTorch's own polytope sampler would do
+            # the same in ~1.6 s per call; this takes milliseconds.
+            starts = torch.as_tensor(self.encoder.random(raw, rng)).unsqueeze(1)
+            with torch.no_grad():
+                scores = acq(starts)
+            best = torch.topk(scores, k=min(restarts, raw)).indices
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 cand, val = optimize_acqf(
-                    acq, bounds=bounds, q=1,
-                    num_restarts=int(self.options.get("num_restarts", 8)),
-                    raw_samples=int(self.options.get("raw_samples", 256)),
+                    acq, bounds=bounds, q=1, num_restarts=len(best), batch_initial_conditions=starts[best],
                     inequality_constraints=cons or None,
                 )
             x = cand.detach().numpy().reshape(-1)
