@@ -11,6 +11,7 @@ at the same n) are computed against it.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -71,7 +72,7 @@ def run_pool_benchmark(
             if on_result:
                 on_result(r)
         return out
-    with ProcessPoolExecutor(max_workers=workers) as ex:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as ex:
         futs = [ex.submit(_one_pool_run, a, p, s, budget, n_start, opts.get(a, {})) for a, p, s in jobs]
         for f in as_completed(futs):
             r = f.result()
