@@ -75,7 +75,12 @@ def autonomous_step(
         yield from synthesize(lab.robot, composition, temperature, slot, sample_id)
         yield from load(lab.changer, slot)
         monitors = [m for m in (lab.ring_current,) if m is not None]
+        # Checkpoints around the exposure: a suspension (beam dump) rewinds only to the
+        # start of the exposure, never into the synthesis or the load, and an event
+        # already saved is never taken again.
+        yield from bps.checkpoint()
         yield from acquire(lab.detector, lab.shutter, monitors, exposure=exposure)
+        yield from bps.checkpoint()
         yield from unload(lab.changer, slot)
 
     @bpp.run_decorator(md=metadata)

@@ -72,11 +72,11 @@ def _progress() -> Progress:
     )
 
 
-def _run_campaign(store, campaign_id: str, label: str) -> str:
+def _run_campaign(store, campaign_id: str, label: str, instrument: Any = None) -> str:
     from sdl.campaign import CampaignRunner
 
     with _progress() as progress:
-        runner = CampaignRunner(store, campaign_id, progress=None)
+        runner = CampaignRunner(store, campaign_id, progress=None, instrument=instrument)
         runner.progress = _RichProgress(progress, label, runner.objectives[0].name)
         status = runner.run()
     if status == "interrupted":
@@ -93,8 +93,14 @@ def demo(
     out: Path = typer.Option(Path("sdl-output"), help="folder for the plot, summary and store"),
     time_scale: float = typer.Option(0.0, min=0.0, help="0: instant simulation, 1: real time"),
     instrument: str = typer.Option("sim-xrd", help="sim-xrd, pool:p3ht or pool:agnp"),
+    epics: bool = typer.Option(False, "--epics", help="serve the simulated lab as soft IOCs and run through "
+                               "Channel Access (127.0.0.1, a free port)"),
 ) -> None:
     """Run a whole autonomous campaign on the simulated lab; write a plot and a summary."""
+    if epics:
+        from sdl.epics_lab import use_loopback_ca
+
+        ca_port = use_loopback_ca()  # before ophyd is imported: loopback, a port of our own
     _quiet_libraries()
     from sdl.campaign import create_campaign
     from sdl.instruments import make_instrument
@@ -111,7 +117,19 @@ def demo(
         _fail(exc)
     console.print(f"campaign [bold]{cid}[/] on [bold]{instrument}[/] with agent [bold]{agent}[/], "
                   f"{budget} experiments (store: {out / 'demo.sqlite'})")
-    status = _run_campaign(store, cid, f"{agent} on {instrument}")
+    if epics:
+        from sdl.epics_lab import serve_sim_lab
+
+        with serve_sim_lab(instrument, seed=seed, port=ca_port, time_scale=time_scale,
+                           n_slots=max(24, budget + 1)) as ioc:
+            console.print(f"soft IOCs serving {len(ioc.pvs)} PVs under {ioc.prefix} on 127.0.0.1:{ioc.port}; "
+                          "every device is driven over Channel Access")
+            status = _run_campaign(store, cid, f"{agent} on {instrument} (EPICS)", instrument=ioc.epics_instrument())
+            import epics.ca
+
+            epics.ca.finalize_libca()  # close our circuits before the IOCs go: no disconnect warnings
+    else:
+        status = _run_campaign(store, cid, f"{agent} on {instrument}")
     optimum = make_instrument(instrument).optimum
     summary = summarize(store, cid, optimum)
     write_summary(summary, out / "summary.json")
@@ -225,6 +243,38 @@ def campaign_replay(
     mismatches = [r for r in rows if not r["match"]]
     console.print(f"{len(rows)} observations recomputed from documents; {len(mismatches)} mismatches")
     raise typer.Exit(1 if mismatches else 0)
+
+
+# ------------------------------------------------------------------------ ioc
+@app.command()
+def ioc(
+    names: Optional[list[str]] = typer.Argument(None, help="IOCs to serve (default all): stage_x, stage_y, "
+                                                "mono_energy, shutter, ring, detector, changer, robot, temperature, "
+                                                "sim, or groups motors, beamline, robots, all"),
+    prefix: str = typer.Option("SDL:", help="PV prefix"),
+    port: int = typer.Option(5064, min=1, max=65535, help="Channel Access server port"),
+    instrument: str = typer.Option("sim-xrd", help="simulated instrument behind the PVs"),
+    seed: int = typer.Option(0, min=0, help="seed of the simulated lab"),
+    time_scale: float = typer.Option(1.0, min=0.0, help="1: real-time robots and motors, 0: instant"),
+    list_only: bool = typer.Option(False, "--list", help="list the PVs and exit"),
+) -> None:
+    """Serve the simulated lab as soft IOCs on 127.0.0.1 (Ctrl-C stops) and list their PVs."""
+    from sdl.epics_lab import list_pvs, run_ioc, use_loopback_ca
+
+    try:
+        pvs = list_pvs(names, prefix, instrument_name=instrument, seed=seed)
+    except SdlError as exc:
+        _fail(exc)
+    table = Table("PV", "IOC", "type", "access", "units", "what")
+    for pv in pvs:
+        table.add_row(pv["name"], pv["ioc"], f"{pv['type']}[{pv['count']}]" if pv.get("count", 1) > 1 else pv["type"],
+                      pv["access"], pv.get("units", ""), pv.get("doc", ""))
+    console.print(table)
+    if list_only:
+        return
+    use_loopback_ca(port)
+    console.print(f"serving {len(pvs)} PVs on 127.0.0.1:{port} (Ctrl-C stops)")
+    run_ioc(names, prefix, instrument_name=instrument, seed=seed, port=port, time_scale=time_scale)
 
 
 # ---------------------------------------------------------------------- bench

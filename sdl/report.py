@@ -43,6 +43,11 @@ def summarize(store: Store, campaign_id: str, optimum: dict | None = None) -> di
             "run_uid": best_obs.run_uid,
         },
         "best_trace": best_trace(obs, objective),
+        "observations": [
+            {"params": o.params, "values": o.values, "ok": o.ok, "truth": o.extra.get("truth"),
+             "error": o.extra.get("error"), "run_uid": o.run_uid}
+            for o in obs
+        ],
     }
     if optimum is not None:
         summary["optimum"] = optimum

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import os
+from sdl.testing import configure_loopback_ca
 
-os.environ.setdefault("EPICS_CA_AUTO_ADDR_LIST", "NO")
-os.environ.setdefault("EPICS_CA_ADDR_LIST", "127.0.0.1")
-os.environ.setdefault("EPICS_CAS_INTF_ADDR_LIST", "127.0.0.1")
-os.environ.setdefault("EPICS_CAS_AUTO_BEACON_ADDR_LIST", "NO")
-os.environ.setdefault("EPICS_CAS_BEACON_ADDR_LIST", "127.0.0.1")
+# Before anything imports ophyd/pyepics (libca reads the environment once): loopback
+# addresses and a CA port of this test process's own, so parallel runs never clash.
+configure_loopback_ca()
 
 import pytest  # noqa: E402
 
