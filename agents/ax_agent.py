@@ -16,8 +16,17 @@ Two choices differ from Ax's out-of-the-box setup, both measured (see the README
   median result on the simulated lab.
 
 Compositions: Ax gets the first k - 1 components with ``sum <= total``; the last one
-is implied. Several objectives become an Ax multi-objective optimisation; outcome
-constraints ("stability >= 0.5") pass through as Ax outcome constraints.
+is implied. ``parameter_constraints`` (``["a + b <= 0.8"]``, see
+:mod:`sdl.agents.constraints`) become Ax parameter constraints. Several objectives
+become an Ax multi-objective optimisation (qLogNEHVI), with ``reference_point`` (one
+value per objective: the worst that still counts) as Ax's objective thresholds; outcome
+constraints (``{"metric": "stability", "op": ">=", "bound": 0.5}``) pass through as Ax
+outcome constraints.
+
+Observations are attached to the fresh client in one bulk step (Ax's per-trial
+``complete_trial`` re-validates all earlier data each time, which made a suggestion
+after 100 observations cost seconds); the model's leave-one-out R^2 (closed form, on
+Ax's own fitted GP) goes into each suggestion's provenance as ``fit_loo_r2``.
 """
 
 from __future__ import annotations
@@ -37,22 +46,32 @@ from sdl.space import ChoiceParameter, FixedParameter, RangeParameter
 DEFAULT_N_INIT = 5
 
 
-def _fast_generation_strategy(num_restarts: int = 4, raw_samples: int = 256):
+def _fast_generation_strategy(num_restarts: int = 4, raw_samples: int = 256, analytic: bool = False,
+                              discrete: bool = False):
+    """Ax's modular BoTorch generator with a cheaper acquisition optimisation; with
+    ``analytic``, log-EI in closed form (one point, one objective, nothing pending).
+    ``discrete``: the space has choice or integer parameters, which Ax optimises with its
+    mixed optimisers (they take no polytope-sampler options)."""
     from ax.adapter.registry import Generators
     from ax.generation_strategy.generation_node import GenerationNode
     from ax.generation_strategy.generation_strategy import GenerationStrategy
     from ax.generation_strategy.generator_spec import GeneratorSpec
     from ax.generators.torch.botorch_modular.surrogate import ModelConfig, SurrogateSpec
 
+    kwargs = {"surrogate_spec": SurrogateSpec(model_configs=[ModelConfig(name="default")])}
+    if analytic:
+        from botorch.acquisition.analytic import LogExpectedImprovement
+
+        kwargs["botorch_acqf_class"] = LogExpectedImprovement
     spec = GeneratorSpec(
         generator_enum=Generators.BOTORCH_MODULAR,
-        generator_kwargs={"surrogate_spec": SurrogateSpec(model_configs=[ModelConfig(name="default")])},
+        generator_kwargs=kwargs,
         generator_gen_kwargs={
             "model_gen_options": {
                 "optimizer_kwargs": {
                     "num_restarts": num_restarts,
                     "raw_samples": raw_samples,
-                    "options": {"n_burnin": 200, "n_thinning": 2},
+                    **({} if discrete else {"options": {"n_burnin": 200, "n_thinning": 2}}),
                 }
             }
         },
@@ -64,7 +83,7 @@ class AxAgent(AgentBase):
     """Ax Bayesian optimisation; several objectives and outcome constraints supported."""
 
     name = "bo"
-    option_names = ("n_init", "outcome_constraints", "ax_default", "num_restarts", "raw_samples")
+    option_names = ("n_init", "outcome_constraints", "reference_point", "ax_default", "num_restarts", "raw_samples")
 
     def __init__(self, space, objectives, seed: int = 0, **options):
         super().__init__(space, objectives, seed, **options)
@@ -74,15 +93,21 @@ class AxAgent(AgentBase):
         self._pname = {p.name: f"x{i}" for i, p in enumerate(space.parameters)}
         self._mname = {o.name: f"y{i}" for i, o in enumerate(self.objectives)}
         self._implied = {comp.components[-1]: comp for comp in space.compositions}
-        self._constraints = list(options.get("outcome_constraints", []))
-        for c in self._constraints:
-            if not isinstance(c, dict) or c.get("metric") is None or c.get("op") not in (">=", "<="):
-                raise InvalidInput(
-                    "outcome_constraints", "each must be {'metric': name, 'op': '>=' or '<=', 'bound': number}", c
-                )
+        from sdl.agents.gp import check_outcome_constraints
+
+        self._constraints = check_outcome_constraints(options.get("outcome_constraints"), self.objectives)
+        self._reference = options.get("reference_point")
+        if self._reference is not None:
+            from sdl.agents.multiobjective import _reference_vector
+
+            if len(self.objectives) < 2:
+                raise InvalidInput("reference_point", "only for several objectives", self._reference)
+            self._reference = _reference_vector(self._reference, self.objectives)
+        # Checked here, so that a bad constraint is reported before any experiment.
+        self._ax_parameter_constraints = [c.to_ax(self._pname, space) for c in self.constraints.constraints]
 
     # ------------------------------------------------------------------ Ax plumbing
-    def _client(self, seed: int):
+    def _client(self, seed: int, analytic: bool = False):
         previous = logging.root.manager.disable
         logging.disable(logging.INFO)  # Ax announces its storage layer at import
         try:
@@ -109,17 +134,53 @@ class AxAgent(AgentBase):
                 ))
         for comp in self.space.compositions:
             cons.append(" + ".join(self._pname[c] for c in comp.components[:-1]) + f" <= {comp.total!r}")
+        cons.extend(self._ax_parameter_constraints)
         client.configure_experiment(parameters=params, parameter_constraints=cons or None, name="sdl")
         objective = ", ".join(("" if o.direction == "maximize" else "-") + self._mname[o.name] for o in self.objectives)
         outcome = []
         for c in self._constraints:
             metric = self._metric_name(c["metric"])
             outcome.append(f"{metric} {c['op']} {float(c['bound'])!r}")
+        if self._reference is not None:  # objective thresholds: Ax's name for the reference point
+            for o, r in zip(self.objectives, self._reference):
+                outcome.append(f"{self._mname[o.name]} {'>=' if o.sign > 0 else '<='} {float(r)!r}")
         client.configure_optimization(objective=objective, outcome_constraints=outcome or None)
         if not self.options.get("ax_default", False):
             client.set_generation_strategy(_fast_generation_strategy(
-                int(self.options.get("num_restarts", 4)), int(self.options.get("raw_samples", 256))))
+                int(self.options.get("num_restarts", 4)), int(self.options.get("raw_samples", 256)), analytic,
+                discrete=any(isinstance(p, ChoiceParameter) or getattr(p, "value_type", "") == "int"
+                             for p in self.space.parameters)))
         return client
+
+    def _attach(self, client) -> None:
+        """Every observation as a completed (or failed) trial, every pending point as a
+        running one; the data goes to the experiment in one step."""
+        from ax.core.data import Data
+        from ax.core.evaluations_to_data import raw_evaluations_to_data
+
+        exp = client._experiment
+        signature = {name: m.signature for name, m in exp.metrics.items()}
+        rows, done, failed = [], [], []
+        for obs in self.observations:
+            _, idx = exp.attach_trial(parameterizations=[self._to_ax(obs.params)])
+            trial = exp.trials[idx]
+            data = {self._mname[k]: float(v) for k, v in obs.values.items()
+                    if k in self._mname and v is not None and math.isfinite(v)}
+            if obs.ok and all(self._mname[o.name] in data for o in self.objectives):
+                rows.extend(raw_evaluations_to_data(
+                    raw_data={trial.arm.name: {k: (v, None) for k, v in data.items()}},
+                    metric_name_to_signature=signature, trial_index=idx)._data_rows)
+                done.append(trial)
+            else:
+                failed.append(trial)
+        if rows:
+            exp.attach_data(Data(data_rows=rows))
+        for trial in done:  # attach_trial leaves a trial running
+            trial.mark_completed()
+        for trial in failed:
+            trial.mark_failed(reason="experiment failed")
+        for p in self.pending:  # left running: Ax treats it as pending
+            exp.attach_trial(parameterizations=[self._to_ax(p)])
 
     def _metric_name(self, name: str) -> str:
         if name not in self._mname:
@@ -158,21 +219,13 @@ class AxAgent(AgentBase):
         if len(good) < n_init:
             rng = self.rng()
             why = Provenance(agent=self.name, reason=f"initial uniform design ({n_init} points before the model)")
-            return [(self.encoder.decode(x), why) for x in self.encoder.random(n, rng)]
+            return [(p, why) for p in self.random_points(n, rng)]
         seed = int(np.random.default_rng([self.seed, self.n_seen]).integers(2**31))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            client = self._client(seed)
-            for obs in self.observations:
-                idx = client.attach_trial(self._to_ax(obs.params))
-                data = {self._metric_name(k): float(v) for k, v in obs.values.items()
-                        if k in self._mname and v is not None and math.isfinite(v)}
-                if obs.ok and all(self._mname[o.name] in data for o in self.objectives):
-                    client.complete_trial(idx, raw_data=data)
-                else:
-                    client.mark_trial_failed(idx, failed_reason="experiment failed")
-            for p in self.pending:
-                client.attach_trial(self._to_ax(p))  # left running: Ax treats it as pending
+            analytic = n == 1 and not self.pending and len(self.objectives) == 1 and not self._constraints
+            client = self._client(seed, analytic)
+            self._attach(client)
             trials = client.get_next_trials(max_trials=n)
             points = [self._from_ax(dict(trials[i])) for i in sorted(trials)]
             try:
@@ -180,6 +233,7 @@ class AxAgent(AgentBase):
             except Exception:  # noqa: BLE001 - a prediction is informative, never fatal
                 preds = [None] * len(points)
         back = {v: k for k, v in self._mname.items()}
+        fit = _ax_loo_r2(client)
         out = []
         for i, p, pred in zip(sorted(trials), points, preds):
             gr = client._experiment.trials[i].generator_runs[0]
@@ -189,10 +243,11 @@ class AxAgent(AgentBase):
             prov = Provenance(
                 agent=self.name,
                 model=f"Ax {gr._generator_key or 'BoTorch'} (SingleTaskGP)",
-                acquisition="qLogNEHVI" if len(self.objectives) > 1 else "qLogNEI",
+                acquisition="qLogNEHVI" if len(self.objectives) > 1 else "LogEI" if analytic else "qLogNEI",
                 acquisition_value=acq,
                 predicted_mean={back[k]: float(v[0]) for k, v in pred.items() if k in back} if pred else None,
                 predicted_sd={back[k]: float(v[1]) for k, v in pred.items() if k in back} if pred else None,
+                fit_loo_r2=fit,
                 n_observations=len(good),
                 reason=f"best acquisition value of Ax's model fitted to {len(good)} observations"
                 + (f" with {len(self.pending)} pending" if self.pending else ""),
@@ -201,12 +256,24 @@ class AxAgent(AgentBase):
         return out
 
 
+def _ax_loo_r2(client) -> float | None:
+    """Leave-one-out R^2 of the GP Ax just fitted (the worst over its outputs); None if
+    the model is not a plain GP."""
+    from sdl.agents.gp import loo_r2
+
+    try:
+        model = client._generation_strategy.adapter.generator.surrogate.model
+        models = list(getattr(model, "models", [model]))
+        scores = [loo_r2(m) for m in models]
+        scores = [v for v in scores if v is not None]
+        return min(scores) if scores else None
+    except Exception:  # noqa: BLE001 - fit quality is informative, never fatal
+        return None
+
+
 def pareto_front(values: Sequence[Sequence[float]], signs: Sequence[float]) -> list[int]:
-    """Indices of the non-dominated rows (each column multiplied by its sign is maximised)."""
-    Y = np.asarray(values, dtype=float) * np.asarray(signs, dtype=float)
-    keep = []
-    for i, y in enumerate(Y):
-        dominated = np.any(np.all(Y >= y, axis=1) & np.any(Y > y, axis=1))
-        if not dominated:
-            keep.append(i)
-    return keep
+    """Indices of the non-dominated rows (kept for compatibility: see
+    :func:`sdl.agents.multiobjective.pareto_indices`)."""
+    from sdl.agents.multiobjective import pareto_indices
+
+    return pareto_indices(values, signs)

@@ -2,7 +2,8 @@
 
 They ignore the measurements (that is what makes them baselines) but respect the
 search space: compositions are drawn uniformly on their simplex, pools are sampled
-without replacement.
+without replacement, and ``parameter_constraints`` are met by rejection (random and
+Sobol points outside them are skipped, grid points outside them dropped).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ class RandomAgent(AgentBase):
         if self.is_pool:
             picks = rng.choice(self.open_candidates(), size=n, replace=False)
             return [(dict(self.space.pool[int(i)]), why) for i in picks]
-        return [(self.encoder.decode(x), why) for x in self.encoder.random(n, rng)]
+        return [(p, why) for p in self.random_points(n, rng)]
 
 
 class SobolAgent(AgentBase):
@@ -35,22 +36,39 @@ class SobolAgent(AgentBase):
 
     name = "sobol"
 
-    def _suggest(self, n: int):
+    def _sequence(self, count: int) -> np.ndarray:
+        """The first ``count`` feasible points of the seeded sequence (unit-cube coordinates
+        mapped onto the feasible set); with constraints, infeasible ones are skipped."""
         d = max(self.encoder.dim, 1)
         sobol = qmc.Sobol(d, scramble=True, seed=self.seed)
-        if self.n_seen:
-            sobol.fast_forward(self.n_seen)
-        u = sobol.random(n)
+        if not self.constraints:
+            return self.encoder.from_unit_cube(sobol.random(count)) if count else np.zeros((0, d))
+        keep = np.zeros((0, self.encoder.dim))
+        drawn = 0
+        while len(keep) < count:
+            if drawn > 200_000:
+                from sdl.errors import InvalidInput
+
+                raise InvalidInput("parameter_constraints", "no feasible Sobol point in 200,000: the constraints "
+                                   "leave (almost) nothing of the search space", self.constraints.texts)
+            m = max(64, 2 * (count - len(keep)))
+            X = self.encoder.from_unit_cube(sobol.random(m))
+            drawn += m
+            keep = np.vstack([keep, X[self.feasible_mask(X)]])
+        return keep[:count]
+
+    def _suggest(self, n: int):
         why = Provenance(agent=self.name, reason=f"Sobol point {self.n_seen + 1}.. (space filling, baseline)")
+        points = self._sequence(self.n_seen + n)[self.n_seen:]
         if self.is_pool:
             X = self.pool_matrix()
             open_ = list(self.open_candidates())
             out = []
-            for x in self.encoder.from_unit_cube(u):
+            for x in points:
                 j = int(np.argmin(((X[open_] - x) ** 2).sum(axis=1)))
                 out.append((dict(self.space.pool[open_.pop(j)]), why))
             return out
-        return [(self.encoder.decode(x), why) for x in self.encoder.from_unit_cube(u)]
+        return [(self.encoder.decode(x), why) for x in points]
 
 
 class GridAgent(AgentBase):
@@ -76,6 +94,12 @@ class GridAgent(AgentBase):
                 if s.kind == "choice":
                     feasible &= pts[:, s.start : s.start + s.width].sum(axis=1) == 1
             pts = pts[feasible]
+            pts = pts[self.feasible_mask(pts)] if len(pts) else pts
+            if len(pts) == 0:
+                from sdl.errors import InvalidInput
+
+                raise InvalidInput("parameter_constraints", f"no point of the {k}-per-axis grid meets the constraints; "
+                                   "raise points_per_axis", self.constraints.texts)
             self._grid_x = pts[np.random.default_rng(self.seed).permutation(len(pts))]
         return self._grid_x
 

@@ -79,3 +79,153 @@ def acceleration_factor(agent_curve: np.ndarray, random_curve: np.ndarray, level
     if a is None or r is None:
         return None
     return r / a
+
+
+# ---------------------------------------------------------------------- function problems
+@dataclass
+class FunctionProblem:
+    """A continuous benchmark: a search space, one objective and a vectorised function.
+
+    ``truth(X)`` gives the noise-free values of the points ``X`` (rows of parameter
+    values in ``names`` order); measurements add Gaussian noise of ``noise_std``. The
+    benchmark curve is the best noise-free value among the measured points, reported
+    as ``metric``: "fraction of optimum" (best / optimum, maximised problems with a
+    positive optimum) or "simple regret" (|optimum - best|).
+    """
+
+    name: str
+    space: object
+    objective: object
+    names: list[str]
+    truth: object  # Callable[[np.ndarray], np.ndarray]
+    optimum: float
+    noise_std: float = 0.0
+    metric: str = "simple regret"
+    target: float = 0.0  # the level counted by "experiments to target"
+
+    def measure(self, X: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        y = self.truth(np.atleast_2d(X))
+        return y + self.noise_std * rng.standard_normal(len(y)) if self.noise_std else y
+
+    def score(self, best_truth: float) -> float:
+        if self.metric == "fraction of optimum":
+            return best_truth / self.optimum
+        return abs(self.optimum - best_truth)
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.metric == "fraction of optimum"
+
+
+def _box_problem(name: str, fn, noise_std: float, target: float) -> FunctionProblem:
+    import torch
+
+    from sdl.space import Objective, RangeParameter, SearchSpace
+
+    bounds = fn.bounds.numpy()
+    names = [f"x{i + 1}" for i in range(bounds.shape[1])]
+    space = SearchSpace(parameters=[RangeParameter(name=n, lower=float(lo), upper=float(hi))
+                                    for n, lo, hi in zip(names, bounds[0], bounds[1])])
+
+    def truth(X: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return fn.evaluate_true(torch.as_tensor(X, dtype=torch.float64)).numpy()
+
+    return FunctionProblem(name=name, space=space, objective=Objective(name="y", direction="minimize"), names=names,
+                           truth=truth, optimum=float(fn.optimal_value), noise_std=noise_std, target=target)
+
+
+def function_problem(name: str) -> FunctionProblem:
+    """'sim-xrd' (the materials model, seed 0, noise-free FoM), 'branin' (noise sd 1.0) or
+    'hartmann6' (noise sd 0.05); the last two minimised, scored by simple regret."""
+    if name == "sim-xrd":
+        from sdl.sim_devices.materials import MaterialsModel
+        from sdl.space import Objective
+
+        model = MaterialsModel(seed=0)
+        k = model.n
+
+        def truth(X: np.ndarray) -> np.ndarray:
+            X = np.atleast_2d(X)
+            return model.figure_of_merit_batch(X[:, :k], X[:, k])
+
+        return FunctionProblem(
+            name=name, space=model.search_space(), objective=Objective(name="fom"),
+            names=[*model.precursors, "temperature"], truth=truth, optimum=float(model.optimum()["fom"]),
+            metric="fraction of optimum", target=0.95,
+        )
+    from botorch.test_functions import Branin, Hartmann
+
+    if name == "branin":
+        return _box_problem(name, Branin(), noise_std=1.0, target=0.5)
+    if name == "hartmann6":
+        return _box_problem(name, Hartmann(dim=6), noise_std=0.05, target=0.3)
+    from sdl.errors import InvalidInput
+
+    raise InvalidInput("problem", "unknown function problem; allowed: ['branin', 'hartmann6', 'sim-xrd']", name)
+
+
+@dataclass
+class FunctionRun:
+    """One campaign on a function problem: the measured rows and the score after each."""
+
+    agent: str
+    seed: int
+    X: list[list[float]] = field(default_factory=list)
+    measured: list[float] = field(default_factory=list)
+    truth: list[float] = field(default_factory=list)
+    scores: list[float] = field(default_factory=list)  # after each experiment
+    rounds: list[int] = field(default_factory=list)  # the round (ask) of each experiment, 0 = the start
+    ask_seconds: list[float] = field(default_factory=list)
+
+
+def start_points(problem: FunctionProblem, seed: int, n_start: int) -> list[dict]:
+    """The random starting points for ``seed``: the same for every agent."""
+    from sdl.agents.common import AgentBase
+
+    base = AgentBase(problem.space, [problem.objective], seed)
+    return base.random_points(n_start, np.random.default_rng([seed, 2021]))
+
+
+def run_function_campaign(
+    agent_name: str, problem: FunctionProblem, seed: int, budget: int = 30, n_start: int = 5, batch_size: int = 1,
+    **agent_options,
+) -> FunctionRun:
+    """Run ``agent_name`` on ``problem`` for ``budget`` experiments (``n_start`` random), in
+    rounds of ``batch_size``; measurement noise is seeded by ``seed``."""
+    import time
+
+    warnings.filterwarnings("ignore")
+    logging.getLogger("ax").setLevel(logging.ERROR)
+    agent = make_agent(agent_name, problem.space, [problem.objective], seed=seed, **agent_options)
+    noise = np.random.default_rng([seed, 7])
+    run = FunctionRun(agent=agent_name, seed=seed)
+    sign = problem.objective.sign
+    best = -np.inf
+
+    def record(points: list[dict], round_: int) -> None:
+        nonlocal best
+        X = np.array([[float(p[n]) for n in problem.names] for p in points])
+        y = problem.measure(X, noise)
+        t = problem.truth(X)
+        obs = []
+        for p, x, yi, ti in zip(points, X, y, t):
+            obs.append(Observation(params=p, values={problem.objective.name: float(yi)}))
+            run.X.append(x.tolist())
+            run.measured.append(float(yi))
+            run.truth.append(float(ti))
+            best = max(best, sign * float(ti))
+            run.scores.append(problem.score(sign * best))
+            run.rounds.append(round_)
+        agent.tell(obs)
+
+    record(start_points(problem, seed, n_start), 0)
+    round_ = 0
+    while len(run.X) < budget:
+        round_ += 1
+        n = min(batch_size, budget - len(run.X))
+        t0 = time.perf_counter()
+        sugg = agent.ask(n)
+        run.ask_seconds.append(time.perf_counter() - t0)
+        record([s.params for s in sugg], round_)
+    return run

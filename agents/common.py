@@ -11,10 +11,15 @@ from typing import Sequence
 
 import numpy as np
 
+from sdl.agents.constraints import ConstraintSet
 from sdl.agents.encoding import SpaceEncoder
 from sdl.errors import InvalidInput
 from sdl.models import Observation, Provenance, Suggestion
 from sdl.space import Objective, SearchSpace, Value
+
+
+#: Options every agent accepts.
+COMMON_OPTIONS = ("parameter_constraints",)
 
 
 class AgentBase:
@@ -31,13 +36,16 @@ class AgentBase:
         self.encoder = SpaceEncoder(space)
         self.observations: list[Observation] = []
         self.pending: list[dict[str, Value]] = []
-        unknown = set(options) - set(self.option_names)
+        allowed = set(self.option_names) | set(COMMON_OPTIONS)
+        unknown = set(options) - allowed
         if unknown:
             raise InvalidInput(
                 "agent_options", f"unknown option(s) {sorted(unknown)} for agent {self.name!r}; "
-                f"allowed: {sorted(self.option_names)}"
+                f"allowed: {sorted(allowed)}"
             )
         self.options = options
+        #: Linear constraints between parameters (option ``parameter_constraints``).
+        self.constraints = ConstraintSet(options.get("parameter_constraints"), space)
 
     option_names: tuple[str, ...] = ()
 
@@ -56,7 +64,10 @@ class AgentBase:
         points = self._suggest(n)
         out = []
         for params, prov in points:
+            if self.constraints:
+                params = self.constraints.repair(params)
             params = self.space.validate_point(params)
+            self.constraints.check(params)
             self.pending.append(params)
             out.append(Suggestion(params=params, provenance=prov))
         return out
@@ -72,6 +83,49 @@ class AgentBase:
     def rng(self) -> np.random.Generator:
         """The generator for the next ask: a function of the seed and how much was seen."""
         return np.random.default_rng([self.seed, self.n_seen])
+
+    def random_points(self, n: int, rng: np.random.Generator) -> list[dict[str, Value]]:
+        """``n`` points uniform over the feasible set: the space, its compositions and the
+        ``parameter_constraints`` (by rejection)."""
+        if not self.constraints:
+            return [self.encoder.decode(x) for x in self.encoder.random(n, rng)]
+        out: list[dict[str, Value]] = []
+        drawn = 0
+        while len(out) < n:
+            if drawn > 200_000:
+                raise InvalidInput(
+                    "parameter_constraints", "no feasible point in 200,000 random draws: the constraints "
+                    "leave (almost) nothing of the search space", self.constraints.texts)
+            batch = max(256, 8 * n)
+            X = self.encoder.random(batch, rng)
+            drawn += batch
+            for x in X[self.constraints.unit_mask(self.encoder, X)]:
+                p = self.constraints.repair(self.encoder.decode(x))
+                if self.constraints.satisfied(p):
+                    out.append(p)
+                    if len(out) == n:
+                        break
+        return out
+
+    def feasible_mask(self, X: np.ndarray) -> np.ndarray:
+        """Which encoded rows satisfy the ``parameter_constraints``."""
+        if not self.constraints:
+            return np.ones(len(np.atleast_2d(X)), bool)
+        return self.constraints.unit_mask(self.encoder, X)
+
+    # ---------------------------------------------------------------- several objectives
+    def pareto_front(self) -> list[Observation]:
+        """The non-dominated observations (every objective counted in its direction)."""
+        from sdl.agents.multiobjective import pareto_front
+
+        return pareto_front(self.observations, self.objectives)
+
+    def hypervolume(self, reference) -> float:
+        """Hypervolume dominated by the observations, bounded by ``reference`` (one value
+        per objective, a dict or a sequence, in the objectives' own units)."""
+        from sdl.agents.multiobjective import hypervolume
+
+        return hypervolume(self.observations, self.objectives, reference)
 
     def _drop_pending(self, params: dict) -> None:
         for i, p in enumerate(self.pending):
@@ -104,8 +158,11 @@ class AgentBase:
         used = {self.space.pool_index(o.params) for o in self.observations}
         used |= {self.space.pool_index(p) for p in self.pending}
         open_ = [i for i in range(len(self.space.pool)) if i not in used]
+        if self.constraints:
+            open_ = [i for i in open_ if self.constraints.satisfied(self.space.pool[i])]
         if not open_:
-            raise InvalidInput("budget", f"every one of the {len(self.space.pool)} pool points has been used")
+            raise InvalidInput("budget", f"every one of the {len(self.space.pool)} pool points "
+                               + ("that meets the parameter constraints " if self.constraints else "") + "has been used")
         return open_
 
     def pool_matrix(self) -> np.ndarray:

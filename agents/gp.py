@@ -36,6 +36,7 @@ from botorch.optim import optimize_acqf
 from gpytorch.mlls import ExactMarginalLogLikelihood
 
 from sdl.agents.common import AgentBase
+from sdl.errors import InvalidInput
 from sdl.models import Provenance
 
 torch.set_default_dtype(torch.float64)
@@ -72,39 +73,89 @@ def fit_gp(X: np.ndarray, y: np.ndarray, seed: int, kernel: str = "rbf") -> Sing
     return model
 
 
-def loo_r2(model: SingleTaskGP) -> float | None:
-    """Leave-one-out R^2 of the fitted GP (closed form, hyperparameters fixed): its fit quality."""
+def loo_r2(model) -> float | None:
+    """Leave-one-out R^2 of a fitted GP (closed form, hyperparameters fixed): its fit quality.
+
+    For a multi-output (batched) GP, the worst output's; for a model list, the worst model's.
+    """
     try:
+        if hasattr(model, "models"):
+            scores = [loo_r2(m) for m in model.models]
+            scores = [v for v in scores if v is not None]
+            return min(scores) if scores else None
         X = model.train_inputs[0]
         y = model.train_targets
         with torch.no_grad():
-            K = model.covar_module(X).to_dense() + model.likelihood.noise * torch.eye(len(X))
+            if getattr(model, "input_transform", None) is not None and model.training is False:
+                pass  # train_inputs already hold the transformed inputs
+            n = X.shape[-2]
+            noise = model.likelihood.noise
+            if noise.dim() == 0 or noise.shape[-1] != n:
+                noise = noise.reshape(*noise.shape[:-1], 1) if noise.dim() else noise
+            K = model.covar_module(X).to_dense() + torch.diag_embed(noise.expand(*y.shape))
             Kinv = torch.linalg.inv(K)
-            alpha = Kinv @ (y - model.mean_module(X))
-            resid = alpha / torch.diagonal(Kinv)
-        ss = float(((y - y.mean()) ** 2).sum())
-        return None if ss == 0 else float(1.0 - float((resid**2).sum()) / ss)
+            mean = model.mean_module(X)
+            alpha = (Kinv @ (y - mean).unsqueeze(-1)).squeeze(-1)
+            resid = alpha / torch.diagonal(Kinv, dim1=-2, dim2=-1)
+        ss = ((y - y.mean(dim=-1, keepdim=True)) ** 2).sum(dim=-1)
+        r2 = 1.0 - (resid**2).sum(dim=-1) / ss
+        r2 = r2[ss > 0]
+        return float(r2.min()) if r2.numel() else None
     except Exception:  # noqa: BLE001 - fit quality is informative, never fatal
         return None
 
 
+def check_outcome_constraints(constraints, objectives) -> list[dict]:
+    """``[{"metric": name, "op": ">=" or "<=", "bound": number}]``, checked."""
+    out = []
+    for c in list(constraints or []):
+        if not isinstance(c, dict) or not isinstance(c.get("metric"), str) or c.get("op") not in (">=", "<="):
+            raise InvalidInput("outcome_constraints", "each must be {'metric': name, 'op': '>=' or '<=', 'bound': number}", c)
+        try:
+            bound = float(c["bound"])
+        except (KeyError, TypeError, ValueError):
+            raise InvalidInput("outcome_constraints", "'bound' must be a number", c) from None
+        if not math.isfinite(bound):
+            raise InvalidInput("outcome_constraints", "'bound' must be finite", c)
+        if c["metric"] in {o.name for o in objectives}:
+            raise InvalidInput("outcome_constraints", "constrain a measured quantity that is not an objective "
+                               "(use reference_point for the objectives' worst acceptable values)", c)
+        out.append({"metric": c["metric"], "op": c["op"], "bound": bound})
+    return out
+
+
 class BoTorchAgent(AgentBase):
-    """GP + noisy log-EI over pools or continuous spaces (single objective)."""
+    """GP + log-EI / UCB over pools or continuous spaces; several objectives (qLogNEHVI) and
+    outcome constraints (feasibility-weighted noisy log-EI) on either."""
 
     name = "botorch"
-    option_names = ("n_init", "log_transform", "acquisition", "beta", "kernel", "num_restarts", "raw_samples")
+    option_names = ("n_init", "log_transform", "acquisition", "beta", "kernel", "num_restarts", "raw_samples",
+                    "outcome_constraints", "reference_point")
     log_default = "auto"
     plain = False
+
+    def __init__(self, space, objectives, seed: int = 0, **options):
+        super().__init__(space, objectives, seed, **options)
+        self._outcome_constraints = check_outcome_constraints(options.get("outcome_constraints"), self.objectives)
+        self._reference = options.get("reference_point")
+        if self._reference is not None:
+            from sdl.agents.multiobjective import _reference_vector
+
+            if len(self.objectives) < 2:
+                raise InvalidInput("reference_point", "only for several objectives", self._reference)
+            self._reference = _reference_vector(self._reference, self.objectives)
 
     def _suggest(self, n: int):
         n_init = int(self.options.get("n_init", DEFAULT_N_INIT))
         obs = self.good_observations()
+        if self._outcome_constraints:
+            names = [c["metric"] for c in self._outcome_constraints]
+            obs = [o for o in obs if all(k in o.values and o.values[k] is not None and math.isfinite(o.values[k])
+                                         for k in names)]
         if len(obs) < max(n_init, 2):
             return self._initial(n, n_init)
-        if len(self.objectives) != 1:
-            from sdl.errors import InvalidInput
-
-            raise InvalidInput("objectives", f"agent {self.name!r} handles one objective; use 'bo' for several")
+        if len(self.objectives) > 1 or self._outcome_constraints:
+            return self._suggest_composite(obs, n)
         X = self.encoder.encode_many([o.params for o in obs])
         raw = np.array([float(o.values[self.objectives[0].name]) for o in obs])
         log = self.options.get("log_transform", self.log_default)
@@ -114,31 +165,124 @@ class BoTorchAgent(AgentBase):
         model = fit_gp(X, y, seed, kernel=str(self.options.get("kernel", self._default("kernel"))))
         self._best_f = float(y.max())
         pending = self.encoder.encode_many(self.pending) if self.pending else None
-        picks = self._pool_picks(model, X, pending, n) if self.is_pool else self._continuous_picks(model, X, pending, n, seed)
+
+        def make_acq(pend):
+            return self._acquisition(model, X, pend)
+
+        picks = self._pool_picks(make_acq, pending, n) if self.is_pool else self._continuous_picks(make_acq, pending, n, seed)
         fit = loo_r2(model)
+        name = self.objectives[0].name
         out = []
         for key, acq in picks:
-            x = self.pool_matrix()[int(key)] if self.is_pool else np.asarray(key)
-            with torch.no_grad():
-                post = model.posterior(torch.as_tensor(x).reshape(1, -1))
-                mu = float(post.mean.squeeze()) * self.objectives[0].sign
-                sd = float(post.variance.clamp_min(0).sqrt().squeeze())
-            name = self.objectives[0].name
-            mean, spread = (math.exp(mu), math.exp(mu) * sd) if use_log else (mu, sd)
+            mean, spread = self._predict(model, key, [(name, self.objectives[0].sign, use_log)])
             prov = Provenance(
                 agent=self.name,
                 model="SingleTaskGP" + (" on log(y)" if use_log else ""),
                 acquisition={"ei": "LogEI", "nei": "qLogNoisyEI", "ucb": "UCB"}[
                     str(self.options.get("acquisition", self._default("acquisition")))],
                 acquisition_value=acq,
-                predicted_mean={name: mean},
-                predicted_sd={name: spread},
+                predicted_mean=mean,
+                predicted_sd=spread,
                 fit_loo_r2=fit,
                 n_observations=len(obs),
-                reason=f"highest acquisition value of the GP fitted to {len(obs)} observations",
+                reason=f"highest acquisition value of the GP fitted to {len(obs)} observations"
+                + (f" with {len(self.pending)} pending" if self.pending else ""),
             )
             out.append((self._as_params(key), prov))
         return out
+
+    # ------------------------------------------------------------------ several outcomes
+    def _suggest_composite(self, obs, n: int):
+        """Several objectives and/or outcome constraints: one GP per measured quantity."""
+        from botorch.acquisition.multi_objective.logei import qLogNoisyExpectedHypervolumeImprovement
+        from botorch.acquisition.multi_objective.objective import IdentityMCMultiOutputObjective
+        from botorch.acquisition.objective import GenericMCObjective
+        from botorch.models import ModelListGP
+
+        from sdl.agents.multiobjective import default_reference
+
+        X = self.encoder.encode_many([o.params for o in obs])
+        log = self.options.get("log_transform", self.log_default)
+        kernel = str(self.options.get("kernel", self._default("kernel")))
+        seed = int(np.random.default_rng([self.seed, self.n_seen]).integers(2**31))
+        columns: list[tuple[str, float, bool]] = []  # (metric, sign, log) of each model output
+        for j, o in enumerate(self.objectives):
+            raw = np.array([float(ob.values[o.name]) for ob in obs])
+            use_log = heavy_tailed(raw) if log == "auto" else bool(log)
+            if use_log and (self._reference is not None and self._reference[j] <= 0 or np.any(raw <= 0)):
+                use_log = False
+            columns.append((o.name, o.sign, use_log))
+        for c in self._outcome_constraints:
+            columns.append((c["metric"], 1.0, False))
+        Y = np.column_stack([
+            s * (np.log([float(ob.values[m]) for ob in obs]) if lg else np.array([float(ob.values[m]) for ob in obs]))
+            for m, s, lg in columns
+        ])
+        model = ModelListGP(*[fit_gp(X, Y[:, j], seed + j, kernel=kernel) for j in range(Y.shape[1])])
+        m = len(self.objectives)
+        cons = []
+        for k, c in enumerate(self._outcome_constraints):
+            j, b = m + k, c["bound"]
+            # BoTorch: feasible where the callable is <= 0
+            cons.append((lambda Y, j=j, b=b: b - Y[..., j]) if c["op"] == ">=" else (lambda Y, j=j, b=b: Y[..., j] - b))
+        tX = torch.as_tensor(X)
+        if m > 1:
+            if self._reference is not None:
+                ref = np.array([s * (math.log(r) if lg else r)
+                                for (_, s, lg), r in zip(columns[:m], self._reference)])
+            else:
+                ref = default_reference(Y[:, :m], [1.0] * m)
+            objective = IdentityMCMultiOutputObjective(outcomes=list(range(m)))
+
+            def make_acq(pend):
+                return qLogNoisyExpectedHypervolumeImprovement(
+                    model, ref_point=ref.tolist(), X_baseline=tX, objective=objective, constraints=cons or None,
+                    X_pending=None if pend is None else torch.as_tensor(pend), prune_baseline=True, cache_root=False,
+                )
+            acq_name = "qLogNEHVI"
+        else:
+            objective = GenericMCObjective(lambda Z, X=None: Z[..., 0])
+
+            def make_acq(pend):
+                return qLogNoisyExpectedImprovement(
+                    model, tX, objective=objective, constraints=cons, prune_baseline=True, cache_root=False,
+                    X_pending=None if pend is None else torch.as_tensor(pend),
+                )
+            acq_name = "qLogNoisyEI with outcome constraints"
+        torch.manual_seed(seed)
+        pending = self.encoder.encode_many(self.pending) if self.pending else None
+        picks = self._pool_picks(make_acq, pending, n) if self.is_pool else self._continuous_picks(make_acq, pending, n, seed)
+        fit = loo_r2(model)
+        out = []
+        for key, acq in picks:
+            mean, spread = self._predict(model, key, columns)
+            prov = Provenance(
+                agent=self.name,
+                model=f"{len(columns)} SingleTaskGPs (ModelListGP)",
+                acquisition=acq_name,
+                acquisition_value=acq,
+                predicted_mean=mean,
+                predicted_sd=spread,
+                fit_loo_r2=fit,
+                n_observations=len(obs),
+                reason=f"highest {acq_name} of the GPs fitted to {len(obs)} observations"
+                + (f" with {len(self.pending)} pending" if self.pending else ""),
+            )
+            out.append((self._as_params(key), prov))
+        return out
+
+    def _predict(self, model, key, columns) -> tuple[dict, dict]:
+        """Posterior mean and sd of each output at the pick, in the quantity's own units."""
+        x = self.pool_matrix()[int(key)] if self.is_pool else np.asarray(key)
+        with torch.no_grad():
+            post = model.posterior(torch.as_tensor(x).reshape(1, -1))
+            mus = post.mean.reshape(-1).tolist()
+            sds = post.variance.clamp_min(0).sqrt().reshape(-1).tolist()
+        mean, spread = {}, {}
+        for (name, sign, lg), mu, sd in zip(columns, mus, sds):
+            mu = mu * sign
+            mean[name], spread[name] = (math.exp(mu), math.exp(mu) * sd) if lg else (mu, sd)
+        return mean, spread
 
     # ------------------------------------------------------------------ initial design
     def _initial(self, n: int, n_init: int):
@@ -147,7 +291,7 @@ class BoTorchAgent(AgentBase):
         if self.is_pool:
             picks = rng.choice(self.open_candidates(), size=n, replace=False)
             return [(dict(self.space.pool[int(i)]), why) for i in picks]
-        return [(self.encoder.decode(x), why) for x in self.encoder.random(n, rng)]
+        return [(p, why) for p in self.random_points(n, rng)]
 
     def _as_params(self, x) -> dict:
         if self.is_pool:
@@ -166,6 +310,8 @@ class BoTorchAgent(AgentBase):
 
     def _acquisition(self, model, X, pending):
         kind = self.options.get("acquisition", self._default("acquisition"))
+        if kind not in ("ucb", "ei", "nei"):
+            raise InvalidInput("acquisition", "allowed: 'ucb', 'ei', 'nei'", kind)
         if kind == "ucb":
             from botorch.acquisition import UpperConfidenceBound, qUpperConfidenceBound
 
@@ -188,12 +334,13 @@ class BoTorchAgent(AgentBase):
             model, torch.as_tensor(X), X_pending=torch.as_tensor(pending), prune_baseline=True, cache_root=False,
         )
 
-    def _pool_picks(self, model, X, pending, n):
+    def _pool_picks(self, make_acq, pending, n):
+        """Greedy batch over the open pool rows: each pick becomes pending for the next."""
         cands = list(self.open_candidates())
         C = torch.as_tensor(self.pool_matrix()[cands])
         picks = []
-        for _ in range(n):
-            acq = self._acquisition(model, X, pending)
+        for _ in range(min(n, len(cands))):
+            acq = make_acq(pending)
             with torch.no_grad():
                 vals = torch.cat([acq(C[i : i + 512].unsqueeze(1)) for i in range(0, len(C), 512)])
             j = int(torch.argmax(vals))
@@ -205,12 +352,28 @@ class BoTorchAgent(AgentBase):
             C = torch.cat([C[:j], C[j + 1 :]])
         return picks
 
-    def _continuous_picks(self, model, X, pending, n, seed):
+    def _feasible_starts(self, k: int, rng: np.random.Generator) -> np.ndarray:
+        """``k`` encoded points uniform over the feasible set (rejection on the constraints)."""
+        X = self.encoder.random(k, rng)
+        if not self.constraints:
+            return X
+        keep = X[self.feasible_mask(X)]
+        tries = 0
+        while len(keep) < k and tries < 200:
+            more = self.encoder.random(4 * k, rng)
+            keep = np.vstack([keep, more[self.feasible_mask(more)]])
+            tries += 1
+        if len(keep) == 0:
+            raise InvalidInput("parameter_constraints", "no feasible point found: the constraints leave "
+                               "(almost) nothing of the search space", self.constraints.texts)
+        return keep[:k]
+
+    def _continuous_picks(self, make_acq, pending, n, seed):
         d = self.encoder.dim
         bounds = torch.stack([torch.zeros(d), torch.ones(d)])
         cons = [
-            (torch.as_tensor(idx), torch.as_tensor(coef, dtype=torch.float64), rhs)
-            for idx, coef, rhs in self.encoder.composition_constraints()
+            (torch.as_tensor(idx), torch.as_tensor(coef, dtype=torch.float64), float(rhs))
+            for idx, coef, rhs in self.encoder.composition_constraints() + self.constraints.unit_constraints(self.encoder)
         ]
         picks = []
         torch.manual_seed(seed)
@@ -218,14 +381,14 @@ class BoTorchAgent(AgentBase):
         restarts = int(self.options.get("num_restarts", 4))
         raw = int(self.options.get("raw_samples", 256))
         for _ in range(n):
-            acq = self._acquisition(model, X, pending)
+            acq = make_acq(pending)
             # Starting points: a uniform design of the feasible set (compositions on their
-            # simplex) scored by the acquisition. BoTorch's own polytope sampler would do
-            # the same in ~1.6 s per call; this takes milliseconds.
-            starts = torch.as_tensor(self.encoder.random(raw, rng)).unsqueeze(1)
+            # simplex, parameter constraints by rejection) scored by the acquisition.
+            # BoTorch's own polytope sampler would do the same in ~1.6 s per call.
+            starts = torch.as_tensor(self._feasible_starts(raw, rng)).unsqueeze(1)
             with torch.no_grad():
                 scores = acq(starts)
-            best = torch.topk(scores, k=min(restarts, raw)).indices
+            best = torch.topk(scores, k=min(restarts, len(starts))).indices
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 cand, val = optimize_acqf(

@@ -1,0 +1,286 @@
+"""Campaigns run by the service: the closed loop, one queued step at a time.
+
+The planner thread keeps every running campaign fed: when a campaign has no step in
+the queue, it checks the stopping rule, asks the agent (only when no stored
+suggestion is pending) and queues the next pending suggestion as an item of the
+campaign's proposal. The instrument's worker runs the step through
+:class:`sdl.campaign.CampaignRunner` (documents, run end, suggestion status and
+observation stored as in ``sdl campaign run``) and tells the agent.
+
+Between steps people can add their own points (they run before the agent's next
+suggestion is asked for) and veto a suggestion that has not started. Pausing keeps
+the pending suggestions; stopping ends the campaign (a step already running finishes).
+A restarted service picks its running campaigns up again (``recover_interrupted``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from sqlalchemy import select, update
+
+from sdl.campaign import CampaignRunner, best_trace, best_value
+from sdl.models import Observation, Provenance, Suggestion
+from sdl.service.db import ItemRow, ServiceCampaignRow, audit
+from sdl.service.errors import Conflict, NotFound
+from sdl.service.workers import Aborted
+from sdl.store import SuggestionRow, Store, utcnow
+
+log = logging.getLogger(__name__)
+
+
+class ServiceCampaignRunner(CampaignRunner):
+    """The campaign runner, driven one step at a time by the service."""
+
+    def build_agent(self):
+        from sdl.agents import make_agent
+
+        agent = make_agent(self.spec.agent, self.space, self.objectives, seed=self.spec.seed,
+                           **self.spec.agent_options)
+        observations = self.store.observations(self.campaign_id)
+        if observations:
+            agent.tell(observations)
+        pending = self.store.suggestions(self.campaign_id, status="pending")
+        if pending:
+            agent.add_pending([p.params for p in pending])
+        return agent
+
+
+class CampaignSession:
+    def __init__(self, svc: Any, campaign_id: str, worker: Any):
+        self.svc = svc
+        self.campaign_id = campaign_id
+        self.worker = worker
+        self.runner = ServiceCampaignRunner(svc.store, campaign_id, instrument=worker.instrument,
+                                            run_engine=worker.re_proxy)
+        self.agent: Any = None
+        self.lock = threading.RLock()
+
+    def ensure_agent(self) -> Any:
+        with self.lock:
+            if self.agent is None:
+                self.agent = self.runner.build_agent()
+            return self.agent
+
+
+class CampaignManager:
+    def __init__(self, svc: Any):
+        self.svc = svc
+        self.store: Store = svc.store
+        self.sessions: dict[str, CampaignSession] = {}
+        self._lock = threading.RLock()
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._main, name="sdl-campaign-planner", daemon=True)
+
+    # --------------------------------------------------------------- lifecycle
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.wake()
+        if self._thread.is_alive():
+            self._thread.join(10)
+
+    def wake(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+    def session(self, campaign_id: str, create: bool = False) -> CampaignSession | None:
+        with self._lock:
+            sess = self.sessions.get(campaign_id)
+            if sess is None and create:
+                with self.svc.db.session() as s:
+                    row = s.get(ServiceCampaignRow, campaign_id)
+                if row is None:
+                    raise NotFound(f"campaign {campaign_id!r} not found")
+                worker = self.svc.workers.get(row.instrument)
+                if worker is None:
+                    raise Conflict(f"instrument {row.instrument!r} is not served here")
+                interrupted = self.store.recover_interrupted(campaign_id)
+                if interrupted:
+                    log.warning("campaign %s: %d interrupted run(s) kept, points requeued", campaign_id,
+                                len(interrupted))
+                sess = self.sessions[campaign_id] = CampaignSession(self.svc, campaign_id, worker)
+            return sess
+
+    def drop(self, campaign_id: str) -> None:
+        with self._lock:
+            self.sessions.pop(campaign_id, None)
+
+    # ------------------------------------------------------------------- loop
+    def _main(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.tick()
+            except Exception:  # noqa: BLE001 - never let the planner die
+                log.exception("campaign planner")
+            with self._cond:
+                self._cond.wait(0.5)
+
+    def tick(self) -> None:
+        with self.svc.db.session() as s:
+            running = list(s.scalars(select(ServiceCampaignRow).where(ServiceCampaignRow.state == "running")))
+            busy = set(s.scalars(select(ItemRow.campaign_id).where(
+                ItemRow.campaign_id.is_not(None), ItemRow.status.in_(("queued", "running")))))
+        for row in running:
+            if self._stop.is_set():
+                return
+            if row.campaign_id in busy or row.instrument not in self.svc.workers:
+                continue
+            try:
+                self._advance(row)
+            except Exception as exc:  # noqa: BLE001 - the campaign fails, the service goes on
+                log.exception("campaign %s", row.campaign_id)
+                self.svc.set_campaign_state(row.campaign_id, "failed", f"{type(exc).__name__}: {exc}")
+
+    def _advance(self, row: ServiceCampaignRow) -> None:
+        sess = self.session(row.campaign_id, create=True)
+        runner = sess.runner
+        reason = runner._stop_reason()
+        if reason:
+            self.svc.set_campaign_state(row.campaign_id, "completed", reason)
+            return
+        agent = sess.ensure_agent()
+        with sess.lock:
+            n_before = len(self.store.suggestions(row.campaign_id))
+            sug = runner._next_pending(agent)
+            new = self.store.suggestions(row.campaign_id)[n_before:]
+        for s in new:
+            self.svc.bus.publish({"type": "campaign", "event": "suggestion", "campaign_id": row.campaign_id,
+                                  "suggestion_id": s.id, "seq": s.seq, "params": s.params,
+                                  "provenance": s.provenance}, proposal_id=row.proposal_id)
+        with self.svc.db.session() as s:
+            cur = s.get(ServiceCampaignRow, row.campaign_id)
+            if cur is None or cur.state != "running":
+                return  # paused or stopped while the agent was thinking
+            item = self.svc.new_item(
+                s, kind="campaign", instrument=row.instrument, plan="autonomous_step",
+                params={**sug.params, "exposure": runner.spec.exposure}, proposal_id=row.proposal_id,
+                user_id=row.owner_id, priority=row.priority, campaign_id=row.campaign_id, suggestion_id=sug.id,
+                note=f"campaign {row.campaign_id[:8]} step {sug.seq}",
+            )
+        self.svc.item_queued(item)
+
+    # ------------------------------------------------------------ worker side
+    def run_step(self, worker: Any, item: ItemRow) -> tuple[str, str | None, dict | None, str]:
+        """Run one campaign step on ``worker`` (its thread). Returns (status, run_uid, result, error)."""
+        with self.svc.db.session() as s:
+            crow = s.get(ServiceCampaignRow, item.campaign_id)
+        if crow is None or crow.state not in ("running", "paused"):
+            return "cancelled", None, None, "campaign is not running"
+        sess = self.session(item.campaign_id, create=True)
+        with self.store.session() as s:
+            row = s.get(SuggestionRow, item.suggestion_id)
+        if row is None or row.status != "pending":
+            return "cancelled", None, None, f"suggestion is {row.status if row else 'gone'}"
+        runner = sess.runner
+        runner._current_run = runner._attempt_run = None
+        token = worker.RE.subscribe(runner._on_document)
+        try:
+            ok = runner._run_one(row)
+        except Aborted as exc:
+            reason = str(exc) or "aborted"
+            uid = runner._attempt_run
+            if worker.stopping:  # the service is stopping: the point runs again after a restart
+                if uid is not None:
+                    try:
+                        self.store.finish_run(uid, "interrupted", reason="the service stopped")
+                    except KeyError:  # pragma: no cover
+                        pass
+                return "cancelled", uid, None, "interrupted: the service stopped"
+            if uid is not None:
+                try:
+                    self.store.finish_run(uid, "aborted", reason=reason)
+                except KeyError:  # pragma: no cover
+                    pass
+            with self.store.session() as s:
+                s.execute(update(SuggestionRow).where(SuggestionRow.id == row.id).values(status="aborted"))
+            self.wake()
+            return "aborted", uid, None, reason
+        finally:
+            worker.RE.unsubscribe(token)
+            runner._current_run = None
+        obs = [o for o in self.store.observations(item.campaign_id) if o.suggestion_id == row.id]
+        with sess.lock:
+            if sess.agent is not None and obs:
+                sess.agent.tell(obs)
+        o = obs[-1] if obs else None
+        self._publish_observation(crow, runner, o)
+        if not ok and runner.spec.on_failure == "stop":
+            self.svc.set_campaign_state(item.campaign_id, "failed", "an experiment failed; policy: stop")
+        self.wake()
+        if o is None:
+            return "failed", runner._attempt_run, None, "no observation was recorded"
+        result = {"values": o.values, "ok": o.ok}
+        return ("done" if o.ok else "failed"), o.run_uid, result, ("" if o.ok else str(o.extra.get("error", "")))
+
+    def _publish_observation(self, crow: ServiceCampaignRow, runner: CampaignRunner, o: Observation | None) -> None:
+        obs = self.store.observations(crow.campaign_id)
+        objective = runner.objectives[0]
+        self.svc.bus.publish({
+            "type": "campaign", "event": "observation", "campaign_id": crow.campaign_id,
+            "instrument": crow.instrument,
+            "n": len(obs), "budget": runner.spec.budget, "objective": objective.name,
+            "observation": None if o is None else {"params": o.params, "values": o.values, "ok": o.ok,
+                                                   "run_uid": o.run_uid, "suggestion_id": o.suggestion_id},
+            "best": best_value(obs, objective), "best_trace_last": (best_trace(obs, objective) or [None])[-1],
+        }, proposal_id=crow.proposal_id)
+
+    # ---------------------------------------------------------- people's input
+    def add_point(self, actor: Any, campaign_id: str, params: dict, reason: str) -> Suggestion:
+        with self.svc.db.session() as s:
+            crow = s.get(ServiceCampaignRow, campaign_id)
+            if crow is None:
+                raise NotFound(f"campaign {campaign_id!r} not found")
+            if crow.state in ("stopped", "completed", "failed"):
+                raise Conflict(f"campaign is {crow.state}; points can be added until it ends")
+        sess = self.session(campaign_id, create=True)
+        point = sess.runner.space.validate_point(params)
+        point = sess.worker.instrument.space.validate_point(point)
+        sug = Suggestion(params=point, provenance=Provenance(agent="user", model=None, reason=reason or
+                                                             f"added by {actor.name}", user=actor.name))
+        with sess.lock:
+            self.store.add_suggestions(campaign_id, [sug])
+            if sess.agent is not None:
+                sess.agent.add_pending([point])
+        with self.svc.db.session() as s:
+            audit(s, actor, "campaign.add_point", "campaign", campaign_id, crow.proposal_id,
+                  suggestion_id=sug.id, params=point, reason=reason)
+        self.svc.bus.publish({"type": "campaign", "event": "suggestion", "campaign_id": campaign_id,
+                              "suggestion_id": sug.id, "params": point,
+                              "provenance": sug.provenance.model_dump()}, proposal_id=crow.proposal_id)
+        self.wake()
+        return sug
+
+    def veto(self, actor: Any, campaign_id: str, suggestion_id: str, reason: str) -> dict:
+        with self.store.session() as s:
+            row = s.get(SuggestionRow, suggestion_id)
+            if row is None or row.campaign_id != campaign_id:
+                raise NotFound(f"suggestion {suggestion_id!r} not found in campaign {campaign_id!r}")
+            if row.status != "pending":
+                raise Conflict(f"suggestion is {row.status}; only a pending one (not started) can be vetoed"
+                               + ("; abort the running experiment instead" if row.status == "running" else ""))
+            row.status = "vetoed"
+            prov = dict(row.provenance or {})
+            prov["vetoed"] = {"by": actor.name, "reason": reason, "at": utcnow().isoformat()}
+            row.provenance = prov
+        with self.svc.db.session() as s:
+            crow = s.get(ServiceCampaignRow, campaign_id)
+            items = list(s.scalars(select(ItemRow).where(ItemRow.suggestion_id == suggestion_id,
+                                                         ItemRow.status == "queued")))
+            for it in items:
+                it.status, it.error, it.finished_at = "cancelled", f"suggestion vetoed by {actor.name}", utcnow()
+            audit(s, actor, "campaign.veto", "suggestion", suggestion_id, crow.proposal_id if crow else None,
+                  campaign_id=campaign_id, reason=reason)
+        for it in items:
+            self.svc.publish_item(it)
+        if crow is not None:
+            self.svc.bus.publish({"type": "campaign", "event": "veto", "campaign_id": campaign_id,
+                                  "suggestion_id": suggestion_id, "by": actor.name, "reason": reason},
+                                 proposal_id=crow.proposal_id)
+        self.wake()
+        return {"suggestion_id": suggestion_id, "status": "vetoed"}

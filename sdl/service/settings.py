@@ -1,0 +1,139 @@
+"""Service settings: ``SDL_*`` environment variables, an optional config file, overrides.
+
+Precedence (highest first): explicit overrides (CLI options) > ``SDL_*`` environment
+variables > the config file (JSON, or TOML if the name ends in ``.toml``; path from
+``--config`` or ``SDL_CONFIG``) > defaults.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from sdl.errors import InvalidInput
+
+DEFAULT_INSTRUMENTS = ("sim-xrd", "pool:p3ht", "pool:agnp")
+
+
+class InstrumentConfig(BaseModel):
+    """One instrument the service runs a worker for."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="instrument name from the registry (sdl.instruments)")
+    dedicated_fraction: float = Field(
+        0.0, ge=0.0, le=1.0,
+        description="share of this instrument's time reserved for dedicated proposals when both pools have work",
+    )
+    time_scale: float | None = Field(None, ge=0.0, le=10.0, description="simulation speed; default: the service's")
+    seed: int | None = Field(None, ge=0, description="seed of the simulated lab; default: the service's")
+    n_slots: int = Field(1000, ge=1, le=100_000, description="rack slots of the simulated lab")
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        from sdl.instruments import check_instrument_name
+
+        return check_instrument_name(v)
+
+
+def _default_store_url() -> str:
+    return f"sqlite:///{Path('sdl-data/sdl.sqlite').resolve()}"
+
+
+class ServiceSettings(BaseSettings):
+    """Everything `sdl serve` needs. Every field is also an ``SDL_<NAME>`` variable."""
+
+    model_config = SettingsConfigDict(env_prefix="SDL_", extra="ignore")
+
+    store_url: str = Field(default_factory=_default_store_url, description="SQLAlchemy URL of the record")
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    instruments: Annotated[list[InstrumentConfig], NoDecode] = Field(
+        default_factory=lambda: [InstrumentConfig(name=n) for n in DEFAULT_INSTRUMENTS],
+        description="instruments to serve: names (comma-separated or a JSON list) or objects",
+    )
+    time_scale: float = Field(0.0, ge=0.0, le=10.0, description="0: instant simulation, 1: real time")
+    seed: int = Field(0, ge=0)
+    start_workers: bool = Field(True, description="run the scheduler and instrument workers in this process")
+    max_body_bytes: int = Field(1_000_000, ge=1024, description="larger request bodies get 413")
+    rate_limit_per_minute: float = Field(1200.0, gt=0, description="requests per minute per token (429 beyond)")
+    rate_limit_burst: int = Field(200, ge=1, description="requests a token may make at once")
+    token_ttl_days: float = Field(90.0, gt=0, description="default lifetime of a new API token")
+    admin_name: str = "admin"
+    admin_token: SecretStr | None = Field(
+        None, description="the first admin's token (default: a random one, printed once on first start)"
+    )
+    embargo_days: float = Field(365.0, ge=0, description="default embargo of open proposals' data after approval")
+    lease_timeout_s: float = Field(60.0, gt=0, description="a running item without a heartbeat this long is recovered")
+    heartbeat_s: float = Field(2.0, gt=0)
+    max_attempts: int = Field(3, ge=1, description="tries of an experiment interrupted by a dead worker")
+    ws_queue_size: int = Field(5000, ge=10, description="events buffered per WebSocket client (oldest dropped)")
+
+    @field_validator("instruments", mode="before")
+    @classmethod
+    def _parse_instruments(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            text = v.strip()
+            if text.startswith("["):
+                v = json.loads(text)
+            else:
+                v = [s.strip() for s in text.split(",") if s.strip()]
+        if isinstance(v, (list, tuple)):
+            v = [{"name": x} if isinstance(x, str) else x for x in v]
+            names = [x["name"] if isinstance(x, dict) else getattr(x, "name", None) for x in v]
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            if dupes:
+                raise ValueError(f"instruments: each at most once (repeated: {dupes})")
+        return v
+
+    def instrument(self, name: str) -> InstrumentConfig | None:
+        for cfg in self.instruments:
+            if cfg.name == name:
+                return cfg
+        return None
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    path = Path(path).expanduser()
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise InvalidInput("config", f"cannot read the config file: {exc}", str(path)) from None
+    try:
+        if path.suffix.lower() == ".toml":
+            import tomllib
+
+            data = tomllib.loads(text)
+        else:
+            data = json.loads(text)
+    except ValueError as exc:
+        raise InvalidInput("config", f"not valid {'TOML' if path.suffix == '.toml' else 'JSON'}: {exc}", str(path)) from None
+    if not isinstance(data, dict):
+        raise InvalidInput("config", "must hold a mapping of setting names to values", str(path))
+    return data
+
+
+def load_settings(config: str | Path | None = None, **overrides: Any) -> ServiceSettings:
+    """Settings from defaults < config file < ``SDL_*`` environment < non-None ``overrides``."""
+    from pydantic import ValidationError
+
+    config = config or os.environ.get("SDL_CONFIG") or None
+    data: dict[str, Any] = read_config_file(config) if config else {}
+    try:
+        from_env = ServiceSettings()
+        data.update({k: getattr(from_env, k) for k in from_env.model_fields_set})
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        return ServiceSettings(**data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"]) or "settings"
+        ctx = err.get("ctx", {}).get("error")
+        if isinstance(ctx, InvalidInput):
+            raise InvalidInput(loc, ctx.message, ctx.value) from None
+        raise InvalidInput(loc, err["msg"].removeprefix("Value error, "), err.get("input", ...)) from None

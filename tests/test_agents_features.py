@@ -1,0 +1,372 @@
+"""Agents, issue 5: search-space features, linear constraints, several objectives, outcome
+constraints, batches with pending points, repeats, provenance and restarts.
+
+Kept fast: small budgets, few acquisition restarts (``FAST``), one Ax model step per test.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from sdl.agents import make_agent
+from sdl.agents.constraints import ConstraintSet, parse_constraint
+from sdl.agents.encoding import SpaceEncoder
+from sdl.agents.multiobjective import default_reference, hypervolume, pareto_front, pareto_indices
+from sdl.errors import InvalidInput
+from sdl.models import Observation
+from sdl.sim_devices.pool import PoolModel
+from sdl.space import ChoiceParameter, Composition, FixedParameter, Objective, RangeParameter, SearchSpace
+
+MAX = [Objective(name="y")]
+TWO = [Objective(name="y"), Objective(name="cost", direction="minimize")]
+FAST = {"num_restarts": 2, "raw_samples": 64}
+
+
+def box(names=("x", "z")) -> SearchSpace:
+    return SearchSpace(parameters=[RangeParameter(name=n, lower=0, upper=1) for n in names])
+
+
+def mixed_space(total: float = 1.0) -> SearchSpace:
+    return SearchSpace(
+        parameters=[
+            RangeParameter(name="a", lower=0, upper=total),
+            RangeParameter(name="b", lower=0, upper=total),
+            RangeParameter(name="c", lower=0, upper=total),
+            RangeParameter(name="T", lower=100, upper=500),
+            RangeParameter(name="rate", lower=0.01, upper=10, log_scale=True),
+            RangeParameter(name="n", lower=1, upper=9, value_type="int"),
+            ChoiceParameter(name="solvent", values=["water", "ethanol"]),
+            FixedParameter(name="pressure", value=1.0),
+        ],
+        compositions=[Composition(components=["a", "b", "c"], total=total)],
+    )
+
+
+def mixed_value(p: dict) -> float:
+    t = p["a"] / (p["a"] + p["b"] + p["c"])
+    return -(t - 0.5) ** 2 - (p["T"] - 300) ** 2 / 1e5 - (p["n"] - 4) ** 2 / 50 + 0.3 * (p["solvent"] == "water") \
+        - (math.log10(p["rate"]) - 0) ** 2 / 20
+
+
+def bump(p: dict) -> float:
+    return math.exp(-((p["x"] - 0.7) ** 2 + (p["z"] - 0.3) ** 2) / 0.05)
+
+
+def two_values(p: dict) -> dict:
+    """Two conflicting objectives on the box: y peaks at x = 1, cost grows with x and z."""
+    return {"y": p["x"] + 0.3 * p["z"], "cost": p["x"] ** 2 + p["z"]}
+
+
+def run(agent, n: int, f, batch: int = 1) -> list[dict]:
+    points = []
+    while len(points) < n:
+        for s in agent.ask(batch):
+            v = f(s.params)
+            points.append(s.params)
+            agent.tell([Observation(params=s.params, values=v if isinstance(v, dict) else {"y": v})])
+    return points
+
+
+def observations(points, f) -> list[Observation]:
+    out = []
+    for p in points:
+        v = f(p)
+        out.append(Observation(params=p, values=v if isinstance(v, dict) else {"y": v}))
+    return out
+
+
+def seeded_points(space: SearchSpace, n: int, seed: int = 0) -> list[dict]:
+    return make_agent("random", space, MAX, seed=seed).random_points(n, np.random.default_rng(seed))
+
+
+# ------------------------------------------------------------------ every kind of parameter
+@pytest.mark.parametrize("total", [1.0, 100.0])
+def test_botorch_model_step_keeps_every_parameter_kind_valid(total):
+    space = mixed_space(total)
+    agent = make_agent("botorch", space, MAX, seed=1, n_init=4, **FAST)
+    agent.tell(observations(seeded_points(space, 6, seed=total == 1.0), mixed_value))
+    for s in agent.ask(2):
+        p = space.validate_point(s.params)
+        assert isinstance(p["n"], int) and 1 <= p["n"] <= 9
+        assert p["solvent"] in ("water", "ethanol") and p["pressure"] == 1.0
+        assert 0.01 <= p["rate"] <= 10
+        assert p["a"] + p["b"] + p["c"] == pytest.approx(total)
+        assert s.provenance.model.startswith("SingleTaskGP")
+
+
+def test_ax_model_step_keeps_every_parameter_kind_valid_in_percent():
+    space = mixed_space(100.0)
+    agent = make_agent("bo", space, MAX, seed=1, n_init=4, **FAST)
+    agent.tell(observations(seeded_points(space, 5), mixed_value))
+    s = agent.ask(1)[0]
+    p = space.validate_point(s.params)
+    assert p["a"] + p["b"] + p["c"] == pytest.approx(100.0)
+    assert isinstance(p["n"], int) and p["pressure"] == 1.0 and p["solvent"] in ("water", "ethanol")
+    assert "Ax" in s.provenance.model
+
+
+def test_log_scale_is_searched_uniformly_in_decades():
+    space = SearchSpace(parameters=[RangeParameter(name="rate", lower=0.001, upper=1000, log_scale=True)])
+    pts = make_agent("random", space, MAX, seed=0).random_points(2000, np.random.default_rng(0))
+    decades = np.log10([p["rate"] for p in pts])
+    assert np.mean(decades < 0) == pytest.approx(0.5, abs=0.05)  # half below 1 on a log scale
+
+
+# ------------------------------------------------------------------ linear constraints
+def test_constraint_parsing_and_errors():
+    space = mixed_space()
+    c = parse_constraint("2*a - 0.5 * b + 3 >= T / 1" if False else "2*a - 0.5 * b + 3 >= c", space)
+    assert c.coefficients == {"a": 2.0, "b": -0.5, "c": -1.0} and c.op == ">=" and c.bound == -3.0
+    assert c.satisfied({"a": 0.0, "b": 0.0, "c": 3.0}) and not c.satisfied({"a": 0.0, "b": 0.0, "c": 3.1})
+    assert parse_constraint("T <= 400", space).bound == 400.0
+    assert parse_constraint("a + b<=0.8", space).coefficients == {"a": 1.0, "b": 1.0}
+    for bad, word in [("a + q <= 1", "unknown"), ("rate + a <= 1", "log"), ("solvent <= 1", "choice"),
+                      ("a + b", "'<='"), ("a + b < 1", "'<='"), ("a * b <= 1", "read"), ("3 <= 4", "no parameter"),
+                      ("pressure <= 2", "fixed")]:
+        with pytest.raises(InvalidInput) as err:
+            parse_constraint(bad, space)
+        assert err.value.field == "parameter_constraints" and word in err.value.message, (bad, err.value.message)
+    with pytest.raises(InvalidInput) as err:  # reported when the agent is made, before any experiment
+        make_agent("bo", space, MAX, parameter_constraints=["a + q <= 1"])
+    assert err.value.field == "parameter_constraints"
+
+
+def test_constraint_in_unit_coordinates_matches_the_point():
+    space = mixed_space(100.0)
+    enc = SpaceEncoder(space)
+    cons = ConstraintSet(["c <= 30", "2*a + T >= 260", "n - a <= 3"], space)
+    X = enc.random(500, np.random.default_rng(0))
+    mask = cons.unit_mask(enc, X)
+    direct = np.array([cons.satisfied(enc.decode(x)) for x in X])
+    # the integer parameter is rounded on decoding: compare on the points away from rounding
+    n_frac = np.array([abs(enc.decode(x)["n"] - (1 + 8 * x[enc._index["n"].start])) for x in X])
+    assert 0.2 < mask.mean() < 0.8
+    assert np.array_equal(mask[n_frac < 0.05], direct[n_frac < 0.05])
+
+
+@pytest.mark.parametrize("name", ["random", "sobol", "grid", "botorch"])
+def test_linear_constraints_are_honoured(name):
+    # the bump's top (x = 0.7, z = 0.3) is outside: the best feasible point is (0.8, 0.4)
+    agent = make_agent(name, box(), MAX, seed=0, parameter_constraints=["x + z >= 1.2", "z <= 0.9"],
+                       **({"n_init": 3, **FAST} if name == "botorch" else {}))
+    pts = run(agent, 8, bump)
+    assert all(p["x"] + p["z"] >= 1.2 - 1e-9 and p["z"] <= 0.9 + 1e-9 for p in pts)
+    if name == "botorch":
+        assert max(bump(p) for p in pts) > 0.45  # it goes to the constraint boundary near the top
+
+
+def test_ax_honours_linear_constraints_with_an_implied_component():
+    space = SearchSpace(
+        parameters=[RangeParameter(name=k, lower=0, upper=1) for k in ("a", "b", "c")]
+        + [RangeParameter(name="T", lower=0, upper=1)],
+        compositions=[Composition(components=["a", "b", "c"])],
+    )
+    cons = ["c <= 0.2", "a - T <= 0.1"]  # c is the implied component: Ax sees 1 - a - b <= 0.2
+    agent = make_agent("bo", space, MAX, seed=0, n_init=4, parameter_constraints=cons, **FAST)
+    pts = run(agent, 6, lambda p: p["c"] + p["T"])  # pushes against both constraints
+    assert all(p["c"] <= 0.2 + 1e-7 and p["a"] - p["T"] <= 0.1 + 1e-7 for p in pts)
+    assert all(p["a"] + p["b"] + p["c"] == pytest.approx(1.0) for p in pts)
+
+
+def test_integer_parameters_are_rounded_into_the_feasible_set():
+    space = SearchSpace(parameters=[RangeParameter(name="n", lower=0, upper=10, value_type="int"),
+                                    RangeParameter(name="m", lower=0, upper=10, value_type="int")])
+    agent = make_agent("botorch", space, MAX, seed=0, n_init=3, parameter_constraints=["n + m <= 7"], **FAST)
+    pts = run(agent, 6, lambda p: float(p["n"] + 0.9 * p["m"]))
+    assert all(p["n"] + p["m"] <= 7 for p in pts)
+    assert max(p["n"] + 0.9 * p["m"] for p in pts) >= 6.2  # found the corner region
+
+
+def test_pool_agents_skip_infeasible_rows():
+    pool = PoolModel.bundled("p3ht")
+    space = pool.search_space()
+    for name in ("random", "botorch"):
+        agent = make_agent(name, space, [pool.objective], seed=0, n_init=3,
+                           parameter_constraints=["p3ht_content >= 60"]) if name == "botorch" else \
+            make_agent(name, space, [pool.objective], seed=0, parameter_constraints=["p3ht_content >= 60"])
+        for _ in range(5):
+            for s in agent.ask(1):
+                assert s.params["p3ht_content"] >= 60
+                agent.tell([Observation(params=s.params, values={"conductivity": pool.value(s.params)})])
+
+
+def test_impossible_constraints_are_reported():
+    agent = make_agent("random", box(), MAX, parameter_constraints=["x + z >= 3"])
+    with pytest.raises(InvalidInput) as err:
+        agent.ask(1)
+    assert err.value.field == "parameter_constraints"
+
+
+# ------------------------------------------------------------------ several objectives
+def obs_of(values) -> list[Observation]:
+    return [Observation(params={"x": 0.0, "z": 0.0}, values={"y": a, "cost": b}) for a, b in values]
+
+
+def test_pareto_front_and_hypervolume_by_hand():
+    obs = obs_of([(1, 1), (2, 3), (0.5, 0.2), (1, 2), (2, 3)])  # maximise y, minimise cost
+    front = pareto_front(obs, TWO)
+    assert [(o.values["y"], o.values["cost"]) for o in front] == [(1, 1), (2, 3), (0.5, 0.2)]
+    # reference y >= 0, cost <= 4: staircase areas 0.5*3.8 + 0.5*3 + 1*1 = 4.4
+    assert hypervolume(obs, TWO, {"y": 0.0, "cost": 4.0}) == pytest.approx(4.4)
+    assert hypervolume(obs, TWO, [0.0, 4.0]) == pytest.approx(4.4)
+    assert hypervolume(obs, TWO, {"y": 5.0, "cost": 4.0}) == 0.0  # nothing beats the reference
+    failed = Observation(params={"x": 0, "z": 0}, values={"y": 9.0, "cost": 0.0}, ok=False)
+    assert hypervolume(obs + [failed], TWO, [0.0, 4.0]) == pytest.approx(4.4)  # failures are not data
+    assert pareto_indices([[1, 1], [1, 1]], [1, 1]) == [0]
+    with pytest.raises(InvalidInput) as err:
+        hypervolume(obs, TWO, {"y": 0.0})
+    assert err.value.field == "reference"
+    ref = default_reference(np.array([[1.0, 1.0], [2.0, 3.0]]), [1.0, -1.0])
+    assert ref[0] < 1.0 and ref[1] > 3.0
+
+
+def test_botorch_several_objectives_grow_the_hypervolume_and_explain_each():
+    agent = make_agent("botorch", box(), TWO, seed=0, n_init=4, reference_point={"y": 0.0, "cost": 2.0}, **FAST)
+    pts = run(agent, 4, two_values)
+    hv_start = agent.hypervolume({"y": 0.0, "cost": 2.0})
+    run(agent, 4, two_values, batch=2)
+    assert agent.hypervolume({"y": 0.0, "cost": 2.0}) > hv_start
+    front = agent.pareto_front()
+    assert front and all(set(o.values) == {"y", "cost"} for o in front)
+    s = agent.ask(1)[0]
+    prov = s.provenance
+    assert prov.acquisition == "qLogNEHVI" and set(prov.predicted_mean) == {"y", "cost"}
+    assert set(prov.predicted_sd) == {"y", "cost"} and prov.model_extra["fit_loo_r2"] is not None
+    assert len(pts) == 4
+
+
+def test_outcome_constraints_steer_the_botorch_agent():
+    # maximise x, but the measured "stress" (= x + z) must stay <= 1: the best feasible has z = 0, x = 1
+    def f(p):
+        return {"y": p["x"], "stress": p["x"] + p["z"]}
+
+    agent = make_agent("botorch", box(), MAX, seed=0, n_init=4,
+                       outcome_constraints=[{"metric": "stress", "op": "<=", "bound": 1.0}], **FAST)
+    pts = run(agent, 10, f)
+    later = pts[4:]
+    assert np.mean([p["x"] + p["z"] <= 1.05 for p in later]) >= 0.5
+    assert max(p["x"] for p in pts if p["x"] + p["z"] <= 1.0) > 0.7
+    prov = agent.ask(1)[0].provenance
+    assert "stress" in prov.predicted_mean and "outcome constraints" in prov.acquisition
+    with pytest.raises(InvalidInput) as err:
+        make_agent("botorch", box(), MAX, outcome_constraints=[{"metric": "y", "op": "<=", "bound": 1}])
+    assert err.value.field == "outcome_constraints"
+
+
+def test_ax_several_objectives_with_outcome_constraint_and_restart():
+    cons = [{"metric": "stress", "op": "<=", "bound": 1.5}]
+
+    def f(p):
+        return {**two_values(p), "stress": p["x"] + p["z"]}
+
+    space = box()
+    pts = seeded_points(space, 6, seed=3)
+    agent = make_agent("bo", space, TWO, seed=4, n_init=5, outcome_constraints=cons,
+                       reference_point=[0.0, 2.0], **FAST)
+    agent.tell(observations(pts, f))
+    s = agent.ask(1)[0]
+    assert s.provenance.acquisition == "qLogNEHVI"
+    assert set(s.provenance.predicted_mean) >= {"y", "cost"}
+    assert s.provenance.model_extra["fit_loo_r2"] is not None
+    front = agent.pareto_front()
+    assert front and len(front) <= 6
+    # restart: a new agent told the same observations suggests the same point
+    again = make_agent("bo", space, TWO, seed=4, n_init=5, outcome_constraints=cons,
+                       reference_point=[0.0, 2.0], **FAST)
+    again.tell(observations(pts, f))
+    assert again.ask(1)[0].params == pytest.approx(s.params)
+
+
+def test_botorch_several_objectives_restart_identically():
+    space = box()
+    first = make_agent("botorch", space, TWO, seed=5, n_init=4, **FAST)
+    pts = run(first, 5, two_values)
+    pending = [s.params for s in first.ask(1)]
+    nxt = first.ask(1)[0].params
+    again = make_agent("botorch", space, TWO, seed=5, n_init=4, **FAST)
+    again.tell(observations(pts, two_values))
+    again.add_pending(pending)
+    assert again.ask(1)[0].params == pytest.approx(nxt)
+
+
+def test_pool_with_two_objectives():
+    pool = PoolModel.bundled("agnp")
+    space = pool.search_space()
+    objs = [Objective(name="loss", direction="minimize"), Objective(name="qtot", direction="minimize")]
+    agent = make_agent("bo", space, objs, seed=0, n_init=4)
+    for _ in range(3):
+        for s in agent.ask(2):
+            agent.tell([Observation(params=s.params, values={"loss": pool.value(s.params), "qtot": s.params["qtot"]})])
+    assert len(agent.pareto_front()) >= 1 and agent.hypervolume([1.0, 1000.0]) > 0
+
+
+# ------------------------------------------------------------------ batches and pending points
+@pytest.mark.parametrize("name", ["botorch", "bo"])
+def test_pending_points_change_the_next_suggestion(name):
+    space = box()
+    pts = seeded_points(space, 6)
+    a = make_agent(name, space, MAX, seed=2, n_init=5, **FAST)
+    a.tell(observations(pts, bump))
+    first = a.ask(1)[0].params
+    b = make_agent(name, space, MAX, seed=2, n_init=5, **FAST)
+    b.tell(observations(pts, bump))
+    b.add_pending([first])  # e.g. on the instrument right now
+    other = b.ask(1)[0].params
+    assert math.dist((first["x"], first["z"]), (other["x"], other["z"])) > 0.02
+    if name == "bo":  # and a batch is jointly chosen: distinct points
+        batch = b.ask(3)
+        xs = np.array([[s.params["x"], s.params["z"]] for s in batch])
+        assert np.linalg.norm(xs[:, None] - xs[None], axis=-1)[np.triu_indices(3, 1)].min() > 1e-3
+        assert len(b.pending) == 5
+
+
+def test_pool_batch_is_distinct_and_avoids_pending():
+    pool = PoolModel.bundled("p3ht")
+    agent = make_agent("bo", pool.search_space(), [pool.objective], seed=0, n_init=4)
+    rows = [int(i) for i in np.random.default_rng(0).choice(len(pool), 6, replace=False)]
+    agent.tell([Observation(params=pool.as_dict(r), values={"conductivity": float(pool.values[r])}) for r in rows])
+    single = pool.index_of(agent.ask(1)[0].params)  # now pending
+    batch = [pool.index_of(s.params) for s in agent.ask(4)]
+    assert len(set(batch)) == 4 and single not in batch and not set(batch) & set(rows)
+
+
+# ------------------------------------------------------------------ repeats and noise
+@pytest.mark.parametrize("name", ["botorch", "bo"])
+def test_repeated_points_are_averaged_not_fatal(name):
+    space = box()
+    rng = np.random.default_rng(0)
+    pts = seeded_points(space, 5)
+    obs = observations(pts, bump)
+    same = {"x": 0.5, "z": 0.5}
+    noisy = [bump(same) + 0.05 * rng.standard_normal() for _ in range(4)]
+    obs += [Observation(params=dict(same), values={"y": v}) for v in noisy]
+    agent = make_agent(name, space, MAX, seed=0, n_init=5, **FAST)
+    agent.tell(obs)
+    s = agent.ask(1)[0]
+    space.validate_point(s.params)
+    assert s.provenance.predicted_mean is not None
+    # the model's belief at the repeated point is close to the average of its repeats
+    if name == "botorch":
+        import torch
+
+        from sdl.agents.gp import fit_gp
+
+        X = agent.encoder.encode_many([o.params for o in obs])
+        y = np.array([o.values["y"] for o in obs])
+        model = fit_gp(X, y, 0)
+        with torch.no_grad():
+            mu = float(model.posterior(torch.as_tensor(agent.encoder.encode(same))[None]).mean)
+        assert mu == pytest.approx(np.mean(noisy), abs=0.08)
+
+
+def test_pool_repeats_of_a_row_are_accepted():
+    pool = PoolModel.bundled("p3ht")
+    agent = make_agent("bo", pool.search_space(), [pool.objective], seed=0, n_init=3)
+    row = pool.as_dict(7)
+    agent.tell([Observation(params=row, values={"conductivity": v}) for v in (10.0, 12.0, 11.0)])
+    agent.tell([Observation(params=pool.as_dict(r), values={"conductivity": float(pool.values[r])}) for r in (1, 2)])
+    s = agent.ask(2)
+    assert all(pool.index_of(x.params) not in (7, 1, 2) for x in s)
