@@ -321,6 +321,16 @@ def bench(
     console.print(f"wrote {paths['json']} and {paths['plot']}")
 
 
+# ------------------------------------------------------- HTTP service commands
+def _register_service_commands() -> None:
+    from sdl.service_cli import register
+
+    register(app, campaign_app)  # sdl serve, sdl submit, sdl campaign create|watch
+
+
+_register_service_commands()
+
+
 def main() -> None:  # pragma: no cover
     app(prog_name="sdl")
 
