@@ -1,11 +1,28 @@
-"""Agents x problems x seeds, in parallel processes: the metrics of Liang et al. (2021).
+"""Agents x problems x seeds, in parallel processes: ``sdl bench``.
 
-For pool problems (real datasets) every campaign starts from the same ``n_start``
-random points for a given seed, whatever the agent; the metric after n experiments is
-the fraction of the pool's top 5 % that was measured. Random search runs in the same
-benchmark, and the acceleration factor (experiments random needs / experiments the
-agent needs to reach a fraction) and enhancement factor (agent's fraction / random's
-at the same n) are computed against it.
+Problems
+--------
+- pools (real datasets, Liang et al. 2021): ``p3ht``, ``agnp``. Every campaign starts
+  from the same ``n_start`` random pool rows for a given seed, whatever the agent; the
+  metric after n experiments is the fraction of the pool's top 5 % that was measured
+  (higher is better). The acceleration factor (experiments random needs / experiments
+  the agent needs to reach half of the top 5 %) and the enhancement factor (agent's
+  fraction / random's at the same n) are computed against random search run in the
+  same benchmark.
+- functions: ``sim-xrd`` (the simulated materials model, seed 0, its noise-free figure
+  of merit evaluated directly; metric: best FoM found / the optimum, higher is better),
+  ``branin`` (noise sd 1.0) and ``hartmann6`` (noise sd 0.05) from
+  ``botorch.test_functions`` (metric: simple regret, |optimum - best noise-free value
+  among the measured points|, lower is better). The same random starting points for
+  every agent, and the measurement noise is seeded by the seed.
+
+For function problems the table gives the metric at each n, the ratio to random at
+the same n (``vs_random@n``, > 1 means better than random whichever the direction) and
+``n_to_target`` (mean experiments to reach the problem's target: 95 % of the optimum
+for sim-xrd, regret 0.5 for Branin, 0.3 for Hartmann-6; None when a seed never did).
+
+Every campaign runs in its own process (spawn context, one torch thread each).
+``quick_settings()`` gives the CI size (``sdl bench --quick``).
 """
 
 from __future__ import annotations
@@ -15,7 +32,7 @@ import multiprocessing
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -24,6 +41,18 @@ import numpy as np
 from sdl.errors import InvalidInput
 
 POOL_PROBLEMS = {"p3ht": "pool:p3ht", "agnp": "pool:agnp"}
+FUNCTION_PROBLEMS = ("sim-xrd", "branin", "hartmann6")
+PROBLEMS = (*POOL_PROBLEMS, *FUNCTION_PROBLEMS)
+
+#: The metric of each problem's curve.
+TOP5 = "top-5 % fraction"
+METRICS = {"p3ht": TOP5, "agnp": TOP5, "sim-xrd": "fraction of optimum", "branin": "simple regret",
+           "hartmann6": "simple regret"}
+#: Level counted by ``n_to_target`` for function problems (see the module docstring).
+TARGETS = {"sim-xrd": 0.95, "branin": 0.5, "hartmann6": 0.3}
+
+#: ``sdl bench --quick``: 2 seeds, pools to 30 experiments, functions to 20.
+QUICK = {"seeds": 2, "budget": {"p3ht": 30, "agnp": 30, "sim-xrd": 20, "branin": 20, "hartmann6": 20}}
 
 
 @dataclass
@@ -31,49 +60,92 @@ class CurveResult:
     agent: str
     problem: str
     seed: int
-    curve: list[float]  # top-5 % fraction after 1..budget experiments
+    curve: list[float]  # the metric after 1..budget experiments
     seconds: float
+    metric: str = TOP5
+    rounds: list[int] = field(default_factory=list)  # the round of each experiment (0: the random start)
+    batch_size: int = 1
 
 
-def _one_pool_run(agent: str, problem: str, seed: int, budget: int, n_start: int, options: dict) -> CurveResult:
+def higher_is_better(metric: str) -> bool:
+    return metric != "simple regret"
+
+
+def quick_settings(problems: Sequence[str]) -> dict:
+    """Seeds and per-problem budgets of ``--quick`` (CI: a few minutes on 2 cores)."""
+    return {"seeds": QUICK["seeds"], "budget": {p: QUICK["budget"].get(p, 20) for p in problems}}
+
+
+def check_problems(problems: Sequence[str]) -> list[str]:
+    for p in problems:
+        if p not in PROBLEMS:
+            raise InvalidInput("problem", f"unknown problem; allowed: {list(PROBLEMS)}", p)
+    return list(problems)
+
+
+def _one_run(agent: str, problem: str, seed: int, budget: int, n_start: int, options: dict,
+             batch_size: int = 1) -> CurveResult:
     import torch
 
     torch.set_num_threads(1)  # one process per core; threads would only fight
-    from sdl.agents.benchmarking import run_pool_campaign
-    from sdl.sim_devices.pool import PoolModel
-
-    pool = PoolModel.bundled(problem)
     t0 = time.perf_counter()
-    run = run_pool_campaign(agent, pool, seed, budget=budget, n_start=n_start, **options)
-    return CurveResult(agent, problem, seed, [f / run.n_top for f in run.found], time.perf_counter() - t0)
+    if problem in POOL_PROBLEMS:
+        from sdl.agents.benchmarking import run_pool_campaign
+        from sdl.sim_devices.pool import PoolModel
+
+        pool = PoolModel.bundled(problem)
+        run = run_pool_campaign(agent, pool, seed, budget=budget, n_start=n_start, batch_size=batch_size, **options)
+        rounds = [0] * n_start + [1 + (i // batch_size) for i in range(len(run.found) - n_start)]
+        return CurveResult(agent, problem, seed, [f / run.n_top for f in run.found], time.perf_counter() - t0,
+                           TOP5, rounds, batch_size)
+    from sdl.agents.benchmarking import function_problem, run_function_campaign
+
+    prob = function_problem(problem)
+    run = run_function_campaign(agent, prob, seed, budget=budget, n_start=n_start, batch_size=batch_size, **options)
+    return CurveResult(agent, problem, seed, run.scores, time.perf_counter() - t0, prob.metric, run.rounds,
+                       batch_size)
 
 
-def run_pool_benchmark(
-    agents: Sequence[str], problems: Sequence[str], seeds: Sequence[int], *, budget: int = 50, n_start: int = 5,
-    workers: int | None = None, agent_options: dict[str, dict] | None = None,
-    on_result: Callable[[CurveResult], None] | None = None,
+# kept under its old name: the first version benchmarked pools only
+_one_pool_run = _one_run
+
+
+def run_benchmark(
+    agents: Sequence[str], problems: Sequence[str], seeds: Sequence[int], *, budget: int | dict[str, int] = 50,
+    n_start: int = 5, workers: int | None = None, agent_options: dict[str, dict] | None = None,
+    on_result: Callable[[CurveResult], None] | None = None, batch_size: int = 1,
 ) -> list[CurveResult]:
-    """Run every (agent, problem, seed) in a process pool; results in completion order."""
+    """Run every (agent, problem, seed) in a process pool; results in completion order.
+
+    ``budget``: experiments per campaign, one number or one per problem.
+    """
     from sdl.agents import check_agent_name
 
     for a in agents:
         check_agent_name(a)
-    for p in problems:
-        if p not in POOL_PROBLEMS:
-            raise InvalidInput("problem", f"unknown problem; allowed: {sorted(POOL_PROBLEMS)}", p)
-    jobs = [(a, p, s) for p in problems for s in seeds for a in agents]
+    check_problems(problems)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InvalidInput("batch_size", "must be a positive integer", batch_size)
+
+    def budget_of(p: str) -> int:
+        b = budget.get(p, 50) if isinstance(budget, dict) else budget
+        if b <= n_start:
+            raise InvalidInput("budget", f"must exceed n_start ({n_start})", b)
+        return int(b)
+
+    jobs = [(a, p, s, budget_of(p)) for p in problems for s in seeds for a in agents]
     workers = workers or max(1, min(len(jobs), os.cpu_count() or 1))
     out: list[CurveResult] = []
     opts = agent_options or {}
     if workers == 1:
-        for a, p, s in jobs:
-            r = _one_pool_run(a, p, s, budget, n_start, opts.get(a, {}))
+        for a, p, s, b in jobs:
+            r = _one_run(a, p, s, b, n_start, opts.get(a, {}), batch_size)
             out.append(r)
             if on_result:
                 on_result(r)
         return out
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as ex:
-        futs = [ex.submit(_one_pool_run, a, p, s, budget, n_start, opts.get(a, {})) for a, p, s in jobs]
+        futs = [ex.submit(_one_run, a, p, s, b, n_start, opts.get(a, {}), batch_size) for a, p, s, b in jobs]
         for f in as_completed(futs):
             r = f.result()
             out.append(r)
@@ -82,62 +154,127 @@ def run_pool_benchmark(
     return out
 
 
+def run_pool_benchmark(
+    agents: Sequence[str], problems: Sequence[str], seeds: Sequence[int], *, budget: int | dict[str, int] = 50,
+    n_start: int = 5, workers: int | None = None, agent_options: dict[str, dict] | None = None,
+    on_result: Callable[[CurveResult], None] | None = None, batch_size: int = 1,
+) -> list[CurveResult]:
+    """The first name of :func:`run_benchmark` (it now takes function problems too)."""
+    return run_benchmark(agents, problems, seeds, budget=budget, n_start=n_start, workers=workers,
+                         agent_options=agent_options, on_result=on_result, batch_size=batch_size)
+
+
 def mean_curves(results: Sequence[CurveResult]) -> dict[tuple[str, str], np.ndarray]:
     groups: dict[tuple[str, str], list[list[float]]] = {}
     for r in results:
         groups.setdefault((r.problem, r.agent), []).append(r.curve)
-    return {k: np.mean(np.array(v), axis=0) for k, v in groups.items()}
+    out = {}
+    for k, v in groups.items():
+        n = min(len(c) for c in v)
+        out[k] = np.mean(np.array([c[:n] for c in v]), axis=0)
+    return out
 
 
-def first_reach(curve: np.ndarray, level: float) -> int | None:
-    hit = np.nonzero(curve >= level - 1e-12)[0]
+def first_reach(curve: np.ndarray, level: float, higher: bool = True) -> int | None:
+    hit = np.nonzero(curve >= level - 1e-12)[0] if higher else np.nonzero(curve <= level + 1e-12)[0]
     return int(hit[0]) + 1 if len(hit) else None
 
 
 def summary_table(results: Sequence[CurveResult], at: Sequence[int] = (30, 50), level: float = 0.5) -> list[dict]:
-    """One row per (problem, agent): mean top-5 % fraction at each n, EF and AF against random."""
+    """One row per (problem, agent).
+
+    Pools: mean top-5 % fraction at each n (``top5@n``), EF and AF against random.
+    Functions: mean metric at each n (``best@n`` for sim-xrd, ``regret@n`` for the
+    others), ``vs_random@n`` and ``n_to_target`` (mean over seeds; None if a seed never
+    reached the target).
+    """
     curves = mean_curves(results)
     seeds: dict[tuple[str, str], int] = {}
     secs: dict[tuple[str, str], float] = {}
+    metric: dict[str, str] = {}
+    per_seed: dict[tuple[str, str], list[list[float]]] = {}
     for r in results:
-        seeds[(r.problem, r.agent)] = seeds.get((r.problem, r.agent), 0) + 1
-        secs[(r.problem, r.agent)] = secs.get((r.problem, r.agent), 0.0) + r.seconds
+        key = (r.problem, r.agent)
+        seeds[key] = seeds.get(key, 0) + 1
+        secs[key] = secs.get(key, 0.0) + r.seconds
+        metric[r.problem] = r.metric
+        per_seed.setdefault(key, []).append(r.curve)
     rows = []
     for (problem, agent), c in sorted(curves.items()):
-        row: dict = {"problem": problem, "agent": agent, "seeds": seeds[(problem, agent)]}
+        row: dict = {"problem": problem, "agent": agent, "seeds": seeds[(problem, agent)],
+                     "metric": metric[problem]}
         rnd = curves.get((problem, "random"))
-        for n in at:
-            if n <= len(c):
-                row[f"top5@{n}"] = float(c[n - 1])
-                if rnd is not None and n <= len(rnd) and rnd[n - 1] > 0:
-                    row[f"EF@{n}"] = float(c[n - 1] / rnd[n - 1])
-        if rnd is not None:
-            a, r = first_reach(c, level), first_reach(rnd, level)
-            row[f"AF@{level:g}"] = (r / a) if (a and r) else None
-            row[f"n_to_{level:g}"] = a
+        if metric[problem] == TOP5:
+            for n in at:
+                if n <= len(c):
+                    row[f"top5@{n}"] = float(c[n - 1])
+                    if rnd is not None and n <= len(rnd) and rnd[n - 1] > 0:
+                        row[f"EF@{n}"] = float(c[n - 1] / rnd[n - 1])
+            if rnd is not None:
+                a, r = first_reach(c, level), first_reach(rnd, level)
+                row[f"AF@{level:g}"] = (r / a) if (a and r) else None
+                row[f"n_to_{level:g}"] = a
+        else:
+            higher = higher_is_better(metric[problem])
+            key = "best" if higher else "regret"
+            for n in at:
+                if n <= len(c):
+                    row[f"{key}@{n}"] = float(c[n - 1])
+                    if rnd is not None and n <= len(rnd) and c[n - 1] > 0 and rnd[n - 1] > 0:
+                        row[f"vs_random@{n}"] = float(c[n - 1] / rnd[n - 1] if higher else rnd[n - 1] / c[n - 1])
+            target = TARGETS.get(problem)
+            if target is not None:
+                reach = [first_reach(np.asarray(s), target, higher) for s in per_seed[(problem, agent)]]
+                row["n_to_target"] = float(np.mean(reach)) if all(v is not None for v in reach) else None
+                row["target"] = target
         row["s_per_campaign"] = secs[(problem, agent)] / seeds[(problem, agent)]
         rows.append(row)
     return rows
 
 
+def table_columns(rows: Sequence[dict], at: Sequence[int]) -> list[str]:
+    """The columns worth printing for ``rows`` (pool and function problems mixed)."""
+    cols = ["problem", "agent"]
+    keys = {k for r in rows for k, v in r.items() if v is not None or k in ("AF@0.5", "n_to_target")}
+    for prefix in ("top5", "best", "regret"):
+        cols += [f"{prefix}@{n}" for n in at if f"{prefix}@{n}" in keys]
+    for prefix in ("EF", "vs_random"):
+        cols += [f"{prefix}@{n}" for n in at if f"{prefix}@{n}" in keys]
+    cols += [k for k in ("AF@0.5", "n_to_target") if k in keys]
+    return cols + ["s_per_campaign"]
+
+
+def format_cell(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
+
+
 def plot_curves(results: Sequence[CurveResult], path: str | Path) -> Path:
-    """Mean top-5 % fraction against experiments, one panel per problem (PNG)."""
+    """Mean metric against experiments, one panel per problem (PNG); regret on a log scale."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     curves = mean_curves(results)
+    metric = {r.problem: r.metric for r in results}
     problems = sorted({p for p, _ in curves})
     fig, axes = plt.subplots(1, len(problems), figsize=(5 * len(problems), 3.8), squeeze=False)
     for ax, problem in zip(axes[0], problems):
         for (p, agent), c in sorted(curves.items()):
             if p == problem:
                 ax.plot(np.arange(1, len(c) + 1), c, label=agent, lw=2 if agent == "bo" else 1.2)
-        ax.set_title(f"{problem}: top 5 % found")
+        m = metric[problem]
+        ax.set_title(f"{problem}: {m}")
         ax.set_xlabel("experiments")
-        ax.set_ylabel("fraction of top 5 % measured")
-        ax.set_ylim(0, 1.02)
+        ax.set_ylabel({TOP5: "fraction of top 5 % measured"}.get(m, m))
+        if m == "simple regret":
+            ax.set_yscale("log")
+        else:
+            ax.set_ylim(0, 1.02)
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
@@ -149,8 +286,62 @@ def plot_curves(results: Sequence[CurveResult], path: str | Path) -> Path:
 
 
 def write_results(results: Sequence[CurveResult], rows: list[dict], out_dir: str | Path) -> dict[str, Path]:
+    """``bench.json`` (summary and every run) and the curves (``top5_curves.png`` when only
+    pools were run, ``curves.png`` otherwise)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench.json").write_text(json.dumps(
         {"summary": rows, "runs": [r.__dict__ for r in results]}, indent=1))
-    return {"json": out / "bench.json", "plot": plot_curves(results, out / "top5_curves.png")}
+    only_pools = all(r.problem in POOL_PROBLEMS for r in results)
+    return {"json": out / "bench.json", "plot": plot_curves(results, out / ("top5_curves.png" if only_pools
+                                                                              else "curves.png"))}
+
+
+def bench_command(
+    agents: Sequence[str], problems: Sequence[str], seeds: Sequence[int], *, budget: int = 50, n_start: int = 5,
+    workers: int | None = None, quick: bool = False, batch_size: int = 1, out: str | Path = "sdl-bench",
+    console=None, progress=None,
+) -> tuple[list[dict], dict[str, Path]]:
+    """Everything ``sdl bench`` does: run (with a rich progress bar when ``progress`` is a
+    ``rich.progress.Progress``), print the table on ``console``, write JSON and PNG."""
+    check_problems(problems)
+    seeds = list(seeds)
+    budgets: int | dict[str, int] = budget
+    if quick:
+        q = quick_settings(problems)
+        seeds = seeds[: q["seeds"]]
+        budgets = q["budget"]
+    total = len(agents) * len(problems) * len(seeds)
+
+    def run(on_result=None):
+        return run_benchmark(agents, problems, seeds, budget=budgets, n_start=n_start, workers=workers,
+                             on_result=on_result, batch_size=batch_size)
+
+    if progress is not None:
+        with progress:
+            task = progress.add_task("campaigns", total=total, best="-")
+            results = run(lambda r: progress.advance(task))
+    else:
+        results = run()
+    lengths = {len(r.curve) for r in results}
+    at = sorted({n for n in (30, 50) if n <= max(lengths)} | {n for n in lengths if n < 30})
+    rows = summary_table(results, at=at)
+    if console is not None:
+        from rich.table import Table
+
+        for kind, title in ((True, "top 5 % of the pool found"), (False, "functions: best found / simple regret")):
+            part = [r for r in rows if (r["metric"] == TOP5) == kind]
+            if not part:
+                continue
+            table = Table(title=f"{title} (mean over {len(seeds)} seeds, {n_start} random starts"
+                                + (f", batches of {batch_size})" if batch_size > 1 else ")"))
+            cols = table_columns(part, at)
+            for c in cols:
+                table.add_column(c)
+            for r in part:
+                table.add_row(*[format_cell(r.get(c)) for c in cols])
+            console.print(table)
+    paths = write_results(results, rows, out)
+    if console is not None:
+        console.print(f"wrote {paths['json']} and {paths['plot']}")
+    return rows, paths

@@ -16,6 +16,8 @@ from sdl.sim_devices.pool import PoolModel
 from sdl.space import ChoiceParameter, Composition, FixedParameter, Objective, RangeParameter, SearchSpace
 
 MAX = [Objective(name="y", direction="maximize")]
+#: Fewer acquisition restarts: keeps the model-based tests fast (the defaults are for campaigns).
+FAST = {"num_restarts": 2, "raw_samples": 64}
 
 
 def mixed_space() -> SearchSpace:
@@ -135,8 +137,8 @@ def test_pool_agents_only_suggest_unmeasured_listed_points(name):
 
 # ------------------------------------------------------------------ model-based agents
 def test_botorch_finds_the_bump_and_explains_itself():
-    agent = make_agent("botorch", toy_space(), MAX, seed=0)
-    pts = feed(agent, 14)
+    agent = make_agent("botorch", toy_space(), MAX, seed=0, **FAST)
+    pts = feed(agent, 12)
     best = max(toy_value(p) for p in pts)
     assert best > 0.8
     s = agent.ask(1)[0]
@@ -148,8 +150,8 @@ def test_botorch_finds_the_bump_and_explains_itself():
 
 
 def test_botorch_batch_points_are_distinct_and_avoid_pending():
-    agent = make_agent("botorch", toy_space(), MAX, seed=0)
-    feed(agent, 8)
+    agent = make_agent("botorch", toy_space(), MAX, seed=0, **FAST)
+    feed(agent, 6)
     batch = agent.ask(3)
     xs = np.array([[s.params["a"], s.params["T"]] for s in batch])
     d = np.linalg.norm(xs[:, None] - xs[None], axis=-1)[np.triu_indices(3, 1)]
@@ -165,12 +167,13 @@ def test_heavy_tailed_detection():
 
 @pytest.mark.parametrize("name", ["botorch", "gp-ei", "random", "sobol"])
 def test_restart_gives_the_same_next_suggestion(name):
-    first = make_agent(name, toy_space(), MAX, seed=7)
-    pts = feed(first, 7)
+    opts = FAST if name in ("botorch", "gp-ei") else {}
+    first = make_agent(name, toy_space(), MAX, seed=7, **opts)
+    pts = feed(first, 6)
     pending = [s.params for s in first.ask(1)]
     nxt = first.ask(1)[0].params
     # a new agent rebuilt from what the store holds: observations and pending points
-    again = make_agent(name, toy_space(), MAX, seed=7)
+    again = make_agent(name, toy_space(), MAX, seed=7, **opts)
     again.tell([Observation(params=p, values={"y": toy_value(p)}) for p in pts])
     again.add_pending(pending)
     assert again.ask(1)[0].params == pytest.approx(nxt)
@@ -178,20 +181,20 @@ def test_restart_gives_the_same_next_suggestion(name):
 
 def test_ax_agent_suggests_valid_compositions_with_provenance_and_restarts_identically():
     space = toy_space()
-    first = make_agent("bo", space, MAX, seed=2)
+    first = make_agent("bo", space, MAX, seed=2, **FAST)
     pts = feed(first, 6)
     s = first.ask(1)[0]
     assert s.provenance.agent == "bo" and "Ax" in s.provenance.model
     assert s.provenance.predicted_mean is not None and "y" in s.provenance.predicted_mean
     assert s.params["a"] + s.params["b"] == pytest.approx(1.0)
     space.validate_point(s.params)
-    again = make_agent("bo", space, MAX, seed=2)
+    again = make_agent("bo", space, MAX, seed=2, **FAST)
     again.tell([Observation(params=p, values={"y": toy_value(p)}) for p in pts])
     assert again.ask(1)[0].params == pytest.approx(s.params)
 
 
 def test_failed_observations_are_not_data():
-    agent = make_agent("botorch", toy_space(), MAX, seed=0)
+    agent = make_agent("botorch", toy_space(), MAX, seed=0, **FAST)
     feed(agent, 5)
     agent.tell([Observation(params={"a": 0.5, "b": 0.5, "T": 0.5}, ok=False)])
     assert len(agent.good_observations()) == 5

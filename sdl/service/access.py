@@ -34,25 +34,53 @@ def proposal_readable(prop: ProposalRow, member_of: dict[str, str], coalitions: 
     return False
 
 
+class MembershipCache:
+    """Proposals each user belongs to, cached for a moment; cleared on every membership change."""
+
+    def __init__(self, db: Any, ttl: float = 2.0):
+        self.db = db
+        self.ttl = ttl
+        self._cache: dict[str, tuple[float, dict[str, str], set[str]]] = {}
+        self._lock = threading.Lock()
+
+    def invalidate(self) -> None:
+        with self._lock:
+            self._cache.clear()
+
+    def get(self, user_id: str) -> tuple[dict[str, str], set[str]]:
+        now = time.monotonic()
+        with self._lock:
+            hit = self._cache.get(user_id)
+        if hit is not None and now - hit[0] < self.ttl:
+            return dict(hit[1]), set(hit[2])
+        with self.db.read() as s:
+            rows = s.execute(
+                select(MemberRow.proposal_id, MemberRow.role, ProposalRow.coalition, ProposalRow.kind)
+                .join(ProposalRow, ProposalRow.id == MemberRow.proposal_id)
+                .where(MemberRow.user_id == user_id)
+            ).all()
+        member = {pid: role for pid, role, _, _ in rows}
+        coalitions = {c for _, _, c, kind in rows if kind == "coalition" and c}
+        with self._lock:
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[user_id] = (now, member, coalitions)
+        return dict(member), set(coalitions)
+
+
 class AccessView:
     """One caller's view, computed from the database once (per request or per stream)."""
 
-    def __init__(self, db: Any, principal: Any):
+    def __init__(self, db: Any, principal: Any, members: MembershipCache | None = None):
         self.db = db
         self.principal = principal
+        self.members = members or MembershipCache(db, ttl=0.0)
         self._member: dict[str, str] | None = None
         self._coalitions: set[str] | None = None
         self._readable: dict[str, bool] = {}
 
     def _load(self) -> None:
-        with self.db.session() as s:
-            rows = s.execute(
-                select(MemberRow.proposal_id, MemberRow.role, ProposalRow.coalition, ProposalRow.kind)
-                .join(ProposalRow, ProposalRow.id == MemberRow.proposal_id)
-                .where(MemberRow.user_id == self.principal.user_id)
-            ).all()
-        self._member = {pid: role for pid, role, _, _ in rows}
-        self._coalitions = {c for _, _, c, kind in rows if kind == "coalition" and c}
+        self._member, self._coalitions = self.members.get(self.principal.user_id)
 
     @property
     def member_of(self) -> dict[str, str]:
@@ -85,13 +113,13 @@ class AccessView:
         if proposal_id in self.member_of:
             self._readable[proposal_id] = True
             return True
-        with self.db.session() as s:
+        with self.db.read() as s:
             prop = s.get(ProposalRow, proposal_id)
         return False if prop is None else self.can_read_row(prop)
 
     def readable_ids(self) -> set[str]:
         """Every proposal whose data this caller may read."""
-        with self.db.session() as s:
+        with self.db.read() as s:
             props = list(s.scalars(select(ProposalRow)))
         return {p.id for p in props if self.can_read_row(p)}
 
@@ -99,18 +127,19 @@ class AccessView:
 class StreamAccess:
     """An :class:`AccessView` that refreshes itself (membership may change during a stream)."""
 
-    def __init__(self, db: Any, principal: Any, ttl: float = 5.0):
+    def __init__(self, db: Any, principal: Any, ttl: float = 5.0, members: MembershipCache | None = None):
         self.db = db
         self.principal = principal
         self.ttl = ttl
-        self._view = AccessView(db, principal)
+        self.members = members
+        self._view = AccessView(db, principal, members)
         self._at = time.monotonic()
         self._lock = threading.Lock()
 
     def can_read(self, proposal_id: str | None) -> bool:
         with self._lock:
             if time.monotonic() - self._at > self.ttl:
-                self._view = AccessView(self.db, self.principal)
+                self._view = AccessView(self.db, self.principal, self.members)
                 self._at = time.monotonic()
             view = self._view
         return view.can_read(proposal_id)

@@ -451,7 +451,7 @@ def create_app(settings: ServiceSettings | None = None, service: LabService | No
                                                   "detail": "missing, invalid, expired or revoked token"}))
             await websocket.close(code=4401)
             return
-        access = StreamAccess(svc.db, p)
+        access = StreamAccess(svc.db, p, members=svc.members)
         if campaign_id is not None:
             try:
                 await asyncio.to_thread(svc.campaign_json, p, campaign_id)

@@ -80,7 +80,7 @@ class Authenticator:
         return principal
 
     def _lookup(self, h: str) -> tuple[Principal | None, dt.datetime | None]:
-        with self.db.session() as s:
+        with self.db.read() as s:
             row = s.execute(
                 select(TokenRow, UserRow).join(UserRow, UserRow.id == TokenRow.user_id).where(TokenRow.token_hash == h)
             ).first()

@@ -93,7 +93,7 @@ class CampaignManager:
         with self._lock:
             sess = self.sessions.get(campaign_id)
             if sess is None and create:
-                with self.svc.db.session() as s:
+                with self.svc.db.read() as s:
                     row = s.get(ServiceCampaignRow, campaign_id)
                 if row is None:
                     raise NotFound(f"campaign {campaign_id!r} not found")
@@ -122,7 +122,7 @@ class CampaignManager:
                 self._cond.wait(0.5)
 
     def tick(self) -> None:
-        with self.svc.db.session() as s:
+        with self.svc.db.read() as s:
             running = list(s.scalars(select(ServiceCampaignRow).where(ServiceCampaignRow.state == "running")))
             busy = set(s.scalars(select(ItemRow.campaign_id).where(
                 ItemRow.campaign_id.is_not(None), ItemRow.status.in_(("queued", "running")))))
@@ -168,7 +168,7 @@ class CampaignManager:
     # ------------------------------------------------------------ worker side
     def run_step(self, worker: Any, item: ItemRow) -> tuple[str, str | None, dict | None, str]:
         """Run one campaign step on ``worker`` (its thread). Returns (status, run_uid, result, error)."""
-        with self.svc.db.session() as s:
+        with self.svc.db.read() as s:
             crow = s.get(ServiceCampaignRow, item.campaign_id)
         if crow is None or crow.state not in ("running", "paused"):
             return "cancelled", None, None, "campaign is not running"
@@ -232,7 +232,7 @@ class CampaignManager:
 
     # ---------------------------------------------------------- people's input
     def add_point(self, actor: Any, campaign_id: str, params: dict, reason: str) -> Suggestion:
-        with self.svc.db.session() as s:
+        with self.svc.db.read() as s:
             crow = s.get(ServiceCampaignRow, campaign_id)
             if crow is None:
                 raise NotFound(f"campaign {campaign_id!r} not found")

@@ -9,7 +9,8 @@ change; they reference the record's campaigns and runs by id.
 from __future__ import annotations
 
 import datetime as dt
-from contextlib import contextmanager
+import threading
+from contextlib import contextmanager, nullcontext
 from typing import Any, Iterator
 
 from sqlalchemy import (
@@ -28,7 +29,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
-from sdl.store import jsonable, utcnow
+from sdl.store import Store, jsonable, utcnow
 
 ROLES = ("admin", "scientist", "user")
 PROPOSAL_KINDS = ("open", "proprietary", "coalition")
@@ -188,20 +189,36 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
 
 
 class ServiceDB:
-    """Sessions on the service's tables (its own engine and pool, the store's database)."""
+    """Sessions on the service's tables (its own engine and pool, the store's database).
 
-    def __init__(self, url: str):
+    SQLite allows one writer at a time and makes the others wait in a sleeping busy
+    handler (up to 100 ms a nap), which wrecks latency under concurrent load. So on
+    SQLite every writing session of this process takes ``lock`` first (the record's
+    store shares it, see :class:`LockedStore`): writers queue in Python instead, and
+    readers (``read()``, WAL) never wait. On a server database the lock is a no-op.
+    """
+
+    def __init__(self, url: str, lock: Any = None):
         kwargs: dict[str, Any] = {"pool_size": 20, "max_overflow": 40, "pool_timeout": 60}
-        if url.startswith("sqlite"):
+        self.sqlite = url.startswith("sqlite")
+        if self.sqlite:
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
         self.engine: Engine = create_engine(url, **kwargs)
-        if url.startswith("sqlite"):
+        if self.sqlite:
             event.listen(self.engine, "connect", _sqlite_pragmas)
+        self.lock = lock if lock is not None else (threading.RLock() if self.sqlite else nullcontext())
         ServiceBase.metadata.create_all(self.engine)
         self._session = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
+        """A transaction that may write."""
+        with self.lock, self._session() as s, s.begin():
+            yield s
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A read-only session: no lock (never write in it)."""
         with self._session() as s, s.begin():
             yield s
 
@@ -218,3 +235,16 @@ def audit(s: Session, actor: Any, action: str, target_type: str, target_id: str,
         action=action, target_type=target_type, target_id=str(target_id), proposal_id=proposal_id,
         detail=jsonable(detail),
     ))
+
+
+class LockedStore(Store):
+    """The record's store, its sessions taking the service's write lock (see :class:`ServiceDB`)."""
+
+    def __init__(self, url: str, lock: Any):
+        super().__init__(url)
+        self._write_lock = lock
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self._write_lock, super().session() as s:
+            yield s

@@ -126,14 +126,14 @@ class Scheduler:
             return {}
         waiting = dict(rows)
         props = {p.id: p for p in s.scalars(select(ProposalRow).where(ProposalRow.id.in_(list(waiting))))}
-        used = self.usage(s, list(props))
+        # queued items were counted against an experiments allocation at submission;
+        # only hours can run out while an item waits
+        used = self.usage(s, [p for p, prop in props.items() if prop.allocation_hours is not None])
         out: dict[str, Candidate] = {}
         for pid, prop in props.items():
             if prop.status != "approved":
                 continue
-            n, hours = used.get(pid, (0, 0.0))
-            # queued items are counted already; only hours can run out after submission
-            if prop.allocation_hours is not None and hours >= prop.allocation_hours:
+            if prop.allocation_hours is not None and used[pid][1] >= prop.allocation_hours:
                 continue
             out[pid] = Candidate(pid, bool(prop.dedicated), waiting[pid])
         return out
@@ -155,7 +155,7 @@ class Scheduler:
         with self._lock:
             if may_run is not None and not may_run():
                 return None
-            with self.db.session() as s:
+            with self.db.read() as s:
                 cands = self._candidates(s, instrument)
             state = self.states.setdefault(instrument, FairState())
             while cands:
@@ -200,7 +200,7 @@ class Scheduler:
         with self._lock:
             state = copy.deepcopy(self.states.get(instrument, FairState()))
             frac = self.dedicated_fraction.get(instrument, 0.0)
-        with self.db.session() as s:
+        with self.db.read() as s:
             cands = self._candidates(s, instrument)
             items = list(s.scalars(
                 select(ItemRow).where(ItemRow.instrument == instrument, ItemRow.status == "queued",

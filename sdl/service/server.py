@@ -87,3 +87,38 @@ def serve_forever(settings: ServiceSettings, *, on_ready: Any = None, log_level:
         on_ready(app)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=log_level, ws="websockets-sansio",
                 timeout_graceful_shutdown=5)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m sdl.service.server [--config FILE] [--host H] [--port P] [--store URL]``: the
+    service in the foreground (what `sdl serve` does, without the CLI around it)."""
+    import argparse
+    import logging
+    import warnings
+
+    from sdl.service.settings import load_settings
+
+    ap = argparse.ArgumentParser(prog="python -m sdl.service.server")
+    ap.add_argument("--config")
+    ap.add_argument("--host")
+    ap.add_argument("--port", type=int)
+    ap.add_argument("--store")
+    ap.add_argument("--instruments")
+    ap.add_argument("--log-level", default="warning")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    for name in ("bluesky", "ophyd", "ax", "botorch"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
+    settings = load_settings(args.config, host=args.host, port=args.port, store_url=args.store,
+                             instruments=args.instruments)
+
+    def ready(app) -> None:
+        if app.state.initial_admin_token:
+            print(f"admin token: {app.state.initial_admin_token}", flush=True)
+
+    serve_forever(settings, on_ready=ready, log_level=args.log_level)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -23,10 +23,11 @@ from sqlalchemy import case, func, select, update
 from sdl.campaign import CampaignSpec, best_trace, best_value, create_campaign
 from sdl.errors import InvalidInput
 from sdl.models import new_id
-from sdl.service.access import AccessView
+from sdl.service.access import AccessView, MembershipCache
 from sdl.service.auth import Authenticator, Principal, RateLimiter
 from sdl.service.db import (
     ITEM_FINAL,
+    LockedStore,
     AuditRow,
     ItemRow,
     MemberRow,
@@ -64,9 +65,10 @@ class LabService:
         from sdl.service.workers import InstrumentWorker
 
         self.settings = settings
-        self.store = Store(settings.store_url)
         self.db = ServiceDB(settings.store_url)
+        self.store: Store = LockedStore(settings.store_url, self.db.lock)
         self.auth = Authenticator(self.db)
+        self.members = MembershipCache(self.db)
         self.limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
         self.bus = EventBus(settings.ws_queue_size)
         self.scheduler = Scheduler(self)
@@ -138,7 +140,7 @@ class LabService:
 
     # -------------------------------------------------------------- principals
     def view(self, p: Principal) -> AccessView:
-        return AccessView(self.db, p)
+        return AccessView(self.db, p, self.members)
 
     def _user_by(self, s, key: str) -> UserRow | None:
         return s.get(UserRow, key) or s.scalar(select(UserRow).where(UserRow.name == key))
@@ -154,7 +156,7 @@ class LabService:
                 "created_at": iso(t.created_at), "expires_at": iso(t.expires_at), "revoked_at": iso(t.revoked_at)}
 
     def me(self, p: Principal) -> dict:
-        with self.db.session() as s:
+        with self.db.read() as s:
             u = s.get(UserRow, p.user_id)
         out = self.user_json(u)
         out["proposals"] = self.view(p).member_of
@@ -174,7 +176,7 @@ class LabService:
 
     def list_users(self, p: Principal) -> list[dict]:
         _require(p.is_staff, "only staff list accounts")
-        with self.db.session() as s:
+        with self.db.read() as s:
             return [self.user_json(u) for u in s.scalars(select(UserRow).order_by(UserRow.created_at))]
 
     def update_user(self, p: Principal, user_id: str, role: str | None, active: bool | None) -> dict:
@@ -210,7 +212,7 @@ class LabService:
         return {**self.token_json(tok), "token": token}
 
     def list_tokens(self, p: Principal, all_users: bool = False) -> list[dict]:
-        with self.db.session() as s:
+        with self.db.read() as s:
             q = select(TokenRow).order_by(TokenRow.created_at)
             if not (all_users and p.is_admin):
                 q = q.where(TokenRow.user_id == p.user_id)
@@ -279,6 +281,7 @@ class LabService:
                   allocation=body.allocation.model_dump())
             s.flush()
             out = self.proposal_json(prop, self._members(s, prop.id))
+        self.members.invalidate()
         return out
 
     def _proposal_for(self, s, p: Principal, pid: str, view: AccessView | None = None) -> ProposalRow:
@@ -291,7 +294,7 @@ class LabService:
 
     def list_proposals(self, p: Principal, status: str | None = None) -> list[dict]:
         view = self.view(p)
-        with self.db.session() as s:
+        with self.db.read() as s:
             q = select(ProposalRow).order_by(ProposalRow.created_at)
             if status:
                 q = q.where(ProposalRow.status == status)
@@ -300,7 +303,7 @@ class LabService:
             return [self.proposal_json(x, usage=used.get(x.id)) for x in props]
 
     def get_proposal(self, p: Principal, pid: str) -> dict:
-        with self.db.session() as s:
+        with self.db.read() as s:
             prop = self._proposal_for(s, p, pid)
             members = self._members(s, pid)
             used = self.scheduler.usage(s, [pid]).get(pid)
@@ -354,6 +357,7 @@ class LabService:
         for it in cancelled:
             self.publish_item(it)
         self.scheduler.wake()
+        self.members.invalidate()
         return out
 
     def add_member(self, p: Principal, pid: str, user: str, role: str) -> dict:
@@ -371,7 +375,9 @@ class LabService:
                 m.role = role
             audit(s, p, "proposal.add_member", "proposal", pid, pid, user_id=u.id, name=u.name, role=role)
             s.flush()
-            return self.proposal_json(prop, self._members(s, pid))
+            out = self.proposal_json(prop, self._members(s, pid))
+        self.members.invalidate()
+        return out
 
     def remove_member(self, p: Principal, pid: str, user: str) -> dict:
         view = self.view(p)
@@ -387,13 +393,15 @@ class LabService:
             s.delete(m)
             audit(s, p, "proposal.remove_member", "proposal", pid, pid, user_id=u.id, name=u.name)
             s.flush()
-            return self.proposal_json(prop, self._members(s, pid))
+            out = self.proposal_json(prop, self._members(s, pid))
+        self.members.invalidate()
+        return out
 
     def audit_log(self, p: Principal, proposal_id: str | None = None, limit: int = 200,
                   action: str | None = None) -> list[dict]:
         if proposal_id is None:
             _require(p.is_admin, "only admins read the whole audit log; members read their proposal's")
-        with self.db.session() as s:
+        with self.db.read() as s:
             if proposal_id is not None:
                 view = self.view(p)
                 self._proposal_for(s, p, proposal_id, view)
@@ -417,7 +425,7 @@ class LabService:
     def instrument_json(self, name: str, base_url: str = "/api") -> dict:
         w = self.worker(name)
         inst = w.instrument
-        with self.db.session() as s:
+        with self.db.read() as s:
             counts = dict(s.execute(select(ItemRow.status, func.count()).where(ItemRow.instrument == name,
                                                                                ItemRow.status.in_(("queued",
                                                                                                    "running")))
@@ -477,7 +485,7 @@ class LabService:
         self.worker(name)
         view = self.view(p)
         out = []
-        with self.db.session() as s:
+        with self.db.read() as s:
             running = list(s.scalars(select(ItemRow).where(ItemRow.instrument == name, ItemRow.status == "running")))
         for it in running:
             out.append(self.item_json(it, view, p, position=0))
@@ -512,6 +520,8 @@ class LabService:
             raise Conflict(f"proposal {pid} is {prop.status}: an admin must approve it before anything runs")
         if instrument not in prop.instruments:
             raise Forbidden(f"proposal {pid} does not include instrument {instrument!r}; it has {prop.instruments}")
+        if prop.allocation_experiments is None and prop.allocation_hours is None:
+            return prop
         n, hours = self.scheduler.usage(s, [pid])[pid]
         if prop.allocation_experiments is not None and n >= prop.allocation_experiments:
             raise Conflict(f"proposal {pid} has used its allocation of {prop.allocation_experiments} experiments")
@@ -551,7 +561,7 @@ class LabService:
                    offset: int = 0) -> list[dict]:
         view = self.view(p)
         readable = view.readable_ids()
-        with self.db.session() as s:
+        with self.db.read() as s:
             q = select(ItemRow).where(ItemRow.proposal_id.in_(readable)).order_by(ItemRow.created_at.desc(),
                                                                                   ItemRow.id)
             if proposal_id:
@@ -573,7 +583,7 @@ class LabService:
 
     def get_item(self, p: Principal, item_id: str) -> dict:
         view = self.view(p)
-        with self.db.session() as s:
+        with self.db.read() as s:
             it = self._item_for(s, p, item_id, view)
         return self.item_json(it, None, p)
 
@@ -604,7 +614,7 @@ class LabService:
 
     def abort_item(self, p: Principal, item_id: str, reason: str = "") -> dict:
         view = self.view(p)
-        with self.db.session() as s:
+        with self.db.read() as s:
             it = self._item_for(s, p, item_id, view, staff_ok=True)
         _require(p.is_staff or view.is_member(it.proposal_id), "only staff or the proposal's members abort")
         if it.status == "queued":
@@ -618,7 +628,7 @@ class LabService:
             audit(s, p, "experiment.abort", "experiment", item_id, it.proposal_id, reason=reason)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            with self.db.session() as s:
+            with self.db.read() as s:
                 it = s.get(ItemRow, item_id)
             if it.status in ITEM_FINAL:
                 break
@@ -806,7 +816,7 @@ class LabService:
 
     def campaign_json(self, p: Principal, cid: str, detail: bool = False) -> dict:
         view = self.view(p)
-        with self.db.session() as s:
+        with self.db.read() as s:
             row = self._campaign_for(s, p, cid, view)
         crow: CampaignRow = self.store.campaign(cid)
         spec = CampaignSpec.model_validate(crow.spec)
@@ -831,7 +841,7 @@ class LabService:
             out["spec"] = crow.spec
             out["suggestions"] = self._suggestions(cid)
             out["observations"] = self._observations(cid)
-            with self.db.session() as s:
+            with self.db.read() as s:
                 active = list(s.scalars(select(ItemRow).where(ItemRow.campaign_id == cid,
                                                               ItemRow.status.in_(("queued", "running")))))
             out["queue"] = [self.item_json(it, None, p) for it in active]
@@ -839,7 +849,7 @@ class LabService:
 
     def list_campaigns(self, p: Principal, proposal_id: str | None = None) -> list[dict]:
         readable = self.view(p).readable_ids()
-        with self.db.session() as s:
+        with self.db.read() as s:
             q = select(ServiceCampaignRow.campaign_id).where(ServiceCampaignRow.proposal_id.in_(readable))
             if proposal_id:
                 q = q.where(ServiceCampaignRow.proposal_id == proposal_id)
@@ -864,12 +874,12 @@ class LabService:
 
     def _campaign_readable(self, p: Principal, cid: str, control: bool = False) -> ServiceCampaignRow:
         view = self.view(p)
-        with self.db.session() as s:
+        with self.db.read() as s:
             return self._campaign_for(s, p, cid, view, control=control)
 
     def add_point(self, p: Principal, cid: str, params: dict, reason: str) -> dict:
         view = self.view(p)
-        with self.db.session() as s:
+        with self.db.read() as s:
             row = self._campaign_for(s, p, cid, view)
         _require(view.is_member(row.proposal_id), "only the proposal's members add points")
         try:
@@ -881,7 +891,7 @@ class LabService:
 
     def veto(self, p: Principal, cid: str, sid: str, reason: str) -> dict:
         view = self.view(p)
-        with self.db.session() as s:
+        with self.db.read() as s:
             row = self._campaign_for(s, p, cid, view)
         _require(view.is_member(row.proposal_id), "only the proposal's members veto suggestions")
         return self.campaigns.veto(p, cid, sid, reason)
@@ -926,7 +936,7 @@ class LabService:
         return buf.getvalue()
 
     def _run_proposal(self, uid: str) -> str | None:
-        with self.db.session() as s:
+        with self.db.read() as s:
             pid = s.scalar(select(ItemRow.proposal_id).where(ItemRow.run_uid == uid).limit(1))
             if pid is not None:
                 return pid
@@ -935,7 +945,7 @@ class LabService:
             cid = None if run is None else run.campaign_id
         if cid is None:
             return None
-        with self.db.session() as s:
+        with self.db.read() as s:
             row = s.get(ServiceCampaignRow, cid)
             return None if row is None else row.proposal_id
 
@@ -953,7 +963,7 @@ class LabService:
 
     def item_documents(self, p: Principal, item_id: str) -> list[dict]:
         view = self.view(p)
-        with self.db.session() as s:
+        with self.db.read() as s:
             it = self._item_for(s, p, item_id, view)
         if not it.run_uid:
             return []
@@ -976,7 +986,7 @@ class LabService:
                      ) -> list[dict]:
         """Instrument time and experiments per proposal and instrument."""
         view = self.view(p)
-        with self.db.session() as s:
+        with self.db.read() as s:
             q = select(UsageRow.proposal_id, UsageRow.instrument, func.count(), func.sum(UsageRow.seconds),
                        func.sum(case((UsageRow.status == "done", 1), else_=0))
                        ).group_by(UsageRow.proposal_id, UsageRow.instrument)
@@ -1004,7 +1014,7 @@ class LabService:
 
     def share_report(self) -> dict:
         """Dedicated vs shared instrument time per instrument (from the meter)."""
-        with self.db.session() as s:
+        with self.db.read() as s:
             rows = s.execute(select(UsageRow.instrument, UsageRow.dedicated, func.sum(UsageRow.seconds), func.count())
                              .group_by(UsageRow.instrument, UsageRow.dedicated)).all()
         out: dict[str, dict] = {}

@@ -1,0 +1,233 @@
+"""Live operation: the WebSocket stream of documents and campaign events, pause /
+resume / abort of a running plan (a slowed-down instrument), restart of the service
+(interrupted work runs again, running campaigns carry on), and the web page."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import threading
+import time
+
+import httpx
+import pytest
+from sqlalchemy import update
+
+from sdl.service.db import ItemRow
+from sdl.service.settings import InstrumentConfig
+from sdl.service.testing import Lab, start_lab
+
+XRD = {"A": 0.3, "B": 0.45, "C": 0.25, "temperature": 420.0}
+SLOW = "pool:agnp"  # a run takes about a second here (time_scale 0.01)
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    lab = start_lab(tmp_path_factory.mktemp("svc-live"),
+                    ["sim-xrd", InstrumentConfig(name=SLOW, time_scale=0.01)])
+    yield lab
+    lab.close()
+    lab.server.stop()
+
+
+@pytest.fixture(scope="module")
+def alice(lab):
+    return lab.user("live-alice")
+
+
+@pytest.fixture(scope="module")
+def prop(lab, alice):
+    return lab.proposal(alice, ["sim-xrd", SLOW])
+
+
+@pytest.fixture(scope="module")
+def sci(lab):
+    return lab.user("live-sci", role="scientist")
+
+
+def _collect(client, stop_when, **filters):
+    """Listen in a thread; returns (thread, events, connected-event)."""
+    events: list[dict] = []
+    connected = threading.Event()
+
+    def run():
+        for ev in client.stream(timeout=5.0, **filters):
+            if ev["type"] == "hello":
+                connected.set()
+                continue
+            ev["_received"] = time.time()
+            events.append(ev)
+            if stop_when(ev):
+                return
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    assert connected.wait(20)
+    return t, events
+
+
+def test_stream_documents_of_an_experiment(lab: Lab, alice, prop):
+    box: dict = {}
+    t, events = _collect(alice, lambda e: e["type"] == "queue" and e["status"] == "done"
+                         and e["item_id"] == box.get("id"), instrument="sim-xrd", types="document,queue")
+    box["id"] = alice.submit(prop["id"], "sim-xrd", XRD)["id"]
+    t.join(20)
+    docs = [e for e in events if e["type"] == "document" and e["item_id"] == box["id"]]
+    assert [d["name"] for d in docs] == ["start", "descriptor", "event", "stop"]
+    assert docs[2]["doc"]["data"]["detector_spectrum"]  # the pattern itself, live
+    statuses = [e["status"] for e in events if e["type"] == "queue" and e["item_id"] == box["id"]]
+    assert statuses[-2:] == ["running", "done"]
+    delays = [e["_received"] - e["doc"]["time"] for e in docs]
+    assert max(delays) < 2.0, delays
+
+
+def test_stream_campaign_events(lab: Lab, alice, prop):
+    camp = alice.create_campaign(prop["id"], {"instrument": "sim-xrd", "agent": "random", "budget": 4})
+    t, events = _collect(alice, lambda e: e.get("event") == "state" and e.get("state") == "completed",
+                         campaign_id=camp["id"])
+    alice.campaign_action(camp["id"], "start")
+    t.join(30)
+    kinds = [e.get("event") for e in events if e["type"] == "campaign"]
+    assert kinds.count("observation") == 4 and kinds.count("suggestion") == 4
+    assert kinds[-1] == "state"
+    obs = [e for e in events if e.get("event") == "observation"]
+    assert [e["n"] for e in obs] == [1, 2, 3, 4]
+    assert obs[-1]["best"] == max(e["observation"]["values"]["fom"] for e in obs)
+    sug = [e for e in events if e.get("event") == "suggestion"]
+    assert all(e["provenance"]["agent"] == "random" for e in sug)
+    assert {e["campaign_id"] for e in events if e["type"] == "document"} == {camp["id"]}
+
+
+def _wait_status(client, item_id, status, timeout=20):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        it = client.experiment(item_id)
+        if it["status"] == status:
+            return it
+        time.sleep(0.02)
+    raise TimeoutError(f"{item_id} never {status}; last {it['status']}")
+
+
+def test_pause_resume_a_running_plan(lab: Lab, alice, prop, sci):
+    point = alice.get(f"/api/instruments/{SLOW}/pool")[0]
+    item = alice.submit(prop["id"], SLOW, point)
+    _wait_status(alice, item["id"], "running")
+    out = sci.pause(SLOW, immediate=True, reason="check the gripper")
+    assert out["status"]["paused"] is True
+    w = lab.service.workers[SLOW]
+    deadline = time.monotonic() + 10
+    while w.RE.state != "paused" and time.monotonic() < deadline:  # at the next checkpoint
+        time.sleep(0.02)
+    assert w.RE.state == "paused"
+    assert alice.instrument(SLOW)["status"]["state"] == "paused"
+    assert alice.experiment(item["id"])["status"] == "running"
+    sci.resume(SLOW)
+    done = alice.wait(item["id"], timeout=20)
+    assert done["status"] == "done" and done["result"]["values"]["loss"] is not None
+    events = [d["doc"] for d in alice.documents(item["id"]) if d["name"] == "event"]
+    assert len(events) == 1  # nothing repeated over the pause
+    actions = [a["action"] for a in lab.admin.get("/api/audit", limit=50)]
+    assert "instrument.pause" in actions and "instrument.resume" in actions
+
+
+def test_abort_running_and_paused(lab: Lab, alice, prop, sci):
+    point = alice.get(f"/api/instruments/{SLOW}/pool")[1]
+    item = alice.submit(prop["id"], SLOW, point)
+    _wait_status(alice, item["id"], "running")
+    out = sci.abort(item["id"], reason="wrong sample")
+    assert out["status"] == "aborted" and out["redacted"]  # staff may abort, not read
+    out = alice.experiment(item["id"])
+    assert out["status"] == "aborted" and out["error"] == "wrong sample"
+    run = alice.get(f"/api/runs/{out['run_uid']}") if out["run_uid"] else None
+    if run is not None:
+        assert run["status"] == "aborted"
+        assert run["documents"][-1]["doc"]["exit_status"] == "abort"
+    # abort while paused, through the instrument
+    item2 = alice.submit(prop["id"], SLOW, point)
+    _wait_status(alice, item2["id"], "running")
+    sci.pause(SLOW, immediate=True)
+    w = lab.service.workers[SLOW]
+    deadline = time.monotonic() + 10
+    while w.RE.state != "paused" and time.monotonic() < deadline:
+        time.sleep(0.02)
+    r = sci.post(f"/api/instruments/{SLOW}/abort", {"reason": "operator"})
+    assert r["aborted_item"] == item2["id"]
+    assert _wait_status(alice, item2["id"], "aborted")["error"] == "operator"
+    sci.resume(SLOW)
+    # the instrument works on
+    again = alice.wait(alice.submit(prop["id"], "sim-xrd", XRD)["id"])
+    assert again["status"] == "done"
+
+
+def test_restart_carries_on(tmp_path):
+    from sdl.client import Client
+    from sdl.service.server import LiveServer
+    from sdl.service.testing import scratch_settings
+
+    settings = scratch_settings(tmp_path, ["sim-xrd", InstrumentConfig(name=SLOW, time_scale=0.01)])
+    lab = Lab(LiveServer(settings).start())
+    token = lab.server.admin_token
+    alice = lab.user("restart-alice")
+    prop = lab.proposal(alice, ["sim-xrd", SLOW])
+    point = alice.get(f"/api/instruments/{SLOW}/pool")[0]
+    camp = alice.create_campaign(prop["id"], {"instrument": "sim-xrd", "agent": "random", "budget": 12},
+                                 start=True)
+    slow = alice.submit(prop["id"], SLOW, point)
+    _wait_status(alice, slow["id"], "running")
+    deadline = time.monotonic() + 20
+    while alice.campaign(camp["id"])["experiments"] < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    lab.server.stop()  # graceful: the running plan is interrupted, not lost
+    # a crash leaves an item 'running': make one
+    lab2_settings = settings
+    from sdl.service.db import ServiceDB
+
+    db = ServiceDB(settings.store_url)
+    crashed = "c" * 32
+    with db.session() as s:
+        s.add(ItemRow(id=crashed, kind="experiment", instrument="sim-xrd", plan="autonomous_step",
+                      params={**XRD, "exposure": 1.0}, proposal_id=prop["id"], user_id=alice.user["id"],
+                      status="running", attempts=1))
+    db.close()
+    lab2 = Lab(LiveServer(lab2_settings).start())
+    try:
+        assert lab2.server.admin_token is None
+        alice2 = Client(lab2.url, alice.token)
+        assert Client(lab2.url, token).me()["role"] == "admin"
+        done = alice2.wait(slow["id"], timeout=30)
+        assert done["status"] == "done" and done["attempts"] == 2
+        assert alice2.wait(crashed, timeout=30)["status"] == "done"
+        final = alice2.wait_campaign(camp["id"], timeout=60)
+        assert final["state"] == "completed" and final["experiments"] == 12
+        assert len({o["suggestion_id"] for o in final["observations"]}) == 12  # nothing measured twice
+    finally:
+        lab2.close()
+        lab2.server.stop()
+
+
+def test_web_page(lab: Lab, alice, prop):
+    r = httpx.get(lab.url + "/")
+    assert r.status_code == 200 and "sdl cloud lab" in r.text and "/api/stream" in r.text
+    assert "<svg id=\"plot\"" in r.text
+
+
+def _chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "headless_shell"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+@pytest.mark.skipif(_chromium() is None, reason="no Chromium/Chrome on this machine: the headless-browser check of "
+                    "the web page needs one (apt install chromium)")
+def test_web_page_in_headless_chromium(lab: Lab, alice, prop):
+    camp = alice.create_campaign(prop["id"], {"instrument": "sim-xrd", "agent": "random", "budget": 3}, start=True)
+    alice.wait_campaign(camp["id"], timeout=30)
+    out = subprocess.run(
+        [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=8000", "--dump-dom",
+         f"{lab.url}/#token={alice.token}"], capture_output=True, text=True, timeout=60)
+    dom = out.stdout
+    assert 'data-name="sim-xrd"' in dom, out.stderr[-2000:]
+    assert camp["id"][:8] in dom
+    assert dom.count('class="obs"') >= 3 and 'id="best"' in dom
