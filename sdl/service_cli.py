@@ -95,8 +95,8 @@ def serve(
         if token:
             console.print(f"[bold yellow]first start[/]: created the admin account "
                           f"[bold]{settings.admin_name}[/]. Its token, shown only now (keep it):")
-            console.print(f"  [bold]{token}[/]")
-            console.print(f"  export SDL_URL={url} SDL_TOKEN={token}")
+            console.print(f"  [bold]{token}[/]", soft_wrap=True)
+            console.print(f"  export SDL_URL={url} SDL_TOKEN={token}", soft_wrap=True)
 
     try:
         serve_forever(settings, on_ready=ready, log_level=log_level)

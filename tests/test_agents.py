@@ -126,19 +126,19 @@ def test_pool_agents_only_suggest_unmeasured_listed_points(name):
     space = pool.search_space()
     agent = make_agent(name, space, [pool.objective], seed=1, **({"n_init": 3} if name in ("botorch", "bo") else {}))
     seen = set()
-    for _ in range(5):
+    for _ in range(3):
         for s in agent.ask(2):
             row = pool.index_of(s.params)
             assert row not in seen
             seen.add(row)
             agent.tell([Observation(params=s.params, values={pool.objective.name: float(pool.values[row])})])
-    assert len(seen) == 10
+    assert len(seen) == 6
 
 
 # ------------------------------------------------------------------ model-based agents
 def test_botorch_finds_the_bump_and_explains_itself():
-    agent = make_agent("botorch", toy_space(), MAX, seed=0, **FAST)
-    pts = feed(agent, 12)
+    agent = make_agent("botorch", toy_space(), MAX, seed=0, n_init=3, **FAST)
+    pts = feed(agent, 9)
     best = max(toy_value(p) for p in pts)
     assert best > 0.8
     s = agent.ask(1)[0]

@@ -337,7 +337,7 @@ def test_cli_commands(lab: Lab, alice, prop, monkeypatch):
                             "-p", "C=0.25", "-p", "temperature=2000"])
     assert r.exit_code == 2 and "parameters.temperature" in r.output
     r = runner.invoke(app, ["campaign", "create", "--proposal", prop["id"], "--instrument", "sim-xrd",
-                            "--agent", "sobol", "--budget", "3"])
+                            "--agent", "random", "--budget", "3"])
     assert r.exit_code == 0, r.output
     cid = r.output.split()[1]
     r = runner.invoke(app, ["campaign", "watch", cid])
@@ -345,3 +345,26 @@ def test_cli_commands(lab: Lab, alice, prop, monkeypatch):
     assert "completed" in r.output and "best fom" in r.output
     r = runner.invoke(app, ["submit", "sim-xrd", "--proposal", prop["id"], "--token", "sdl_bad"])
     assert r.exit_code == 2 and "401" in r.output
+
+
+def test_settings_file_env_and_overrides(tmp_path, monkeypatch):
+    from sdl.errors import InvalidInput
+    from sdl.service.settings import load_settings
+
+    cfg = tmp_path / "sdl.toml"
+    cfg.write_text('port = 9001\nrate_limit_per_minute = 10\n'
+                   '[[instruments]]\nname = "sim-xrd"\ndedicated_fraction = 0.2\n')
+    for var in ("SDL_PORT", "SDL_INSTRUMENTS", "SDL_RATE_LIMIT_PER_MINUTE", "SDL_CONFIG"):
+        monkeypatch.delenv(var, raising=False)
+    s = load_settings(cfg)
+    assert s.port == 9001 and s.rate_limit_per_minute == 10
+    assert [(i.name, i.dedicated_fraction) for i in s.instruments] == [("sim-xrd", 0.2)]
+    monkeypatch.setenv("SDL_PORT", "9002")
+    assert load_settings(cfg).port == 9002  # the environment beats the file
+    assert load_settings(cfg, port=9003).port == 9003  # options beat both
+    monkeypatch.setenv("SDL_INSTRUMENTS", "pool:p3ht,pool:agnp")
+    assert [i.name for i in load_settings(cfg).instruments] == ["pool:p3ht", "pool:agnp"]
+    monkeypatch.setenv("SDL_INSTRUMENTS", "sim-xrd,nope")
+    with pytest.raises(InvalidInput) as e:
+        load_settings(cfg)
+    assert e.value.field == "instruments.1.name" and "allowed" in e.value.message

@@ -11,7 +11,6 @@ import time
 
 import httpx
 import pytest
-from sqlalchemy import update
 
 from sdl.service.db import ItemRow
 from sdl.service.settings import InstrumentConfig
@@ -231,3 +230,93 @@ def test_web_page_in_headless_chromium(lab: Lab, alice, prop):
     assert 'data-name="sim-xrd"' in dom, out.stderr[-2000:]
     assert camp["id"][:8] in dom
     assert dom.count('class="obs"') >= 3 and 'id="best"' in dom
+
+
+_NODE_HARNESS = r"""
+const vm = require("vm");
+const [page, base, token] = process.argv.slice(2);
+const els = {};
+function el(sel) {
+  if (!els[sel]) els[sel] = { innerHTML: "", textContent: "", value: "", style: {}, dataset: {}, childNodes: [],
+                              prepend() {}, removeChild() {}, lastChild: null };
+  return els[sel];
+}
+const ls = {};
+const realFetch = fetch;
+const ctx = {
+  document: { querySelector: el, querySelectorAll: () => [], createElement: () => ({ textContent: "" }) },
+  localStorage: { getItem: (k) => (k in ls ? ls[k] : null), setItem: (k, v) => { ls[k] = v; } },
+  location: { hash: "#token=" + token, pathname: "/", protocol: "http:", host: base.replace("http://", "") },
+  history: { replaceState() {} },
+  fetch: (u, o) => realFetch(base + u, o),
+  WebSocket, URLSearchParams, setTimeout, setInterval, clearTimeout, console, Date, JSON, Math, Object, String,
+  encodeURIComponent,
+};
+vm.createContext(ctx);
+vm.runInContext(require("fs").readFileSync(page, "utf8"), ctx);
+const started = Date.now();
+setInterval(() => {  // done once the plot is drawn and the stream is live (or after 10 s)
+  const ready = el("#plot").innerHTML.includes('id="best"') && el("#status").textContent.startsWith("live as");
+  if (!ready && Date.now() - started < 10000) return;
+  console.log(JSON.stringify({ status: el("#status").textContent, instruments: el("#instruments tbody").innerHTML,
+                               queue: el("#queue tbody").innerHTML, campaigns: el("#campaigns tbody").innerHTML,
+                               plot: el("#plot").innerHTML }));
+  process.exit(0);
+}, 100);
+"""
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="no node.js to run the page's script")
+def test_web_page_script_runs_against_the_service(lab: Lab, alice, prop, tmp_path):
+    """The page's own JavaScript (no browser here: node.js with a minimal DOM stand-in)
+    signs in, lists instruments and the queue, and draws the convergence plot, live."""
+    import json as _json
+
+    from sdl.service.web import PAGE
+
+    camp = alice.create_campaign(prop["id"], {"instrument": "sim-xrd", "agent": "random", "budget": 3}, start=True)
+    alice.wait_campaign(camp["id"], timeout=30)
+    page = tmp_path / "page.js"
+    page.write_text(PAGE.split("<script>")[1].split("</script>")[0])
+    harness = tmp_path / "harness.js"
+    harness.write_text(_NODE_HARNESS)
+    out = subprocess.run(["node", "--experimental-websocket", str(harness), str(page), lab.url, alice.token],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    dom = _json.loads(out.stdout.strip().splitlines()[-1])
+    assert dom["status"] == "live as live-alice (user)", dom
+    assert 'data-name="sim-xrd"' in dom["instruments"] and 'data-name="pool:agnp"' in dom["instruments"]
+    assert f'data-id="{camp["id"]}"' in dom["campaigns"]
+    assert dom["plot"].count('class="obs"') >= 3 and 'id="best"' in dom["plot"]
+
+
+def test_expired_lease_is_recovered(lab: Lab, alice, prop):
+    """An item left 'running' by a worker process that died (no heartbeat) runs again."""
+    import datetime as dt
+
+    stale = "e" * 32
+    with lab.service.db.session() as s:
+        s.add(ItemRow(id=stale, kind="experiment", instrument="sim-xrd", plan="autonomous_step",
+                      params={**XRD, "exposure": 1.0}, proposal_id=prop["id"], user_id=alice.user["id"],
+                      status="running", attempts=1, worker="elsewhere:4242:sim-xrd",
+                      heartbeat_at=dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1)))
+    assert lab.service.recover(expired_only=True) == 1  # the planner does this every few seconds
+    done = alice.wait(stale, timeout=30)
+    assert done["status"] == "done" and done["attempts"] == 2
+    assert any(a["action"] == "experiment.recover" and a["target_id"] == stale
+               for a in alice.get(f"/api/proposals/{prop['id']}/audit"))
+
+
+def test_stream_token_in_query_or_subprotocol(lab: Lab, alice):
+    import json as _json
+
+    from websockets.sync.client import connect
+
+    base = lab.server.ws_url + "/api/stream"
+    with connect(f"{base}?token={alice.token}") as ws:
+        assert _json.loads(ws.recv(timeout=10))["user"] == "live-alice"
+    with connect(base, subprotocols=["sdl.bearer", alice.token]) as ws:
+        assert ws.subprotocol == "sdl.bearer"
+        assert _json.loads(ws.recv(timeout=10))["type"] == "hello"
+    with connect(base) as ws:
+        assert _json.loads(ws.recv(timeout=10))["status"] == 401

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from sdl.client import ServiceError
-from sdl.service.scheduler import FairState, Candidate, choose
+from sdl.service.scheduler import Candidate, FairState, choose
 from sdl.service.testing import Lab, start_lab
 
 XRD = {"A": 0.3, "B": 0.45, "C": 0.25, "temperature": 420.0}

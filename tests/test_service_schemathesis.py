@@ -39,8 +39,8 @@ schema = schemathesis.pytest.from_fixture("api_schema")
 @schema.parametrize()
 @settings(max_examples=3, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 def test_api_never_fails_on_generated_requests(case, lab):
-    from schemathesis.specs.openapi.checks import response_schema_conformance
     from schemathesis.checks import not_a_server_error
+    from schemathesis.specs.openapi.checks import response_schema_conformance
 
     case.call_and_validate(headers={"Authorization": f"Bearer {lab.server.admin_token}"},
                            checks=[not_a_server_error, response_schema_conformance])

@@ -8,14 +8,12 @@ import datetime as dt
 import itertools
 import json
 import threading
-import time
 
-import httpx
 import pytest
 
 from sdl.client import Client
 from sdl.service.auth import RateLimiter
-from sdl.service.testing import Lab, start_lab
+from sdl.service.testing import start_lab
 
 XRD = {"A": 0.3, "B": 0.45, "C": 0.25, "temperature": 420.0}
 SECRET_T = 421.234567  # a parameter value that must never reach an outsider
@@ -147,7 +145,7 @@ def test_live_stream_does_not_leak(world):
     ready = threading.Barrier(3)
 
     def listen(name, c):
-        it = c.stream(timeout=3.0)
+        it = c.stream(timeout=1.5)
         got[name].append(next(it))  # hello
         ready.wait()
         for ev in it:

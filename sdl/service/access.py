@@ -42,9 +42,11 @@ class MembershipCache:
         self.ttl = ttl
         self._cache: dict[str, tuple[float, dict[str, str], set[str]]] = {}
         self._lock = threading.Lock()
+        self._generation = 0
 
     def invalidate(self) -> None:
         with self._lock:
+            self._generation += 1
             self._cache.clear()
 
     def get(self, user_id: str) -> tuple[dict[str, str], set[str]]:
@@ -53,6 +55,7 @@ class MembershipCache:
             hit = self._cache.get(user_id)
         if hit is not None and now - hit[0] < self.ttl:
             return dict(hit[1]), set(hit[2])
+        generation = self._generation
         with self.db.read() as s:
             rows = s.execute(
                 select(MemberRow.proposal_id, MemberRow.role, ProposalRow.coalition, ProposalRow.kind)
@@ -64,7 +67,8 @@ class MembershipCache:
         with self._lock:
             if len(self._cache) > 10_000:
                 self._cache.clear()
-            self._cache[user_id] = (now, member, coalitions)
+            if generation == self._generation:  # nothing changed while we read: keep it
+                self._cache[user_id] = (now, member, coalitions)
         return dict(member), set(coalitions)
 
 

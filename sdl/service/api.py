@@ -442,10 +442,17 @@ def create_app(settings: ServiceSettings | None = None, service: LabService | No
     @app.websocket("/api/stream")
     async def stream(websocket: WebSocket, token: Optional[str] = None, campaign_id: Optional[str] = None,
                      instrument: Optional[str] = None, types: Optional[str] = None):
+        # the token: Authorization header (programs), the subprotocols ["sdl.bearer", TOKEN]
+        # (browsers, which cannot set headers; kept out of access logs), or ?token= (simple)
         auth = websocket.headers.get("authorization", "")
-        tok = token or (auth[7:].strip() if auth.lower().startswith("bearer ") else "")
+        protocols = [x.strip() for x in websocket.headers.get("sec-websocket-protocol", "").split(",") if x.strip()]
+        subprotocol = None
+        tok = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
+        if not tok and len(protocols) >= 2 and protocols[0] == "sdl.bearer":
+            tok, subprotocol = protocols[1], "sdl.bearer"
+        tok = tok or token or ""
         p = await asyncio.to_thread(svc.auth.authenticate, tok) if tok else None
-        await websocket.accept()
+        await websocket.accept(subprotocol=subprotocol)
         if p is None:
             await websocket.send_text(json.dumps({"type": "error", "status": 401,
                                                   "detail": "missing, invalid, expired or revoked token"}))

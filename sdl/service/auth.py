@@ -55,9 +55,11 @@ class Authenticator:
         self.db = db
         self._cache: dict[str, tuple[float, Principal | None, dt.datetime | None]] = {}
         self._lock = threading.Lock()
+        self._generation = 0
 
     def invalidate(self) -> None:
         with self._lock:
+            self._generation += 1
             self._cache.clear()
 
     def authenticate(self, token: str) -> Principal | None:
@@ -70,11 +72,13 @@ class Authenticator:
         if hit is not None and now - hit[0] < _CACHE_S:
             principal, expires = hit[1], hit[2]
         else:
+            generation = self._generation
             principal, expires = self._lookup(h)
             with self._lock:
                 if len(self._cache) > 10_000:
                     self._cache.clear()
-                self._cache[h] = (now, principal, expires)
+                if generation == self._generation:
+                    self._cache[h] = (now, principal, expires)
         if principal is None or (expires is not None and expires <= utcnow()):
             return None
         return principal

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
 from sqlalchemy import select, update
@@ -26,7 +27,7 @@ from sdl.models import Observation, Provenance, Suggestion
 from sdl.service.db import ItemRow, ServiceCampaignRow, audit
 from sdl.service.errors import Conflict, NotFound
 from sdl.service.workers import Aborted
-from sdl.store import SuggestionRow, Store, utcnow
+from sdl.store import Store, SuggestionRow, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -113,9 +114,13 @@ class CampaignManager:
 
     # ------------------------------------------------------------------- loop
     def _main(self) -> None:
+        last_reap = time.monotonic()
         while not self._stop.is_set():
             try:
                 self.tick()
+                if time.monotonic() - last_reap > min(10.0, self.svc.settings.lease_timeout_s / 2):
+                    last_reap = time.monotonic()
+                    self.svc.recover(expired_only=True)
             except Exception:  # noqa: BLE001 - never let the planner die
                 log.exception("campaign planner")
             with self._cond:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
-import json
 import logging
 import math
 import threading
@@ -20,16 +19,16 @@ from typing import Any, Iterable
 
 from sqlalchemy import case, func, select, update
 
-from sdl.campaign import CampaignSpec, best_trace, best_value, create_campaign
+from sdl.campaign import CampaignSpec, best_trace, create_campaign
 from sdl.errors import InvalidInput
 from sdl.models import new_id
 from sdl.service.access import AccessView, MembershipCache
 from sdl.service.auth import Authenticator, Principal, RateLimiter
 from sdl.service.db import (
     ITEM_FINAL,
-    LockedStore,
     AuditRow,
     ItemRow,
+    LockedStore,
     MemberRow,
     ProposalRow,
     ServiceCampaignRow,
@@ -37,17 +36,16 @@ from sdl.service.db import (
     TokenRow,
     UsageRow,
     UserRow,
-    as_utc,
     audit,
     iso,
 )
 from sdl.service.errors import Conflict, Forbidden, NotFound
 from sdl.service.events import EventBus
 from sdl.service.plans import PLANS
-from sdl.service.scheduler import COUNTED, Scheduler
+from sdl.service.scheduler import Scheduler
 from sdl.service.settings import ServiceSettings
 from sdl.space import RangeParameter
-from sdl.store import CampaignRow, RunRow, Store, jsonable, utcnow
+from sdl.store import CampaignRow, RunRow, Store, SuggestionRow, jsonable, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -114,20 +112,40 @@ class LabService:
         self.store.close()
         self.db.close()
 
-    def recover(self) -> None:
+    def recover(self, expired_only: bool = False) -> int:
         """Items a dead process left running: experiments go back to the queue (up to
-        ``max_attempts``), campaign steps are withdrawn (the campaign re-queues its point)."""
+        ``max_attempts``), campaign steps are withdrawn (the campaign re-queues its point).
+
+        At start every running item is such an item; later (``expired_only``) those whose
+        lease expired (no heartbeat for ``lease_timeout_s``) and that no worker of this
+        process is running: a worker process elsewhere on the same database died.
+        """
+        mine = {w.current.id for w in self.workers.values() if w.current is not None}
         with self.db.session() as s:
-            rows = list(s.scalars(select(ItemRow).where(ItemRow.status == "running")))
+            q = select(ItemRow).where(ItemRow.status == "running")
+            if expired_only:
+                limit = utcnow() - dt.timedelta(seconds=self.settings.lease_timeout_s)
+                q = q.where(ItemRow.heartbeat_at < limit)
+            rows = [it for it in s.scalars(q) if it.id not in mine]
             for it in rows:
                 self._interrupt_run(it.run_uid)
                 if it.kind == "campaign":
                     it.status, it.error, it.finished_at = "cancelled", "interrupted: the service stopped", utcnow()
+                    if it.suggestion_id:  # its point runs again
+                        with self.store.session() as ss:
+                            ss.execute(update(SuggestionRow).where(SuggestionRow.id == it.suggestion_id,
+                                                                   SuggestionRow.status == "running")
+                                       .values(status="pending"))
                 elif it.attempts >= self.settings.max_attempts:
                     it.status, it.error, it.finished_at = "failed", "interrupted too many times", utcnow()
                 else:
                     it.status, it.error, it.run_uid = "queued", "interrupted: the service stopped; queued again", None
-                audit(s, SYSTEM, "experiment.recover", "experiment", it.id, it.proposal_id, status=it.status)
+                audit(s, SYSTEM, "experiment.recover", "experiment", it.id, it.proposal_id, status=it.status,
+                      worker=it.worker, lease_expired=expired_only)
+        if rows:
+            log.warning("recovered %d item(s) left running by a stopped worker", len(rows))
+            self.scheduler.wake()
+        return len(rows)
 
     def _interrupt_run(self, uid: str | None) -> None:
         if not uid:
@@ -779,7 +797,7 @@ class LabService:
             pid = row.proposal_id
         self.store.set_campaign_status(cid, {"running": "running", "paused": "paused",
                                              "stopped": "stopped"}[new], row.message)
-        if action == "start":
+        if action == "start" and row.instrument in self.workers:
             self.campaigns.session(cid, create=True)
         if action == "stop":
             self.campaigns.drop(cid)

@@ -29,6 +29,8 @@ PAGE = r"""<!doctype html>
 </div>
 <h2>Instruments</h2>
 <table id="instruments"><thead><tr><th>name</th><th>state</th><th>queued</th><th>running</th><th>dedicated</th><th>plans</th></tr></thead><tbody></tbody></table>
+<h2>Queue <span id="queue-title" class="muted"></span></h2>
+<table id="queue"><thead><tr><th>#</th><th>id</th><th>kind</th><th>status</th><th>proposal</th><th>plan</th><th>parameters</th></tr></thead><tbody></tbody></table>
 <h2>Campaigns</h2>
 <table id="campaigns"><thead><tr><th>id</th><th>instrument</th><th>agent</th><th>state</th><th>progress</th><th>best</th></tr></thead><tbody></tbody></table>
 <h2>Convergence <span id="plot-title" class="muted"></span></h2>
@@ -38,7 +40,7 @@ PAGE = r"""<!doctype html>
 <script>
 "use strict";
 const $ = (s) => document.querySelector(s);
-let token = "", selected = null, campaigns = {}, ws = null;
+let token = "", selected = null, campaigns = {}, ws = null, instrument = null;
 const hash = new URLSearchParams(location.hash.slice(1));
 if (hash.get("token")) { localStorage.setItem("sdl_token", hash.get("token")); history.replaceState(null, "", location.pathname); }
 token = localStorage.getItem("sdl_token") || "";
@@ -60,6 +62,18 @@ async function refreshInstruments() {
     `<tr data-name="${esc(i.name)}"><td>${esc(i.name)}</td><td class="state-${esc(i.status.state)}">${esc(i.status.state)}</td>` +
     `<td>${i.queue_length}</td><td>${i.status.current_item ? esc(i.status.current_item.slice(0, 8)) : "-"}</td>` +
     `<td>${(100 * i.dedicated_fraction).toFixed(0)} %</td><td>${Object.keys(i.plans).map(esc).join(", ")}</td></tr>`).join("");
+  if (!instrument && list.length) instrument = list[0].name;
+  document.querySelectorAll("#instruments tbody tr").forEach(tr => { tr.style.cursor = "pointer"; tr.onclick = () => { instrument = tr.dataset.name; refreshQueue(); }; });
+  await refreshQueue();
+}
+async function refreshQueue() {
+  if (!instrument) return;
+  const q = await api("/instruments/" + encodeURIComponent(instrument) + "/queue?limit=50");
+  $("#queue-title").textContent = instrument + " (" + q.length + " shown; predicted order)";
+  $("#queue tbody").innerHTML = q.map(x =>
+    `<tr><td>${x.position}</td><td>${esc(x.id.slice(0, 8))}</td><td>${esc(x.kind)}</td><td>${esc(x.status)}${x.blocked ? " (held)" : ""}</td>` +
+    `<td>${x.redacted ? (x.proposal_id ? esc(x.proposal_id) : "<i>other proposal</i>") : esc(x.proposal_id)}</td><td>${esc(x.plan || "")}</td>` +
+    `<td>${x.parameters ? esc(Object.entries(x.parameters).map(([k, v]) => k + "=" + (typeof v === "number" ? v.toPrecision(3) : v)).join(" ")) : ""}</td></tr>`).join("");
 }
 async function refreshCampaigns() {
   const list = await api("/campaigns");
@@ -96,16 +110,19 @@ function draw(ys, trace, n) {
   if (d) s += `<path id="best" d="${d}" fill="none" stroke="#06c" stroke-width="2"/>`;
   svg.innerHTML = s;
 }
+let queueTimer = null;
+function refreshQueueSoon() { if (!queueTimer) queueTimer = setTimeout(() => { queueTimer = null; refreshQueue().catch(() => {}); }, 500); }
 function connect() {
   if (ws) ws.close();
   const proto = location.protocol === "https:" ? "wss" : "ws";
-  ws = new WebSocket(`${proto}://${location.host}/api/stream?types=campaign,queue,instrument&token=${encodeURIComponent(token)}`);
+  // the token travels as a subprotocol, not in the address (addresses end up in logs)
+  ws = new WebSocket(`${proto}://${location.host}/api/stream?types=campaign,queue,instrument`, ["sdl.bearer", token]);
   ws.onmessage = (m) => {
     const e = JSON.parse(m.data);
     if (e.type === "hello") { $("#status").textContent = "live as " + e.user + " (" + e.role + ")"; return; }
     if (e.type === "campaign") { log(`campaign ${e.campaign_id.slice(0, 8)} ${e.event}` + (e.event === "observation" ? ` n=${e.n} best=${fmt(e.best)}` : (e.state ? " " + e.state : "")));
       if (e.campaign_id === selected && (e.event === "observation" || e.event === "state")) refreshCampaigns(); }
-    else if (e.type === "queue") log(`${e.instrument} item ${e.item_id.slice(0, 8)} ${e.status}`);
+    else if (e.type === "queue") { log(`${e.instrument} item ${e.item_id.slice(0, 8)} ${e.status}`); if (e.instrument === instrument) refreshQueueSoon(); }
     else if (e.type === "instrument") { log(`${e.instrument} ${e.state}`); refreshInstruments(); }
   };
   ws.onclose = () => { $("#status").textContent = "stream closed; reconnecting"; setTimeout(connect, 2000); };

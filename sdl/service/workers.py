@@ -145,11 +145,23 @@ class InstrumentWorker:
         self._lock = threading.RLock()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._main, name=f"sdl-worker-{cfg.name}", daemon=True)
+        self._beat = threading.Thread(target=self._heartbeat, name=f"sdl-heartbeat-{cfg.name}", daemon=True)
 
     # --------------------------------------------------------------- lifecycle
     def start(self) -> None:
         self._thread.start()
+        self._beat.start()
         self._ready.wait(30)
+
+    def _heartbeat(self) -> None:
+        """The lease: while an item runs, its heartbeat is renewed (documents or not)."""
+        while not self._stop.wait(self.svc.settings.heartbeat_s):
+            item = self.current
+            if item is not None:
+                try:
+                    self.svc.heartbeat(item)
+                except Exception as exc:  # noqa: BLE001 - next beat tries again
+                    log.info("heartbeat %s: %s", self.name, exc)
 
     @property
     def stopping(self) -> bool:
@@ -160,6 +172,8 @@ class InstrumentWorker:
         self.abort(None, "service stopping")
         self.svc.scheduler.wake()
         self._thread.join(timeout)
+        if self._beat.is_alive():
+            self._beat.join(timeout)
 
     def _main(self) -> None:
         from bluesky import RunEngine
@@ -359,8 +373,7 @@ class InstrumentWorker:
              "campaign_id": item.campaign_id, "proposal_id": item.proposal_id, "name": name, "doc": doc},
             proposal_id=item.proposal_id,
         )
-        if name == "start":
-            self.svc.heartbeat(item)
+        self.svc.heartbeat(item)  # throttled
 
     def describe(self) -> dict[str, Any]:
         return {"state": self.state, "paused": self.paused, "time_scale": self.time_scale,
