@@ -96,11 +96,13 @@ class SubsetFitGP(SingleTaskGP):
         return mll.eval()
 
 
-def fit_gp(X: np.ndarray, y: np.ndarray, seed: int, kernel: str = "rbf") -> SingleTaskGP:
+def fit_gp(X: np.ndarray, y: np.ndarray, seed: int, kernel: str = "rbf", warp: bool = False) -> SingleTaskGP:
     """A GP with standardised outcome and fitted hyperparameters.
 
     ``kernel``: "rbf" is BoTorch's default (ARD RBF with dimension-scaled length-scale
-    prior); "matern" an ARD Matern-5/2 with the same prior.
+    prior); "matern" an ARD Matern-5/2 with the same prior. ``warp``: a learned
+    Kumaraswamy input warping per coordinate (BoTorch ``Warp``), for inputs crowded at one
+    end of their range (e.g. minor components of a composition).
     """
     torch.manual_seed(seed)
     tx = torch.as_tensor(X, dtype=torch.float64)
@@ -110,7 +112,14 @@ def fit_gp(X: np.ndarray, y: np.ndarray, seed: int, kernel: str = "rbf") -> Sing
         from botorch.models.utils.gpytorch_modules import get_covar_module_with_dim_scaled_prior
 
         covar = get_covar_module_with_dim_scaled_prior(ard_num_dims=tx.shape[-1], use_rbf_kernel=False)
-    model = SubsetFitGP(tx, ty, covar_module=covar, outcome_transform=Standardize(m=1))
+    extra = {}
+    if warp:
+        from botorch.models.transforms.input import Warp
+
+        d = tx.shape[-1]
+        extra["input_transform"] = Warp(d=d, indices=list(range(d)),
+                                        bounds=torch.stack([torch.zeros(d), torch.ones(d)]).double())
+    model = SubsetFitGP(tx, ty, covar_module=covar, outcome_transform=Standardize(m=1), **extra)
     mll = ExactMarginalLogLikelihood(model.likelihood, model)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -175,7 +184,7 @@ class BoTorchAgent(AgentBase):
 
     name = "botorch"
     option_names = ("n_init", "log_transform", "acquisition", "beta", "kernel", "num_restarts", "raw_samples",
-                    "outcome_constraints", "reference_point")
+                    "outcome_constraints", "reference_point", "input_warping")
     log_default = "auto"
     plain = False
 
@@ -207,7 +216,8 @@ class BoTorchAgent(AgentBase):
         use_log = heavy_tailed(raw) if log == "auto" else bool(log)
         y = (np.log(raw) if use_log else raw) * self.objectives[0].sign
         seed = int(np.random.default_rng([self.seed, self.n_seen]).integers(2**31))
-        model = fit_gp(X, y, seed, kernel=str(self.options.get("kernel", self._default("kernel"))))
+        model = fit_gp(X, y, seed, kernel=str(self.options.get("kernel", self._default("kernel"))),
+                       warp=bool(self.options.get("input_warping", False)))
         self._best_f = float(y.max())
         pending = self.encoder.encode_many(self.pending) if self.pending else None
 

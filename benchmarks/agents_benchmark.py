@@ -51,15 +51,15 @@ def part_pools(seeds, workers) -> dict:
     for r in results:
         per_seed.setdefault(f"{r.problem}/{r.agent}", {})[r.seed] = [round(r.curve[29], 3), round(r.curve[49], 3)]
     print(f"\n== pools: top 5 % found, mean over seeds {seeds[0]}..{seeds[-1]} ({time.perf_counter() - t0:.0f} s)")
-    print(f"{'problem':8s} {'agent':7s} {'top5@30':>8s} {'top5@50':>8s} {'EF@30':>6s} {'EF@50':>6s} {'AF@0.5':>7s}"
+    print(f"{'problem':8s} {'agent':7s} {'top5@30':>8s} {'top5@50':>8s} {'EF@30':>6s} {'EF@50':>6s} {'AF@.25':>7s}"
           f" {'s/campaign':>10s}")
     def cell(v, width):
         return f"{v:{width}.2f}" if v is not None else f"{'-':>{width}s}"
 
     for r in rows:
         print(f"{r['problem']:8s} {r['agent']:7s} {r['top5@30']:8.3f} {r['top5@50']:8.3f} {cell(r.get('EF@30'), 6)}"
-              f" {cell(r.get('EF@50'), 6)} {cell(r.get('AF@0.5'), 7)} {r['s_per_campaign']:10.1f}")
-    print("(AF@0.5: '-' when random search did not reach half of the top 5 % within 50 experiments)")
+              f" {cell(r.get('EF@50'), 6)} {cell(r.get('AF@0.25'), 7)} {r['s_per_campaign']:10.1f}")
+    print("(AF@.25: experiments random needs / the agent needs to find a quarter of the top 5 %)")
     return {"summary": rows, "per_seed": per_seed}
 
 

@@ -64,7 +64,7 @@ def test_pool_rows_keep_their_columns():
     curve = list(np.linspace(0, 1, 30))
     results = [CurveResult("bo", "p3ht", 0, curve, 1.0), CurveResult("random", "p3ht", 0, [c / 2 for c in curve], 1.0)]
     row = {r["agent"]: r for r in summary_table(results, at=[30])}["bo"]
-    assert row["top5@30"] == pytest.approx(1.0) and row["EF@30"] == pytest.approx(2.0) and row["AF@0.5"] > 1
+    assert row["top5@30"] == pytest.approx(1.0) and row["EF@30"] == pytest.approx(2.0) and row["AF@0.25"] > 1
 
 
 def test_bad_problem_and_quick_sizes(tmp_path):
