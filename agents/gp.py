@@ -38,6 +38,7 @@ from gpytorch.mlls import ExactMarginalLogLikelihood
 from sdl.agents.common import AgentBase
 from sdl.errors import InvalidInput
 from sdl.models import Provenance
+from sdl.space import RangeParameter
 
 torch.set_default_dtype(torch.float64)
 
@@ -273,7 +274,15 @@ class BoTorchAgent(AgentBase):
             s * (np.log([float(ob.values[m]) for ob in obs]) if lg else np.array([float(ob.values[m]) for ob in obs]))
             for m, s, lg in columns
         ])
-        model = ModelListGP(*[fit_gp(X, Y[:, j], seed + j, kernel=kernel) for j in range(Y.shape[1])])
+        known = [self._known_outcome_model(m_, sg, lg) if j < len(self.objectives) else None
+                 for j, (m_, sg, lg) in enumerate(columns)]
+        models = [k or fit_gp(X, Y[:, j], seed + j, kernel=kernel) for j, k in enumerate(known)]
+        if any(k is not None for k in known):
+            from botorch.models.model import ModelList
+
+            model = ModelList(*models)
+        else:
+            model = ModelListGP(*models)
         m = len(self.objectives)
         cons = []
         for k, c in enumerate(self._outcome_constraints):
@@ -313,7 +322,8 @@ class BoTorchAgent(AgentBase):
             mean, spread = self._predict(model, key, columns)
             prov = Provenance(
                 agent=self.name,
-                model=f"{len(columns)} SingleTaskGPs (ModelListGP)",
+                model=f"{len(columns) - sum(k is not None for k in known)} SingleTaskGPs"
+                + "".join(f", {c[0]} known exactly" for c, k in zip(columns, known) if k is not None),
                 acquisition=acq_name,
                 acquisition_value=acq,
                 predicted_mean=mean,
@@ -325,6 +335,25 @@ class BoTorchAgent(AgentBase):
             )
             out.append((self._as_params(key), prov))
         return out
+
+    def _known_outcome_model(self, metric: str, sign: float, use_log: bool):
+        """An objective that is one of the parameters themselves (anneal temperature, time,
+        cost per unit) is known exactly wherever the agent looks: modelled by a deterministic
+        model of the input instead of a GP, so the hypervolume improvement is computed with
+        no model error along that axis. None when ``metric`` is not such a parameter."""
+        slot = self.encoder._index.get(metric)
+        param = next((p for p in self.space.parameters if p.name == metric), None)
+        if slot is None or slot.kind != "range" or not isinstance(param, RangeParameter) or param.log_scale:
+            return None
+        from botorch.models.deterministic import GenericDeterministicModel
+
+        k, lo, span = slot.start, float(param.lower), float(param.upper - param.lower)
+
+        def value(X):
+            v = lo + X[..., k : k + 1] * span
+            return sign * (torch.log(v) if use_log else v)
+
+        return GenericDeterministicModel(value, num_outputs=1)
 
     def _predict(self, model, key, columns) -> tuple[dict, dict]:
         """Posterior mean and sd of each output at the pick, in the quantity's own units."""

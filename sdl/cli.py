@@ -280,45 +280,31 @@ def ioc(
 # ---------------------------------------------------------------------- bench
 @app.command()
 def bench(
-    agents: str = typer.Option("bo,gp-ei,random", help="comma-separated agents"),
-    problems: str = typer.Option("p3ht", help="comma-separated pool problems: p3ht, agnp"),
-    seeds: int = typer.Option(10, min=1, help="number of seeds (0..seeds-1)"),
+    agents: str = typer.Option("bo,gp-ei,random", help="comma-separated agents (random is the baseline for EF/AF)"),
+    problems: str = typer.Option("p3ht", help="comma-separated: p3ht, agnp (real-data pools), sim-xrd, branin, "
+                                              "hartmann6"),
+    seeds: int = typer.Option(10, min=1, help="number of seeds (first-seed .. first-seed + seeds - 1)"),
     first_seed: int = typer.Option(0, min=0, help="first seed"),
     budget: int = typer.Option(50, min=6, help="experiments per campaign"),
     n_start: int = typer.Option(5, min=1, help="random starting points (the same for every agent)"),
+    batch_size: int = typer.Option(1, min=1, help="points per ask (a batch for parallel instruments)"),
     workers: int = typer.Option(0, min=0, help="processes (0: one per core)"),
-    quick: bool = typer.Option(False, "--quick", help="CI size: 2 seeds, budget 30"),
+    quick: bool = typer.Option(False, "--quick", help="CI size: 2 seeds, pools to 30 experiments, functions to 20"),
     out: Path = typer.Option(Path("sdl-bench"), help="folder for bench.json and the plot"),
 ) -> None:
-    """Benchmark agents on the real-data pools: top-5 % found, enhancement and acceleration vs random."""
+    """Benchmark agents: top-5 % found on the pools (Liang et al. 2021 metrics: enhancement
+    and acceleration against random), best found / regret on the functions; a table and a PNG."""
     _quiet_libraries()
-    from sdl.bench import run_pool_benchmark, summary_table, write_results
+    from sdl.bench import bench_command
 
-    if quick:
-        seeds, budget = 2, 30
     agent_list = [a.strip() for a in agents.split(",") if a.strip()]
     problem_list = [p.strip() for p in problems.split(",") if p.strip()]
     seed_list = list(range(first_seed, first_seed + seeds))
-    total = len(agent_list) * len(problem_list) * len(seed_list)
     try:
-        with _progress() as progress:
-            task = progress.add_task("campaigns", total=total, best="-")
-            results = run_pool_benchmark(agent_list, problem_list, seed_list, budget=budget, n_start=n_start,
-                                         workers=workers or None, on_result=lambda r: progress.advance(task))
+        bench_command(agent_list, problem_list, seed_list, budget=budget, n_start=n_start, workers=workers or None,
+                      quick=quick, batch_size=batch_size, out=out, console=console, progress=_progress())
     except SdlError as exc:
         _fail(exc)
-    at = [n for n in (30, 50) if n <= budget] or [budget]
-    rows = summary_table(results, at=at)
-    table = Table(title=f"top 5 % found (mean over {seeds} seeds, {n_start} random starts)")
-    cols = ["problem", "agent"] + [f"top5@{n}" for n in at] + [f"EF@{n}" for n in at] + ["AF@0.5", "s_per_campaign"]
-    for c in cols:
-        table.add_column(c)
-    for r in rows:
-        table.add_row(*[("-" if r.get(c) is None else f"{r[c]:.3g}" if isinstance(r.get(c), float) else str(r[c]))
-                        for c in cols])
-    console.print(table)
-    paths = write_results(results, rows, out)
-    console.print(f"wrote {paths['json']} and {paths['plot']}")
 
 
 # ------------------------------------------------------- HTTP service commands
@@ -329,6 +315,16 @@ def _register_service_commands() -> None:
 
 
 _register_service_commands()
+
+
+# ------------------------------------------------- the store's schema: sdl db
+def _register_db_commands() -> None:
+    from sdl.db_cli import db_app
+
+    app.add_typer(db_app, name="db")  # sdl db upgrade | current | revision
+
+
+_register_db_commands()
 
 
 def main() -> None:  # pragma: no cover

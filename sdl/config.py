@@ -10,7 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SDL_", extra="ignore")
 
-    #: Where the record lives: a SQLite file by default, any SQLAlchemy URL otherwise.
+    #: Where the record lives: a SQLite file by default, or postgresql://... (see sdl.database).
     store_url: str = f"sqlite:///{Path('sdl-data/sdl.sqlite').resolve()}"
     #: Folder for demo and report output.
     output_dir: Path = Path("sdl-output")

@@ -66,6 +66,8 @@ def serve(
     config: Optional[Path] = typer.Option(None, "--config", help="settings file (JSON or TOML; default $SDL_CONFIG)"),
     instruments: Optional[str] = typer.Option(None, help="comma-separated instruments (default: all simulated)"),
     time_scale: Optional[float] = typer.Option(None, min=0.0, help="0: instant simulation, 1: real time"),
+    no_workers: bool = typer.Option(False, "--no-workers", help="every instrument is served by `sdl worker` "
+                                    "processes: this service only schedules and observes"),
     log_level: str = typer.Option("info", help="uvicorn log level"),
 ) -> None:
     """Run the cloud-lab service: HTTP API, live stream, web page, scheduler and one worker per instrument."""
@@ -82,7 +84,7 @@ def serve(
     warnings.filterwarnings("ignore")
     try:
         settings = load_settings(config, host=host, port=port, store_url=store, instruments=instruments,
-                                 time_scale=time_scale)
+                                 time_scale=time_scale, external_workers=True if no_workers else None)
     except SdlError as exc:
         _fail(exc)
 
@@ -91,7 +93,8 @@ def serve(
         url = f"http://{settings.host}:{settings.port}"
         console.print(f"sdl service on [bold]{url}[/] (web page {url}/, API {url}/docs), store {settings.store_url}")
         console.print("instruments: " + ", ".join(
-            f"{c.name} (dedicated {c.dedicated_fraction:.0%})" for c in settings.instruments))
+            f"{c.name} (dedicated {c.dedicated_fraction:.0%}"
+            f"{', served by sdl worker' if settings.is_external(c) else ''})" for c in settings.instruments))
         if token:
             console.print(f"[bold yellow]first start[/]: created the admin account "
                           f"[bold]{settings.admin_name}[/]. Its token, shown only now (keep it):")
@@ -100,6 +103,30 @@ def serve(
 
     try:
         serve_forever(settings, on_ready=ready, log_level=log_level)
+    except SdlError as exc:
+        _fail(exc)
+
+
+# ----------------------------------------------------------------------- worker
+def worker(
+    instrument: str = typer.Option(..., "--instrument", help="instrument name, e.g. sim-xrd"),
+    store: Optional[str] = typer.Option(None, "--store", help="SQLAlchemy URL of the shared store "
+                                        "(default $SDL_STORE_URL)"),
+    config: Optional[Path] = typer.Option(None, "--config", help="settings file (JSON or TOML; default $SDL_CONFIG)"),
+    worker_id: Optional[str] = typer.Option(None, "--worker-id", help="default HOST:PID:INSTRUMENT"),
+    time_scale: Optional[float] = typer.Option(None, min=0.0, help="simulation speed of this instrument"),
+) -> None:
+    """Run one instrument's RunEngine in this process against the shared store (no HTTP):
+    lease queue items, stream documents to the store, recover expired leases."""
+    from sdl.errors import SdlError
+    from sdl.service.worker_process import run
+
+    def ready(proc) -> None:
+        err_console.print(f"sdl worker {proc.worker.worker_id}: instrument {instrument}, store "
+                          f"{proc.settings.store_url}, lease {proc.settings.lease_timeout_s:g} s")
+
+    try:
+        run(instrument, store, str(config) if config else None, worker_id, time_scale, on_ready=ready)
     except SdlError as exc:
         _fail(exc)
 
@@ -226,6 +253,7 @@ def campaign_watch(
 def register(app: typer.Typer, campaign_app: typer.Typer) -> None:
     """Add the service commands to the ``sdl`` CLI."""
     app.command("serve")(serve)
+    app.command("worker")(worker)
     app.command("submit")(submit)
     campaign_app.command("create")(campaign_create)
     campaign_app.command("watch")(campaign_watch)

@@ -1,9 +1,10 @@
 """The record: campaigns, suggestions, runs, their documents, and observations.
 
-SQLAlchemy over a SQLite file by default (nothing to install); any SQLAlchemy URL
-works. Every write that must survive a crash is committed before the next step
-starts: documents as they arrive, and the end of a run (its status, the suggestion's
-status and the observation) in one transaction, so a run is either finished with its
+SQLAlchemy over a SQLite file by default (nothing to install), or PostgreSQL by URL
+(:mod:`sdl.database`: the engine, portable types, and the migrations run on open).
+Every write that must survive a crash is committed before the next step starts:
+documents as they arrive, and the end of a run (its status, the suggestion's status
+and the observation) in one transaction, so a run is either finished with its
 observation or not finished at all.
 """
 
@@ -20,14 +21,11 @@ import numpy as np
 from sqlalchemy import (
     JSON,
     Boolean,
-    DateTime,
     Float,
     ForeignKey,
     Integer,
     String,
     Text,
-    create_engine,
-    event,
     func,
     select,
     update,
@@ -35,6 +33,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
+from sdl.database import BigID, UTCDateTime, ensure_schema, make_engine
 from sdl.errors import InvalidInput
 from sdl.models import Observation, Provenance, Suggestion
 
@@ -54,8 +53,8 @@ class CampaignRow(Base):
     spec: Mapped[dict] = mapped_column(JSON)
     status: Mapped[str] = mapped_column(String(20), default="created")
     message: Mapped[str] = mapped_column(Text, default="")
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 
 
 class SuggestionRow(Base):
@@ -68,7 +67,7 @@ class SuggestionRow(Base):
     #: pending -> running -> done | failed ; running -> pending when interrupted
     status: Mapped[str] = mapped_column(String(20), default="pending", index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class RunRow(Base):
@@ -79,13 +78,13 @@ class RunRow(Base):
     #: running -> success | failed | aborted | interrupted
     status: Mapped[str] = mapped_column(String(20), default="running")
     reason: Mapped[str] = mapped_column(Text, default="")
-    started_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class DocumentRow(Base):
     __tablename__ = "documents"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
     run_uid: Mapped[str] = mapped_column(ForeignKey("runs.uid"), index=True)
     name: Mapped[str] = mapped_column(String(32))
     doc: Mapped[dict] = mapped_column(JSON)
@@ -93,7 +92,7 @@ class DocumentRow(Base):
 
 class ObservationRow(Base):
     __tablename__ = "observations"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
     campaign_id: Mapped[str] = mapped_column(ForeignKey("campaigns.id"), index=True)
     suggestion_id: Mapped[str | None] = mapped_column(
         ForeignKey("suggestions.id"), unique=True, nullable=True
@@ -103,7 +102,7 @@ class ObservationRow(Base):
     values: Mapped[dict] = mapped_column(JSON)
     ok: Mapped[bool] = mapped_column(Boolean, default=True)
     extra: Mapped[dict] = mapped_column(JSON, default=dict)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 def jsonable(obj: Any) -> Any:
@@ -130,18 +129,15 @@ def sqlite_url(path: str | Path) -> str:
 class Store:
     """All reads and writes of the record go through here."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, **pool: Any):
+        """Open the store at ``url`` (see :mod:`sdl.database`), migrating it to the newest schema."""
         self.url = url
-        kwargs: dict[str, Any] = {}
-        if url.startswith("sqlite"):
-            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
-            path = url.split("///", 1)[-1]
-            if path and path != ":memory:":
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self.engine: Engine = create_engine(url, **kwargs)
-        if url.startswith("sqlite"):
-            event.listen(self.engine, "connect", _sqlite_pragmas)
-        Base.metadata.create_all(self.engine)
+        self.engine: Engine = make_engine(url, **pool)
+        try:
+            ensure_schema(self.engine)
+        except BaseException:
+            self.engine.dispose()
+            raise
         self._session = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager
@@ -154,6 +150,11 @@ class Store:
 
     # ---------------------------------------------------------------- campaigns
     def create_campaign(self, campaign_id: str, name: str, spec: dict) -> None:
+        # the columns' limits, checked here: PostgreSQL enforces them, SQLite would not
+        if not campaign_id or len(campaign_id) > 32:
+            raise InvalidInput("campaign_id", "1 to 32 characters", campaign_id)
+        if len(name) > 200:
+            raise InvalidInput("name", "at most 200 characters", f"{name[:40]}... ({len(name)} characters)")
         with self.session() as s:
             s.add(CampaignRow(id=campaign_id, name=name, spec=jsonable(spec)))
 
@@ -294,15 +295,6 @@ class Store:
                 )
                 for r in rows
             ]
-
-
-def _sqlite_pragmas(dbapi_conn, _record) -> None:
-    cur = dbapi_conn.cursor()
-    # WAL: readers (the API, `sdl campaign show`) never block the campaign's writes.
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.close()
 
 
 def dumps(obj: Any) -> str:

@@ -1,4 +1,10 @@
-"""Shared fixtures. Channel Access stays on loopback in every test."""
+"""Shared fixtures. Channel Access stays on loopback in every test.
+
+The store: a SQLite file in the test's tmp_path, or, with
+``SDL_TEST_DATABASE_URL=postgresql://USER@HOST:PORT/DB`` set, a database of the test's
+own on that PostgreSQL server (created empty, dropped after the test); see
+:func:`sdl.database.scratch_store_url`. ``.ci/run`` runs the suite both ways.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +16,38 @@ configure_loopback_ca()
 
 import pytest  # noqa: E402
 
-from sdl.store import Store, sqlite_url  # noqa: E402
+from sdl.database import drop_scratch_store, redact, scratch_store_url, test_database_url  # noqa: E402
+from sdl.store import Store  # noqa: E402
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "sqlite_only: about the SQLite store itself; skipped on PostgreSQL")
+
+
+def pytest_report_header(config):
+    url = test_database_url()
+    return f"sdl store: {'PostgreSQL, a database per test on ' + redact(url) if url else 'SQLite files'}"
+
+
+def pytest_collection_modifyitems(config, items):
+    if test_database_url() is None:
+        return
+    skip = pytest.mark.skip(reason="about the SQLite store; this run is on PostgreSQL ($SDL_TEST_DATABASE_URL)")
+    for item in items:
+        if item.get_closest_marker("sqlite_only"):
+            item.add_marker(skip)
 
 
 @pytest.fixture
-def store(tmp_path):
-    s = Store(sqlite_url(tmp_path / "test.sqlite"))
+def store_url(tmp_path):
+    """The URL of an empty store of this test's own (SQLite file or PostgreSQL database)."""
+    url = scratch_store_url(tmp_path / "test.sqlite")
+    yield url
+    drop_scratch_store(tmp_path / "test.sqlite")
+
+
+@pytest.fixture
+def store(store_url):
+    s = Store(store_url)
     yield s
     s.close()

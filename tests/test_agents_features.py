@@ -238,6 +238,28 @@ def test_botorch_several_objectives_grow_the_hypervolume_and_explain_each():
     assert len(pts) == 4
 
 
+def test_an_objective_that_is_a_parameter_is_known_exactly():
+    # minimise the parameter "cost" itself while maximising y: the agent models cost exactly
+    space = SearchSpace(parameters=[RangeParameter(name="x", lower=0, upper=1),
+                                    RangeParameter(name="cost", lower=10, upper=20)])
+
+    def f(p):
+        return {"y": math.sin(3 * p["x"]) + 0.05 * p["cost"], "cost": p["cost"]}
+
+    agent = make_agent("botorch", space, TWO, seed=0, n_init=4, reference_point={"y": 0.0, "cost": 20.0}, **FAST)
+    agent.tell(observations(seeded_points(space, 6), f))
+    s = agent.ask(1)[0]
+    prov = s.provenance
+    assert "cost known exactly" in prov.model and prov.model.startswith("1 SingleTaskGPs")
+    assert prov.predicted_sd["cost"] == pytest.approx(0.0, abs=1e-9)
+    assert prov.predicted_mean["cost"] == pytest.approx(s.params["cost"], rel=1e-6)
+    assert prov.predicted_sd["y"] > 0
+    # a measured outcome that merely shares no name with a parameter still gets a GP
+    plain = make_agent("botorch", box(), TWO, seed=0, n_init=4, reference_point={"y": 0.0, "cost": 2.0}, **FAST)
+    plain.tell(observations(seeded_points(box(), 6), two_values))
+    assert "known exactly" not in plain.ask(1)[0].provenance.model
+
+
 def test_outcome_constraints_steer_the_botorch_agent():
     # maximise x + z / 2, but the measured "stress" (= x + z) must stay <= 1: the best feasible
     # point is x = 1, z = 0; without the constraint it is x = z = 1

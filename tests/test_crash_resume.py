@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from sdl.store import Store, sqlite_url
+from sdl.database import scratch_store_url
+from sdl.store import Store
 
 
 def _sdl(*args):
@@ -29,7 +30,7 @@ def _wait_for(predicate, timeout=120.0, proc=None):
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
 def test_killed_campaign_resumes_without_loss_or_repeats(tmp_path, sig):
-    url = sqlite_url(tmp_path / "crash.sqlite")
+    url = scratch_store_url(tmp_path / "crash.sqlite")  # or a PostgreSQL database (conftest)
     cid = "crashtest"
     # time scale 0.005: each experiment takes about half a second, so the kill lands mid-run
     proc = subprocess.Popen(

@@ -12,7 +12,8 @@ import pytest  # noqa: E402
 from sdl.campaign import CampaignRunner, create_campaign  # noqa: E402
 from sdl.replay import replay  # noqa: E402
 from sdl.sim_devices.ioc import serve_sim_lab  # noqa: E402
-from sdl.store import Store, sqlite_url  # noqa: E402
+from sdl.database import scratch_store_url  # noqa: E402
+from sdl.store import Store  # noqa: E402
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -24,10 +25,10 @@ def test_campaign_over_ca_matches_in_process(tmp_path):
     with serve_sim_lab("sim-xrd", seed=SEED, prefix=unique_prefix("K"), port=PORT) as ioc:
         instrument = ioc.epics_instrument()
         assert instrument.lab is None and instrument.options["epics_prefix"] == ioc.prefix
-        store_ca = Store(sqlite_url(tmp_path / "ca.sqlite"))
+        store_ca = Store(scratch_store_url(tmp_path / "ca.sqlite"))
         cid = create_campaign(store_ca, SPEC)
         assert CampaignRunner(store_ca, cid, instrument=instrument).run() == "completed"
-    store_ref = Store(sqlite_url(tmp_path / "ref.sqlite"))
+    store_ref = Store(scratch_store_url(tmp_path / "ref.sqlite"))
     cid_ref = create_campaign(store_ref, SPEC)
     assert CampaignRunner(store_ref, cid_ref).run() == "completed"
 

@@ -171,6 +171,8 @@ def create_app(settings: ServiceSettings | None = None, service: LabService | No
     async def lifespan(app: FastAPI):
         if settings.start_workers:
             await asyncio.to_thread(svc.start)
+        else:  # an API replica: no workers or planner, but it streams every run live
+            await asyncio.to_thread(svc.start_relay)
         try:
             yield
         finally:

@@ -3,14 +3,18 @@
 The planner thread keeps every running campaign fed: when a campaign has no step in
 the queue, it checks the stopping rule, asks the agent (only when no stored
 suggestion is pending) and queues the next pending suggestion as an item of the
-campaign's proposal. The instrument's worker runs the step through
-:class:`sdl.campaign.CampaignRunner` (documents, run end, suggestion status and
-observation stored as in ``sdl campaign run``) and tells the agent.
+campaign's proposal. The instrument's worker -- a thread of this service or an ``sdl
+worker`` process on another host -- runs the step, stores its documents, reduces the
+run to the observation (a pure function of the documents) and stores the observation
+with the run's end and the item's end in one transaction. The planner then tells the
+agent every observation it has not told yet (read from the store, so it does not matter
+which process measured it) and publishes it on the live stream.
 
 Between steps people can add their own points (they run before the agent's next
 suggestion is asked for) and veto a suggestion that has not started. Pausing keeps
 the pending suggestions; stopping ends the campaign (a step already running finishes).
-A restarted service picks its running campaigns up again (``recover_interrupted``).
+A restarted service picks its running campaigns up again: the agent is rebuilt from
+the stored observations; a step an ``sdl worker`` is still running is left alone.
 """
 
 from __future__ import annotations
@@ -20,14 +24,14 @@ import threading
 import time
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from sdl.campaign import CampaignRunner, best_trace, best_value
 from sdl.models import Observation, Provenance, Suggestion
 from sdl.service.db import ItemRow, ServiceCampaignRow, audit
+from sdl.service.dispatch import is_disconnect
 from sdl.service.errors import Conflict, NotFound
-from sdl.service.workers import Aborted
-from sdl.store import Store, SuggestionRow, utcnow
+from sdl.store import RunRow, Store, SuggestionRow, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +39,13 @@ log = logging.getLogger(__name__)
 class ServiceCampaignRunner(CampaignRunner):
     """The campaign runner, driven one step at a time by the service."""
 
-    def build_agent(self):
+    def build_agent(self, observations: list[Observation] | None = None):
         from sdl.agents import make_agent
 
         agent = make_agent(self.spec.agent, self.space, self.objectives, seed=self.spec.seed,
                            **self.spec.agent_options)
-        observations = self.store.observations(self.campaign_id)
+        if observations is None:
+            observations = self.store.observations(self.campaign_id)
         if observations:
             agent.tell(observations)
         pending = self.store.suggestions(self.campaign_id, status="pending")
@@ -49,20 +54,33 @@ class ServiceCampaignRunner(CampaignRunner):
         return agent
 
 
+class _NoRunEngine:
+    """The planner never runs plans (workers do); a runner built for it needs no RunEngine."""
+
+    def subscribe(self, *_a: Any) -> int:
+        return 0
+
+    def unsubscribe(self, *_a: Any) -> None:
+        pass
+
+
 class CampaignSession:
     def __init__(self, svc: Any, campaign_id: str, worker: Any):
         self.svc = svc
         self.campaign_id = campaign_id
         self.worker = worker
         self.runner = ServiceCampaignRunner(svc.store, campaign_id, instrument=worker.instrument,
-                                            run_engine=worker.re_proxy)
+                                            run_engine=_NoRunEngine())
         self.agent: Any = None
         self.lock = threading.RLock()
+        #: suggestions whose observation the agent was told (and the stream was shown)
+        self.told: set[str | None] = {o.suggestion_id for o in svc.store.observations(campaign_id)}
 
     def ensure_agent(self) -> Any:
         with self.lock:
             if self.agent is None:
-                self.agent = self.runner.build_agent()
+                obs = [o for o in self.svc.store.observations(self.campaign_id) if o.suggestion_id in self.told]
+                self.agent = self.runner.build_agent(obs)
             return self.agent
 
 
@@ -101,12 +119,32 @@ class CampaignManager:
                 worker = self.svc.workers.get(row.instrument)
                 if worker is None:
                     raise Conflict(f"instrument {row.instrument!r} is not served here")
-                interrupted = self.store.recover_interrupted(campaign_id)
+                interrupted = self._recover_orphans(campaign_id)
                 if interrupted:
                     log.warning("campaign %s: %d interrupted run(s) kept, points requeued", campaign_id,
                                 len(interrupted))
                 sess = self.sessions[campaign_id] = CampaignSession(self.svc, campaign_id, worker)
             return sess
+
+    def _recover_orphans(self, campaign_id: str) -> list[str]:
+        """Runs and suggestions left 'running' with no running item behind them (a process
+        died between steps): the runs are closed as interrupted, their points are pending
+        again. A step some worker still runs under its lease is not touched."""
+        with self.svc.db.read() as s:
+            live = set(s.scalars(select(ItemRow.suggestion_id).where(ItemRow.campaign_id == campaign_id,
+                                                                     ItemRow.status == "running")))
+        with self.store.session() as s:
+            runs = [r for r in s.scalars(select(RunRow).where(RunRow.campaign_id == campaign_id,
+                                                              RunRow.status == "running"))
+                    if r.suggestion_id not in live]
+            for run in runs:
+                run.status, run.finished_at = "interrupted", utcnow()
+                run.reason = run.reason or "process ended before the run finished"
+            for sug in s.scalars(select(SuggestionRow).where(SuggestionRow.campaign_id == campaign_id,
+                                                             SuggestionRow.status == "running")):
+                if sug.id not in live:
+                    sug.status = "pending"
+            return [r.uid for r in runs]
 
     def drop(self, campaign_id: str) -> None:
         with self._lock:
@@ -139,12 +177,16 @@ class CampaignManager:
             try:
                 self._advance(row)
             except Exception as exc:  # noqa: BLE001 - the campaign fails, the service goes on
+                if is_disconnect(exc):  # the database restarts: not the campaign's fault
+                    raise
                 log.exception("campaign %s", row.campaign_id)
                 self.svc.set_campaign_state(row.campaign_id, "failed", f"{type(exc).__name__}: {exc}")
 
     def _advance(self, row: ServiceCampaignRow) -> None:
         sess = self.session(row.campaign_id, create=True)
         runner = sess.runner
+        if self._sync(sess, row):
+            return  # the campaign stopped on a failure
         reason = runner._stop_reason()
         if reason:
             self.svc.set_campaign_state(row.campaign_id, "completed", reason)
@@ -170,61 +212,30 @@ class CampaignManager:
             )
         self.svc.item_queued(item)
 
-    # ------------------------------------------------------------ worker side
-    def run_step(self, worker: Any, item: ItemRow) -> tuple[str, str | None, dict | None, str]:
-        """Run one campaign step on ``worker`` (its thread). Returns (status, run_uid, result, error)."""
-        with self.svc.db.read() as s:
-            crow = s.get(ServiceCampaignRow, item.campaign_id)
-        if crow is None or crow.state not in ("running", "paused"):
-            return "cancelled", None, None, "campaign is not running"
-        sess = self.session(item.campaign_id, create=True)
-        with self.store.session() as s:
-            row = s.get(SuggestionRow, item.suggestion_id)
-        if row is None or row.status != "pending":
-            return "cancelled", None, None, f"suggestion is {row.status if row else 'gone'}"
-        runner = sess.runner
-        runner._current_run = runner._attempt_run = None
-        token = worker.RE.subscribe(runner._on_document)
-        try:
-            ok = runner._run_one(row)
-        except Aborted as exc:
-            reason = str(exc) or "aborted"
-            uid = runner._attempt_run
-            if worker.stopping:  # the service is stopping: the point runs again after a restart
-                if uid is not None:
-                    try:
-                        self.store.finish_run(uid, "interrupted", reason="the service stopped")
-                    except KeyError:  # pragma: no cover
-                        pass
-                return "cancelled", uid, None, "interrupted: the service stopped"
-            if uid is not None:
-                try:
-                    self.store.finish_run(uid, "aborted", reason=reason)
-                except KeyError:  # pragma: no cover
-                    pass
-            with self.store.session() as s:
-                s.execute(update(SuggestionRow).where(SuggestionRow.id == row.id).values(status="aborted"))
-            self.wake()
-            return "aborted", uid, None, reason
-        finally:
-            worker.RE.unsubscribe(token)
-            runner._current_run = None
-        obs = [o for o in self.store.observations(item.campaign_id) if o.suggestion_id == row.id]
+    # -------------------------------------------------------- observations
+    def _sync(self, sess: CampaignSession, crow: ServiceCampaignRow) -> bool:
+        """Tell the agent the observations it has not been told (whichever process measured
+        them) and publish them; True when one failed and the policy stops the campaign."""
+        new = [o for o in self.store.observations(crow.campaign_id) if o.suggestion_id not in sess.told]
+        if not new:
+            return False
+        agent = sess.ensure_agent()
         with sess.lock:
-            if sess.agent is not None and obs:
-                sess.agent.tell(obs)
-        o = obs[-1] if obs else None
-        self._publish_observation(crow, runner, o)
-        if not ok and runner.spec.on_failure == "stop":
-            self.svc.set_campaign_state(item.campaign_id, "failed", "an experiment failed; policy: stop")
-        self.wake()
-        if o is None:
-            return "failed", runner._attempt_run, None, "no observation was recorded"
-        result = {"values": o.values, "ok": o.ok}
-        return ("done" if o.ok else "failed"), o.run_uid, result, ("" if o.ok else str(o.extra.get("error", "")))
+            agent.tell(new)
+            sess.told.update(o.suggestion_id for o in new)
+        for o in new:
+            self._publish_observation(crow, sess.runner, o)
+        if any(not o.ok for o in new) and sess.runner.spec.on_failure == "stop":
+            self.svc.set_campaign_state(crow.campaign_id, "failed", "an experiment failed; policy: stop")
+            return True
+        return False
 
     def _publish_observation(self, crow: ServiceCampaignRow, runner: CampaignRunner, o: Observation | None) -> None:
         obs = self.store.observations(crow.campaign_id)
+        if o is not None:  # the stream shows the campaign as it was when this one came in
+            upto = [x.suggestion_id for x in obs].index(o.suggestion_id) + 1 if o.suggestion_id in \
+                {x.suggestion_id for x in obs} else len(obs)
+            obs = obs[:upto]
         objective = runner.objectives[0]
         self.svc.bus.publish({
             "type": "campaign", "event": "observation", "campaign_id": crow.campaign_id,

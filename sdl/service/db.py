@@ -16,19 +16,17 @@ from typing import Any, Iterator
 from sqlalchemy import (
     JSON,
     Boolean,
-    DateTime,
     Float,
     ForeignKey,
     Index,
     Integer,
     String,
     Text,
-    create_engine,
-    event,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
+from sdl.database import BigID, UTCDateTime, ensure_schema, is_sqlite, make_engine
 from sdl.store import Store, jsonable, utcnow
 
 ROLES = ("admin", "scientist", "user")
@@ -42,7 +40,7 @@ CAMPAIGN_STATES = ("created", "running", "paused", "stopped", "completed", "fail
 
 
 def as_utc(t: dt.datetime | None) -> dt.datetime | None:
-    """SQLite hands datetimes back naive; they were stored as UTC."""
+    """A datetime as UTC-aware (columns read back aware already, see sdl.database.UTCDateTime)."""
     if t is None:
         return None
     return t if t.tzinfo is not None else t.replace(tzinfo=dt.timezone.utc)
@@ -64,7 +62,7 @@ class UserRow(ServiceBase):
     role: Mapped[str] = mapped_column(String(20))
     email: Mapped[str] = mapped_column(String(200), default="")
     active: Mapped[bool] = mapped_column(Boolean, default=True)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class TokenRow(ServiceBase):
@@ -75,9 +73,9 @@ class TokenRow(ServiceBase):
     #: sha256 hex of the token; the token itself is shown once and never stored
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     prefix: Mapped[str] = mapped_column(String(12))
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class ProposalRow(ServiceBase):
@@ -93,9 +91,9 @@ class ProposalRow(ServiceBase):
     allocation_experiments: Mapped[int | None] = mapped_column(Integer, nullable=True)
     allocation_hours: Mapped[float | None] = mapped_column(Float, nullable=True)
     dedicated: Mapped[bool] = mapped_column(Boolean, default=False)
-    embargo_until: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    decided_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    embargo_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    decided_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     decided_by: Mapped[str | None] = mapped_column(String(32), nullable=True)
 
 
@@ -104,13 +102,13 @@ class MemberRow(ServiceBase):
     proposal_id: Mapped[str] = mapped_column(ForeignKey("svc_proposals.id"), primary_key=True)
     user_id: Mapped[str] = mapped_column(ForeignKey("svc_users.id"), primary_key=True, index=True)
     role: Mapped[str] = mapped_column(String(20), default="member")  # pi | member
-    added_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    added_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class AuditRow(ServiceBase):
     __tablename__ = "svc_audit"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
     actor_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     actor: Mapped[str] = mapped_column(String(100))
     action: Mapped[str] = mapped_column(String(60), index=True)
@@ -141,14 +139,52 @@ class ItemRow(ServiceBase):
     error: Mapped[str] = mapped_column(Text, default="")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     worker: Mapped[str | None] = mapped_column(String(120), nullable=True)
-    heartbeat_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    started_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    heartbeat_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    #: the lease: a fresh token per claim; only its holder may renew it or write the result
+    lease_token: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    lease_expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    #: set by the service to abort an item a worker process runs (seen at its next heartbeat)
+    abort_requested: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
     __table_args__ = (
         Index("ix_svc_queue_dispatch", "instrument", "status", "proposal_id", "priority", "created_at"),
     )
+
+
+class InstrumentStateRow(ServiceBase):
+    """One instrument's shared dispatch state: every worker of it, in any process, claims
+    under this row's lock, so the fair queue is one queue however many workers serve it."""
+
+    __tablename__ = "svc_instruments"
+    instrument: Mapped[str] = mapped_column(String(60), primary_key=True)
+    paused: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: a pause that also pauses the running plan at its next checkpoint
+    pause_immediate: Mapped[bool] = mapped_column(Boolean, default=False)
+    dedicated_fraction: Mapped[float] = mapped_column(Float, default=0.0)
+    #: the fair-share state (sdl.service.scheduler.FairState as JSON)
+    fair: Mapped[dict] = mapped_column(JSON, default=dict)
+    claims: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class WorkerRow(ServiceBase):
+    """A worker process (or an embedded worker thread) as it last reported itself."""
+
+    __tablename__ = "svc_workers"
+    id: Mapped[str] = mapped_column(String(120), primary_key=True)
+    instrument: Mapped[str] = mapped_column(String(60), index=True)
+    host: Mapped[str] = mapped_column(String(200), default="")
+    pid: Mapped[int] = mapped_column(Integer, default=0)
+    external: Mapped[bool] = mapped_column(Boolean, default=True)
+    state: Mapped[str] = mapped_column(String(20), default="starting")
+    item_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    #: safety-relevant device states as last read (e.g. {"shutter": "closed"})
+    devices: Mapped[dict] = mapped_column(JSON, default=dict)
+    started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    seen_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class ServiceCampaignRow(ServiceBase):
@@ -160,32 +196,24 @@ class ServiceCampaignRow(ServiceBase):
     state: Mapped[str] = mapped_column(String(20), default="created")
     message: Mapped[str] = mapped_column(Text, default="")
     priority: Mapped[int] = mapped_column(Integer, default=0)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 
 
 class UsageRow(ServiceBase):
     """Instrument time one item used, charged to its proposal."""
 
     __tablename__ = "svc_usage"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
     proposal_id: Mapped[str] = mapped_column(String(32), index=True)
     instrument: Mapped[str] = mapped_column(String(60))
     item_id: Mapped[str] = mapped_column(String(32))
     kind: Mapped[str] = mapped_column(String(20))
     status: Mapped[str] = mapped_column(String(20))
     dedicated: Mapped[bool] = mapped_column(Boolean, default=False)
-    started_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
-    finished_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    finished_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     seconds: Mapped[float] = mapped_column(Float)
-
-
-def _sqlite_pragmas(dbapi_conn, _record) -> None:
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA busy_timeout=30000")
-    cur.close()
 
 
 class ServiceDB:
@@ -199,15 +227,17 @@ class ServiceDB:
     """
 
     def __init__(self, url: str, lock: Any = None):
-        kwargs: dict[str, Any] = {"pool_size": 20, "max_overflow": 40, "pool_timeout": 60}
-        self.sqlite = url.startswith("sqlite")
-        if self.sqlite:
-            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
-        self.engine: Engine = create_engine(url, **kwargs)
-        if self.sqlite:
-            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self.sqlite = is_sqlite(url)
+        # PostgreSQL: every replica and worker process has a pool of its own; keep each
+        # modest so a facility's processes stay well inside max_connections (100).
+        pool = dict(pool_size=20, max_overflow=40) if self.sqlite else dict(pool_size=10, max_overflow=20)
+        self.engine: Engine = make_engine(url, pool_timeout=60, **pool)
+        try:
+            ensure_schema(self.engine)  # the same migrations as the record's store (sdl.database)
+        except BaseException:
+            self.engine.dispose()
+            raise
         self.lock = lock if lock is not None else (threading.RLock() if self.sqlite else nullcontext())
-        ServiceBase.metadata.create_all(self.engine)
         self._session = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager

@@ -68,6 +68,8 @@ class EventBus:
         self.maxsize = maxsize
         self._subs: set[Subscriber] = set()
         self._lock = threading.Lock()
+        #: sends a locally published event on to the other processes (see sdl.service.relay)
+        self.forward: Callable[[dict, str | None], None] | None = None
 
     def subscribe(self, loop: asyncio.AbstractEventLoop, accept: Callable[[Event], str | None]) -> Subscriber:
         sub = Subscriber(loop, self.maxsize, accept)
@@ -83,7 +85,12 @@ class EventBus:
     def n_subscribers(self) -> int:
         return len(self._subs)
 
-    def publish(self, data: dict[str, Any], proposal_id: str | None = None) -> None:
+    def publish(self, data: dict[str, Any], proposal_id: str | None = None, relay: bool = True) -> None:
+        """Deliver to this process's subscribers; with ``relay`` also to the other service
+        replicas (``forward``). Events that came from elsewhere, or that were already sent
+        in the transaction that wrote them, are published with ``relay=False``."""
+        if relay and self.forward is not None:
+            self.forward(data, proposal_id)
         with self._lock:
             subs = list(self._subs)
         if not subs:

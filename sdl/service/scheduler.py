@@ -18,22 +18,22 @@ When an instrument's worker is free it asks :meth:`Scheduler.next_item`. The cho
    and then starve the others (start-time fair queueing).
 4. Inside the chosen proposal: highest ``priority`` first, then first come first served.
 
-A claim is an atomic ``UPDATE ... WHERE status = 'queued'`` so two workers (or two
-processes on one database) never run the same item.
+The state of the choice (charges, who was served when) is not one process's memory: it
+is stored in the instrument's row of ``svc_instruments`` and every claim, by any worker
+thread or ``sdl worker`` process on any host, reads and writes it under that row's lock
+(see :mod:`sdl.service.dispatch`). N workers therefore obey the same fair queue, and a
+restarted service carries on with the charges it had.
 """
 
 from __future__ import annotations
 
-import copy
-import math
 import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 
-from sdl.service.db import ItemRow, ProposalRow, UsageRow
-from sdl.store import utcnow
+from sdl.service.db import InstrumentStateRow, ItemRow, ProposalRow, UsageRow
 
 #: Charge per experiment started, and per instrument-minute used.
 CHARGE_PER_EXPERIMENT = 1.0
@@ -49,6 +49,20 @@ class FairState:
     prev_active: set[str] = field(default_factory=set)
     pool_charge: dict[str, float] = field(default_factory=lambda: {"dedicated": 0.0, "shared": 0.0})
     served: int = 0
+    seq: float = 0.0
+
+    def to_json(self) -> dict:
+        return {"charge": dict(self.charge), "last_served": dict(self.last_served),
+                "prev_active": sorted(self.prev_active), "pool_charge": dict(self.pool_charge),
+                "served": self.served, "seq": self.seq}
+
+    @classmethod
+    def from_json(cls, d: dict | None) -> "FairState":
+        d = d or {}
+        return cls(charge=dict(d.get("charge", {})), last_served=dict(d.get("last_served", {})),
+                   prev_active=set(d.get("prev_active", [])),
+                   pool_charge={"dedicated": 0.0, "shared": 0.0, **d.get("pool_charge", {})},
+                   served=int(d.get("served", 0)), seq=float(d.get("seq", 0.0)))
 
 
 @dataclass
@@ -79,17 +93,63 @@ def choose(state: FairState, cands: dict[str, Candidate], dedicated_fraction: fl
                                     cands[p].waiting_since, p))
 
 
+def charge(state: FairState, pid: str, dedicated: bool, amount: float) -> None:
+    state.charge[pid] = state.charge.get(pid, 0.0) + amount
+    state.pool_charge["dedicated" if dedicated else "shared"] += amount
+
+
+def usage(s, proposal_ids: list[str]) -> dict[str, tuple[int, float]]:
+    """(experiments counted, hours used) per proposal."""
+    if not proposal_ids:
+        return {}
+    counts = dict(s.execute(
+        select(ItemRow.proposal_id, func.count()).where(ItemRow.proposal_id.in_(proposal_ids),
+                                                         ItemRow.status.in_(COUNTED))
+        .group_by(ItemRow.proposal_id)
+    ).all())
+    seconds = dict(s.execute(
+        select(UsageRow.proposal_id, func.sum(UsageRow.seconds)).where(UsageRow.proposal_id.in_(proposal_ids))
+        .group_by(UsageRow.proposal_id)
+    ).all())
+    return {p: (int(counts.get(p, 0)), float(seconds.get(p) or 0.0) / 3600.0) for p in proposal_ids}
+
+
+def candidates(s, instrument: str) -> dict[str, Candidate]:
+    """Proposals with queued work on ``instrument`` that may run now."""
+    rows = s.execute(
+        select(ItemRow.proposal_id, func.min(ItemRow.created_at))
+        .where(ItemRow.instrument == instrument, ItemRow.status == "queued")
+        .group_by(ItemRow.proposal_id)
+    ).all()
+    if not rows:
+        return {}
+    waiting = dict(rows)
+    props = {p.id: p for p in s.scalars(select(ProposalRow).where(ProposalRow.id.in_(list(waiting))))}
+    # queued items were counted against an experiments allocation at submission;
+    # only hours can run out while an item waits
+    used = usage(s, [p for p, prop in props.items() if prop.allocation_hours is not None])
+    out: dict[str, Candidate] = {}
+    for pid, prop in props.items():
+        if prop.status != "approved":
+            continue
+        if prop.allocation_hours is not None and used[pid][1] >= prop.allocation_hours:
+            continue
+        out[pid] = Candidate(pid, bool(prop.dedicated), waiting[pid])
+    return out
+
+
 class Scheduler:
+    """The service's view of the queues: claims go to :class:`sdl.service.dispatch.Dispatcher`
+    (shared state in the database); this adds in-process wake-ups and the predicted order."""
+
     def __init__(self, svc: Any):
         self.svc = svc
         self.db = svc.db
-        self.states: dict[str, FairState] = {cfg.name: FairState() for cfg in svc.settings.instruments}
-        self.dedicated_fraction: dict[str, float] = {
-            cfg.name: cfg.dedicated_fraction for cfg in svc.settings.instruments
-        }
+        self.dispatcher = svc.dispatcher
+        for cfg in svc.settings.instruments:
+            self.dispatcher.ensure_instrument(cfg.name, cfg.dedicated_fraction)
         self._lock = threading.RLock()
         self._cond = threading.Condition()
-        self._seq = 0.0
 
     # ------------------------------------------------------------------ waking
     def wake(self) -> None:
@@ -101,107 +161,38 @@ class Scheduler:
             self._cond.wait(timeout)
 
     # ------------------------------------------------------------- candidates
-    def usage(self, s, proposal_ids: list[str]) -> dict[str, tuple[int, float]]:
-        """(experiments counted, hours used) per proposal."""
-        if not proposal_ids:
-            return {}
-        counts = dict(s.execute(
-            select(ItemRow.proposal_id, func.count()).where(ItemRow.proposal_id.in_(proposal_ids),
-                                                             ItemRow.status.in_(COUNTED))
-            .group_by(ItemRow.proposal_id)
-        ).all())
-        seconds = dict(s.execute(
-            select(UsageRow.proposal_id, func.sum(UsageRow.seconds)).where(UsageRow.proposal_id.in_(proposal_ids))
-            .group_by(UsageRow.proposal_id)
-        ).all())
-        return {p: (int(counts.get(p, 0)), float(seconds.get(p) or 0.0) / 3600.0) for p in proposal_ids}
+    @staticmethod
+    def usage(s, proposal_ids: list[str]) -> dict[str, tuple[int, float]]:
+        return usage(s, proposal_ids)
 
-    def _candidates(self, s, instrument: str) -> dict[str, Candidate]:
-        rows = s.execute(
-            select(ItemRow.proposal_id, func.min(ItemRow.created_at))
-            .where(ItemRow.instrument == instrument, ItemRow.status == "queued")
-            .group_by(ItemRow.proposal_id)
-        ).all()
-        if not rows:
-            return {}
-        waiting = dict(rows)
-        props = {p.id: p for p in s.scalars(select(ProposalRow).where(ProposalRow.id.in_(list(waiting))))}
-        # queued items were counted against an experiments allocation at submission;
-        # only hours can run out while an item waits
-        used = self.usage(s, [p for p, prop in props.items() if prop.allocation_hours is not None])
-        out: dict[str, Candidate] = {}
-        for pid, prop in props.items():
-            if prop.status != "approved":
-                continue
-            if prop.allocation_hours is not None and used[pid][1] >= prop.allocation_hours:
-                continue
-            out[pid] = Candidate(pid, bool(prop.dedicated), waiting[pid])
-        return out
+    @property
+    def states(self) -> dict[str, FairState]:
+        with self.db.read() as s:
+            return {r.instrument: FairState.from_json(r.fair) for r in s.scalars(select(InstrumentStateRow))}
 
-    def _head(self, s, instrument: str, proposal_id: str) -> ItemRow | None:
-        return s.scalar(
-            select(ItemRow).where(ItemRow.instrument == instrument, ItemRow.status == "queued",
-                                  ItemRow.proposal_id == proposal_id)
-            .order_by(ItemRow.priority.desc(), ItemRow.created_at, ItemRow.id).limit(1)
-        )
+    @property
+    def dedicated_fraction(self) -> dict[str, float]:
+        with self.db.read() as s:
+            return {r.instrument: float(r.dedicated_fraction or 0.0) for r in s.scalars(select(InstrumentStateRow))}
 
     # -------------------------------------------------------------- dispatch
-    def next_item(self, instrument: str, worker_id: str, may_run: Any = None) -> ItemRow | None:
-        """Claim the next item for ``instrument`` (fair share), or None if nothing may run.
-
-        ``may_run()`` is asked under the scheduler's lock, which pausing an instrument
-        also takes: once a pause has returned, nothing new starts there.
-        """
+    def next_item(self, instrument: str, worker_id: str, may_run: Any = None):
+        """Claim the next item for ``instrument`` (fair share): a :class:`Lease`, or None."""
         with self._lock:
-            if may_run is not None and not may_run():
-                return None
-            with self.db.read() as s:
-                cands = self._candidates(s, instrument)
-            state = self.states.setdefault(instrument, FairState())
-            while cands:
-                pid = choose(state, cands, self.dedicated_fraction.get(instrument, 0.0))
-                with self.db.session() as s:
-                    head = self._head(s, instrument, pid)
-                    if head is not None:
-                        now = utcnow()
-                        claimed = s.execute(
-                            update(ItemRow).where(ItemRow.id == head.id, ItemRow.status == "queued")
-                            .values(status="running", worker=worker_id, started_at=now, heartbeat_at=now,
-                                    attempts=ItemRow.attempts + 1)
-                        ).rowcount
-                        if claimed == 1:  # the session synchronised ``head`` with the update
-                            self._charge(state, pid, cands[pid].dedicated, CHARGE_PER_EXPERIMENT)
-                            self._seq += 1
-                            state.last_served[pid] = self._seq
-                            state.served += 1
-                            return head
-                cands.pop(pid)
-        return None
-
-    @staticmethod
-    def _charge(state: FairState, pid: str, dedicated: bool, amount: float) -> None:
-        state.charge[pid] = state.charge.get(pid, 0.0) + amount
-        state.pool_charge["dedicated" if dedicated else "shared"] += amount
-
-    def charge_time(self, instrument: str, proposal_id: str, dedicated: bool, seconds: float) -> None:
-        with self._lock:
-            state = self.states.setdefault(instrument, FairState())
-            # whole seconds: sub-second runs (instant simulation) do not break ties at random
-            self._charge(state, proposal_id, dedicated, CHARGE_PER_MINUTE * math.floor(seconds) / 60.0)
+            return self.dispatcher.claim(instrument, worker_id, may_run)
 
     def set_dedicated_fraction(self, instrument: str, fraction: float) -> None:
-        with self._lock:
-            self.dedicated_fraction[instrument] = fraction
+        self.dispatcher.set_dedicated_fraction(instrument, fraction)
 
     # ------------------------------------------------------------- prediction
     def predicted_order(self, instrument: str, limit: int = 200) -> list[tuple[ItemRow, bool]]:
         """Queued items in the order they would run if nothing else arrived, each with
         ``blocked`` (its proposal may not run now: not approved, or its hours are spent)."""
-        with self._lock:
-            state = copy.deepcopy(self.states.get(instrument, FairState()))
-            frac = self.dedicated_fraction.get(instrument, 0.0)
         with self.db.read() as s:
-            cands = self._candidates(s, instrument)
+            row = s.get(InstrumentStateRow, instrument)
+            state = FairState.from_json(None if row is None else row.fair)
+            frac = 0.0 if row is None else float(row.dedicated_fraction or 0.0)
+            cands = candidates(s, instrument)
             items = list(s.scalars(
                 select(ItemRow).where(ItemRow.instrument == instrument, ItemRow.status == "queued",
                                       ItemRow.proposal_id.in_(list(cands)))
@@ -216,13 +207,13 @@ class Scheduler:
         for it in items:
             per.setdefault(it.proposal_id, []).append(it)
         out: list[tuple[ItemRow, bool]] = []
-        seq = max(state.last_served.values(), default=0.0)
+        seq = state.seq
         while per and len(out) < limit:
             active = {p: cands[p] for p in per}
             pid = choose(state, active, frac)
             it = per[pid].pop(0)
             out.append((it, False))
-            self._charge(state, pid, cands[pid].dedicated, CHARGE_PER_EXPERIMENT)
+            charge(state, pid, cands[pid].dedicated, CHARGE_PER_EXPERIMENT)
             seq += 1
             state.last_served[pid] = seq
             if not per[pid]:

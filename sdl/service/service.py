@@ -45,7 +45,7 @@ from sdl.service.plans import PLANS
 from sdl.service.scheduler import Scheduler
 from sdl.service.settings import ServiceSettings
 from sdl.space import RangeParameter
-from sdl.store import CampaignRow, RunRow, Store, SuggestionRow, jsonable, utcnow
+from sdl.store import CampaignRow, RunRow, Store, jsonable, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,8 @@ def _require(cond: bool, msg: str) -> None:
 class LabService:
     def __init__(self, settings: ServiceSettings):
         from sdl.service.campaigns import CampaignManager
+        from sdl.service.dispatch import Dispatcher
+        from sdl.service.relay import EventRelay
         from sdl.service.workers import InstrumentWorker
 
         self.settings = settings
@@ -68,14 +70,31 @@ class LabService:
         self.auth = Authenticator(self.db)
         self.members = MembershipCache(self.db)
         self.limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
+        self.origin = new_id()[:12]
+        self.dispatcher = Dispatcher(self.db, lease_timeout_s=settings.lease_timeout_s,
+                                     max_attempts=settings.max_attempts, origin=self.origin)
         self.bus = EventBus(settings.ws_queue_size)
+        self.relay = EventRelay(self)
+        self.bus.forward = self.relay.forward if self.dispatcher.pg else None
         self.scheduler = Scheduler(self)
-        self.workers: dict[str, InstrumentWorker] = {cfg.name: InstrumentWorker(self, cfg)
-                                                      for cfg in settings.instruments}
+        self.poll_s = settings.event_poll_s
+        self.workers: dict[str, Any] = {
+            cfg.name: (ExternalInstrument(self, cfg) if settings.is_external(cfg) else InstrumentWorker(self, cfg))
+            for cfg in settings.instruments
+        }
         self.campaigns = CampaignManager(self)
         self.started = False
-        self._hb: dict[str, float] = {}
+        self.relay_started = False
         self._lock = threading.RLock()
+
+    @property
+    def embedded(self) -> list[str]:
+        """Instruments whose worker is a thread of this process."""
+        return [n for n, w in self.workers.items() if not getattr(w, "external", False)]
+
+    @property
+    def external(self) -> list[str]:
+        return [n for n, w in self.workers.items() if getattr(w, "external", False)]
 
     # ---------------------------------------------------------------- lifecycle
     def bootstrap(self) -> str | None:
@@ -91,9 +110,16 @@ class LabService:
             audit(s, SYSTEM, "user.create", "user", admin.id, role="admin", name=admin.name, bootstrap=True)
         return token
 
+    def start_relay(self) -> None:
+        """Live events of other processes (sdl worker, other replicas) onto this bus."""
+        if not self.relay_started:
+            self.relay.start(self.external)
+            self.relay_started = True
+
     def start(self) -> None:
         if self.started:
             return
+        self.start_relay()
         self.recover()
         for w in self.workers.values():
             w.start()
@@ -101,60 +127,39 @@ class LabService:
         self.started = True
 
     def stop(self) -> None:
-        if not self.started:
-            self.store.close()
-            self.db.close()
-            return
-        self.campaigns.stop()
-        for w in self.workers.values():
-            w.stop()
-        self.started = False
+        if self.started:
+            self.campaigns.stop()
+            for w in self.workers.values():
+                w.stop()
+            self.started = False
+        if self.relay_started:
+            self.relay.stop()
+            self.relay_started = False
         self.store.close()
         self.db.close()
 
     def recover(self, expired_only: bool = False) -> int:
-        """Items a dead process left running: experiments go back to the queue (up to
-        ``max_attempts``), campaign steps are withdrawn (the campaign re-queues its point).
+        """Items a dead worker left running: experiments go back to the queue (up to
+        ``max_attempts``), campaign steps are withdrawn (the campaign re-queues its point);
+        their runs are closed as interrupted, partial documents kept.
 
-        At start every running item is such an item; later (``expired_only``) those whose
-        lease expired (no heartbeat for ``lease_timeout_s``) and that no worker of this
-        process is running: a worker process elsewhere on the same database died.
+        At start, every running item of an instrument whose worker is a thread of this
+        process is such an item (this process is the only one that serves it); items of
+        instruments served by ``sdl worker`` processes only when their lease expired. Later
+        (``expired_only``, every few seconds) those whose lease expired, anywhere.
         """
-        mine = {w.current.id for w in self.workers.values() if w.current is not None}
-        with self.db.session() as s:
-            q = select(ItemRow).where(ItemRow.status == "running")
-            if expired_only:
-                limit = utcnow() - dt.timedelta(seconds=self.settings.lease_timeout_s)
-                q = q.where(ItemRow.heartbeat_at < limit)
-            rows = [it for it in s.scalars(q) if it.id not in mine]
-            for it in rows:
-                self._interrupt_run(it.run_uid)
-                if it.kind == "campaign":
-                    it.status, it.error, it.finished_at = "cancelled", "interrupted: the service stopped", utcnow()
-                    if it.suggestion_id:  # its point runs again
-                        with self.store.session() as ss:
-                            ss.execute(update(SuggestionRow).where(SuggestionRow.id == it.suggestion_id,
-                                                                   SuggestionRow.status == "running")
-                                       .values(status="pending"))
-                elif it.attempts >= self.settings.max_attempts:
-                    it.status, it.error, it.finished_at = "failed", "interrupted too many times", utcnow()
-                else:
-                    it.status, it.error, it.run_uid = "queued", "interrupted: the service stopped; queued again", None
-                audit(s, SYSTEM, "experiment.recover", "experiment", it.id, it.proposal_id, status=it.status,
-                      worker=it.worker, lease_expired=expired_only)
+        mine = [w.current.id for w in self.workers.values() if getattr(w, "current", None) is not None]
+        rows = []
+        if not expired_only and self.embedded:
+            rows += self.dispatcher.sweep(instruments=self.embedded, all_running=True, exclude=mine,
+                                          reason="the service stopped")
+        rows += self.dispatcher.sweep(exclude=mine)
+        for it in rows:
+            self.bus.publish(self._item_event(it), it.proposal_id, relay=not self.dispatcher.pg)
         if rows:
-            log.warning("recovered %d item(s) left running by a stopped worker", len(rows))
             self.scheduler.wake()
+            self.campaigns.wake()
         return len(rows)
-
-    def _interrupt_run(self, uid: str | None) -> None:
-        if not uid:
-            return
-        with self.store.session() as s:
-            run = s.get(RunRow, uid)
-            if run is not None and run.status == "running":
-                run.status, run.finished_at = "interrupted", utcnow()
-                run.reason = run.reason or "the service stopped before the run finished"
 
     # -------------------------------------------------------------- principals
     def view(self, p: Principal) -> AccessView:
@@ -479,12 +484,13 @@ class LabService:
         w = self.worker(name)
         aborted = None
         if action == "pause":
+            self.dispatcher.set_paused(name, True, immediate)  # no claim in flight anywhere once it returns
             w.pause(immediate)
         elif action == "resume":
+            self.dispatcher.set_paused(name, False)
             w.resume()
         elif action == "abort":
-            cur = w.current
-            aborted = cur.id if cur is not None and w.abort(None, reason or f"aborted by {p.name}") else None
+            aborted = w.abort_current(reason or f"aborted by {p.name}")
         with self.db.session() as s:
             audit(s, p, f"instrument.{action}", "instrument", name, None, reason=reason, immediate=immediate,
                   item_id=aborted)
@@ -494,7 +500,7 @@ class LabService:
         _require(p.is_admin, "only admins set the dedicated fraction")
         self.worker(name)
         old = self.scheduler.dedicated_fraction.get(name, 0.0)
-        self.scheduler.set_dedicated_fraction(name, fraction)
+        self.scheduler.set_dedicated_fraction(name, fraction)  # stored: every worker process uses it
         with self.db.session() as s:
             audit(s, p, "instrument.share", "instrument", name, None, dedicated_fraction=[old, fraction])
         return {"instrument": name, "dedicated_fraction": fraction}
@@ -641,10 +647,10 @@ class LabService:
             raise Conflict(f"experiment is {it.status}; nothing to abort")
         w = self.worker(it.instrument)
         if not w.abort(item_id, reason or f"aborted by {p.name}"):
-            raise Conflict("the experiment is not running on this service's worker (finished meanwhile?)")
+            raise Conflict("the experiment is not running on this instrument's worker (finished meanwhile?)")
         with self.db.session() as s:
             audit(s, p, "experiment.abort", "experiment", item_id, it.proposal_id, reason=reason)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 10 + (self.settings.heartbeat_s if w.external else 0.0)
         while time.monotonic() < deadline:
             with self.db.read() as s:
                 it = s.get(ItemRow, item_id)
@@ -654,57 +660,37 @@ class LabService:
         return self.item_json(it, view, p)
 
     # ------------------------------------------------------- worker callbacks
+    @staticmethod
+    def _item_event(it: ItemRow) -> dict:
+        from sdl.service.relay import item_event
+
+        return item_event(it)
+
     def publish_item(self, it: ItemRow) -> None:
-        self.bus.publish({"type": "queue", "instrument": it.instrument, "item_id": it.id, "status": it.status,
-                          "kind": it.kind, "campaign_id": it.campaign_id, "proposal_id": it.proposal_id,
-                          "run_uid": it.run_uid, "result": it.result, "error": it.error},
-                         proposal_id=it.proposal_id)
+        self.bus.publish(self._item_event(it), proposal_id=it.proposal_id)
 
     def item_queued(self, it: ItemRow) -> None:
         self.publish_item(it)
         self.scheduler.wake()
+        try:
+            self.dispatcher.notify_queued(it.instrument)
+        except Exception as exc:  # noqa: BLE001 - the workers poll as well
+            log.info("wake %s: %s", it.instrument, exc)
 
-    def item_started(self, it: ItemRow) -> None:
-        self.publish_item(it)
+    # the worker host interface (sdl.service.workers.InstrumentWorker)
+    def publish(self, data: dict, proposal_id: str | None, *, relayed: bool) -> None:
+        """An embedded worker's event: onto this bus; to the other replicas unless it was
+        already sent in the transaction that wrote it."""
+        self.bus.publish(data, proposal_id, relay=not relayed)
 
-    def item_run_opened(self, it: ItemRow, uid: str) -> None:
-        it.run_uid = uid
-        with self.db.session() as s:
-            s.execute(update(ItemRow).where(ItemRow.id == it.id).values(run_uid=uid, heartbeat_at=utcnow()))
+    def wait(self, timeout: float) -> None:
+        self.scheduler.wait(timeout)
 
-    def heartbeat(self, it: ItemRow) -> None:
-        now = time.monotonic()
-        if now - self._hb.get(it.id, 0.0) < self.settings.heartbeat_s:
-            return
-        self._hb[it.id] = now
-        with self.db.session() as s:
-            s.execute(update(ItemRow).where(ItemRow.id == it.id).values(heartbeat_at=utcnow()))
+    def wake(self) -> None:
+        self.scheduler.wake()
 
-    def item_finished(self, it: ItemRow, status: str, *, run_uid: str | None, result: dict | None, error: str,
-                      started: float, seconds: float) -> None:
-        self._hb.pop(it.id, None)
-        now = utcnow()
-        dedicated = False
-        with self.db.session() as s:
-            prop = s.get(ProposalRow, it.proposal_id)
-            dedicated = bool(prop and prop.dedicated)
-            if status == "queued":  # interrupted by a stopping service: it runs again
-                s.execute(update(ItemRow).where(ItemRow.id == it.id).values(
-                    status="queued", run_uid=None, error=error, started_at=None, worker=None))
-            else:
-                s.execute(update(ItemRow).where(ItemRow.id == it.id).values(
-                    status=status, run_uid=run_uid or it.run_uid, result=jsonable(result), error=error,
-                    finished_at=now))
-            if status != "cancelled" or seconds >= 0.001:
-                s.add(UsageRow(proposal_id=it.proposal_id, instrument=it.instrument, item_id=it.id, kind=it.kind,
-                               status="interrupted" if status == "queued" else status, dedicated=dedicated,
-                               started_at=dt.datetime.fromtimestamp(started, dt.timezone.utc), finished_at=now,
-                               seconds=float(seconds)))
-        if status != "cancelled" or seconds >= 0.001:
-            self.scheduler.charge_time(it.instrument, it.proposal_id, dedicated, seconds)
-        it.status, it.result, it.error, it.finished_at = status, result, error, now
-        it.run_uid = run_uid or it.run_uid
-        self.publish_item(it)
+    def item_finished(self, it: ItemRow) -> None:
+        self.scheduler.wake()
         if it.kind == "campaign":
             self.campaigns.wake()
 
@@ -1044,3 +1030,86 @@ class LabService:
             d[f"{key}_seconds"] += float(secs or 0.0)
             d[f"{key}_experiments"] += int(n)
         return out
+
+
+class ExternalInstrument:
+    """An instrument served by ``sdl worker`` processes. The service holds its description
+    (space, objectives, plans: what requests are checked against) but no RunEngine; its
+    state is what its workers last reported to the store, and control (pause, resume,
+    abort) goes through the store, taken up by the worker at its next heartbeat."""
+
+    external = True
+    RE = None
+    current = None
+
+    def __init__(self, svc: LabService, cfg: Any):
+        from sdl.instruments import make_instrument
+        from sdl.service.workers import ServiceInstrument
+
+        self.svc = svc
+        self.name = cfg.name
+        self.cfg = cfg
+        ts = svc.settings.time_scale if cfg.time_scale is None else cfg.time_scale
+        seed = svc.settings.seed if cfg.seed is None else cfg.seed
+        self.time_scale = ts
+        self.instrument = ServiceInstrument(make_instrument(cfg.name, seed=seed, time_scale=ts, n_slots=1), 1)
+
+    def start(self) -> None:
+        pass
+
+    def stop(self, timeout: float = 0.0) -> None:
+        pass
+
+    def _live_workers(self) -> list:
+        horizon = utcnow() - dt.timedelta(seconds=max(3 * self.svc.settings.heartbeat_s,
+                                                      self.svc.settings.lease_timeout_s))
+        from sdl.service.db import as_utc
+
+        return [w for w in self.svc.dispatcher.workers(self.name)
+                if as_utc(w.seen_at) >= horizon and w.state != "stopped"]
+
+    @property
+    def state(self) -> str:
+        states = [w.state for w in self._live_workers()]
+        for s in ("running", "paused", "idle", "starting"):
+            if s in states:
+                return s
+        return "offline"
+
+    @property
+    def paused(self) -> bool:
+        row = self.svc.dispatcher.instrument_state(self.name)
+        return bool(row and row.paused)
+
+    def describe(self) -> dict[str, Any]:
+        live = self._live_workers()
+        running = [w for w in live if w.item_id]
+        cur = running[0].item_id if running else None
+        prop = None
+        if cur is not None:
+            with self.svc.db.read() as s:
+                prop = s.scalar(select(ItemRow.proposal_id).where(ItemRow.id == cur))
+        return {"state": self.state, "paused": self.paused, "time_scale": self.time_scale,
+                "current_item": cur, "current_proposal": prop, "worker": live[0].id if live else None,
+                "external": True, "devices": live[0].devices if live else {},
+                "workers": [{"id": w.id, "state": w.state, "item": w.item_id, "devices": w.devices,
+                             "seen_at": iso(w.seen_at)} for w in live], "error": ""}
+
+    def pause(self, immediate: bool = True) -> None:
+        pass  # the stored flag (set by the service) is what the workers follow
+
+    def resume(self) -> None:
+        pass
+
+    def abort(self, item_id: str | None, reason: str) -> bool:
+        if item_id is None:
+            return self.abort_current(reason) is not None
+        return self.svc.dispatcher.request_abort(item_id, reason)
+
+    def abort_current(self, reason: str) -> str | None:
+        with self.svc.db.read() as s:
+            ids = list(s.scalars(select(ItemRow.id).where(ItemRow.instrument == self.name,
+                                                          ItemRow.status == "running")))
+        for i in ids:
+            self.svc.dispatcher.request_abort(i, reason)
+        return ids[0] if ids else None

@@ -33,6 +33,10 @@ class InstrumentConfig(BaseModel):
     time_scale: float | None = Field(None, ge=0.0, le=10.0, description="simulation speed; default: the service's")
     seed: int | None = Field(None, ge=0, description="seed of the simulated lab; default: the service's")
     n_slots: int = Field(1000, ge=1, le=100_000, description="rack slots of the simulated lab")
+    external: bool = Field(
+        False, description="served by `sdl worker` processes (on their own hosts): the service only schedules "
+                           "and observes it, and runs no RunEngine for it",
+    )
 
     @field_validator("name")
     @classmethod
@@ -61,6 +65,11 @@ class ServiceSettings(BaseSettings):
     time_scale: float = Field(0.0, ge=0.0, le=10.0, description="0: instant simulation, 1: real time")
     seed: int = Field(0, ge=0)
     start_workers: bool = Field(True, description="run the scheduler and instrument workers in this process")
+    external_workers: bool = Field(
+        False, description="every instrument is served by `sdl worker` processes (as if each had external: true)"
+    )
+    event_poll_s: float = Field(0.2, gt=0, le=10, description="SQLite: how often the service polls for the "
+                                "documents of `sdl worker` processes, and an idle worker for new items")
     max_body_bytes: int = Field(1_000_000, ge=1024, description="larger request bodies get 413")
     rate_limit_per_minute: float = Field(1200.0, gt=0, description="requests per minute per token (429 beyond)")
     rate_limit_burst: int = Field(200, ge=1, description="requests a token may make at once")
@@ -91,6 +100,9 @@ class ServiceSettings(BaseSettings):
             if dupes:
                 raise ValueError(f"instruments: each at most once (repeated: {dupes})")
         return v
+
+    def is_external(self, cfg: InstrumentConfig) -> bool:
+        return bool(cfg.external or self.external_workers)
 
     def instrument(self, name: str) -> InstrumentConfig | None:
         for cfg in self.instruments:

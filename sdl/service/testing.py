@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from sdl.client import Client
+from sdl.database import scratch_store_url
 from sdl.service.server import LiveServer
 from sdl.service.settings import InstrumentConfig, ServiceSettings
 
@@ -17,13 +18,17 @@ _names = itertools.count()
 
 def scratch_settings(folder: str | Path, instruments: Iterable[Any] = ("sim-xrd", "pool:p3ht"), **kw: Any
                   ) -> ServiceSettings:
-    """Settings for a scratch service: a SQLite file in ``folder``, instant simulation."""
+    """Settings for a scratch service: a SQLite file in ``folder`` (or, with
+    ``$SDL_TEST_DATABASE_URL`` set, a fresh PostgreSQL database: see
+    :func:`sdl.database.scratch_store_url`), instant simulation."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     cfgs = [InstrumentConfig(name=i) if isinstance(i, str) else
             (i if isinstance(i, InstrumentConfig) else InstrumentConfig(**i)) for i in instruments]
     kw.setdefault("time_scale", 0.0)
-    return ServiceSettings(store_url=f"sqlite:///{(folder / 'service.sqlite').resolve()}", instruments=cfgs, **kw)
+    if "store_url" not in kw:
+        kw["store_url"] = scratch_store_url(folder / "service.sqlite")
+    return ServiceSettings(instruments=cfgs, **kw)
 
 
 class Lab:

@@ -1,15 +1,25 @@
-"""Instrument workers: one thread per instrument, each with its own bluesky RunEngine.
+"""Instrument workers: each with its own bluesky RunEngine, leasing items from the store.
 
-A worker asks the scheduler for the next item, runs it through the RunEngine and
-records it: a submitted experiment's documents go to the store as they are made and
-the run is reduced to values; a campaign step goes through the campaign machinery
-(:class:`sdl.campaign.CampaignRunner`), which stores the run's end, the suggestion's
-status and the observation in one transaction. Every document is also published on
-the live stream.
+One class serves both deployments. Embedded (``sdl serve``): a thread of the service
+per instrument, its events go straight onto the service's live bus. External (``sdl
+worker --instrument NAME --store URL``): its own process, possibly on the instrument's
+control host, with no HTTP at all; everything it does goes through the shared store
+(:mod:`sdl.service.dispatch`), and its live events reach the services through the
+database (:mod:`sdl.service.relay`).
+
+A worker claims the next item (fair share, leased with a token), keeps the lease alive
+from a heartbeat thread, writes each document to the store as it is made (a writer
+thread, in order, retried through a database outage), reduces the run from its
+documents (:func:`sdl.reduction.reduce_run`, a pure function) and ends the item -- its
+status, the run's end, the suggestion's status and the observation of a campaign
+step, the usage row and the fair-share charge -- in one transaction that only goes
+through while the lease is still its own. A worker whose lease was taken (it was
+presumed dead) aborts its plan and writes nothing more.
 
 Pause and abort are the RunEngine's own: a pause request stops the plan at its next
 checkpoint (``RE.request_pause(defer=True)``), resume continues it, abort runs the
-plan's cleanup (shutter closed, sample returned) and closes the run as aborted.
+plan's cleanup (shutter closed, sample returned) and closes the run as aborted. An
+external worker takes pause, resume and abort from the store at its next heartbeat.
 """
 
 from __future__ import annotations
@@ -20,19 +30,22 @@ import queue
 import socket
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from bluesky.utils import RunEngineInterrupted
 
+from sdl.models import Observation, new_id
 from sdl.reduction import reduce_run
 from sdl.service.db import ItemRow
-from sdl.store import Store
+from sdl.service.dispatch import Dispatcher, Lease, LeaseLost, retry
+from sdl.store import jsonable
 
 log = logging.getLogger(__name__)
 
 
 class Aborted(RunEngineInterrupted):
-    """The current item was aborted by a person (or the service is stopping)."""
+    """The current item was aborted by a person (or the worker is stopping)."""
 
 
 class ServiceInstrument:
@@ -76,69 +89,163 @@ class ServiceInstrument:
                                     exposure=exposure, md=md)
 
 
-class _REProxy:
-    """The RunEngine as a campaign runner sees it: calls go through the worker (pause-aware)."""
+def device_states(instrument: Any) -> dict[str, Any]:
+    """Safety-relevant device states as read now (the shutter, for a beamline)."""
+    out: dict[str, Any] = {}
+    devices = getattr(instrument, "devices", None)
+    shutter = getattr(devices, "shutter", None)
+    state = getattr(shutter, "state", None)
+    if state is not None:
+        try:
+            out["shutter"] = state.get()
+        except Exception as exc:  # noqa: BLE001 - unreadable is worth saying
+            out["shutter"] = f"unreadable: {exc}"
+    return out
 
-    def __init__(self, worker: "InstrumentWorker"):
-        self._worker = worker
 
-    def __call__(self, plan):
-        return self._worker.call(plan)
+def safe_state_plan(instrument: Any):
+    """Put the instrument in its safe state: the beam shutter closed."""
+    from sdl.plans.measure import close_shutter
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._worker.RE, name)
+    shutter = getattr(getattr(instrument, "devices", None), "shutter", None)
+    if shutter is not None:
+        yield from close_shutter(shutter)
 
 
-class _ExperimentRecorder:
-    """Documents of a submitted experiment -> the store; the run reduced at its end."""
+@dataclass
+class Outcome:
+    status: str  # done | failed | aborted | cancelled | queued (back to the queue) | lost
+    run_uid: str | None = None
+    run_status: str | None = None
+    run_reason: str = ""
+    suggestion_status: str | None = None
+    observation: Observation | None = None
+    result: dict | None = None
+    error: str = ""
 
-    def __init__(self, store: Store, on_start):
-        self.store = store
-        self.on_start = on_start
+
+class DocumentWriter:
+    """A run's documents -> the store, in order, off the RunEngine's thread.
+
+    The first batch opens the run (run row, the item's run uid, the suggestion running)
+    in one transaction with the start document. A database outage is waited out (the
+    plan goes on; documents queue); a lost lease stops the writing.
+    """
+
+    def __init__(self, worker: "InstrumentWorker", lease: Lease, campaign_id: str | None,
+                 suggestion_id: str | None):
+        self.worker = worker
+        self.lease = lease
+        self.campaign_id = campaign_id
+        self.suggestion_id = suggestion_id
         self.uid: str | None = None
+        self.docs: list[tuple[str, dict]] = []
         self.exit_status: str | None = None
         self.reason = ""
-        self.values: dict | None = None
-        self.reduce_error = ""
+        self.opened = False
+        self.error: BaseException | None = None
+        it = lease.item
+        self.meta = {"instrument": it.instrument, "item_id": it.id, "kind": it.kind,
+                     "campaign_id": it.campaign_id, "proposal_id": it.proposal_id}
+        self._q: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._main, name=f"sdl-docs-{it.id[:8]}", daemon=True)
+        self._thread.start()
 
     def __call__(self, name: str, doc: dict) -> None:
         if name == "start":
+            if self.uid is not None:
+                return  # one run per item
             self.uid = doc["uid"]
-            self.store.start_run(self.uid, None, None)
-            self.on_start(self.uid)
         if self.uid is None:
             return
-        self.store.add_document(self.uid, name, doc)
+        clean = jsonable(doc)
+        self.docs.append((name, clean))
         if name == "stop":
             self.exit_status = doc.get("exit_status")
             self.reason = doc.get("reason", "") or ""
-            if self.exit_status == "success":
+        self._q.put((name, clean))
+        self.worker.host.publish({**self.meta, "type": "document", "name": name, "doc": clean},
+                                 self.lease.item.proposal_id, relayed=True)
+
+    def open_empty(self) -> str:
+        """A run for a step that failed before its plan opened one (the failure is recorded)."""
+        self.uid = new_id()
+        self._q.put(None)
+        return self.uid
+
+    def _main(self) -> None:
+        d = self.worker.dispatcher
+        while True:
+            first = self._q.get()
+            if first == "__end__":
+                self._q.task_done()
+                return
+            batch = [first]
+            while True:
                 try:
-                    self.values = reduce_run(self.store.documents(self.uid))
-                except Exception as exc:  # noqa: BLE001 - recorded, the run stays
-                    self.reduce_error = f"reduction failed: {exc}"
+                    nxt = self._q.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt == "__end__":
+                    self._q.put(nxt)
+                    self._q.task_done()
+                    break
+                batch.append(nxt)
+            docs = [b for b in batch if b is not None]
+            try:
+                if self.lease.lost:
+                    pass
+                elif not self.opened:
+                    retry(lambda: d.open_run(self.lease, self.uid, self.campaign_id, self.suggestion_id, docs,
+                                             self.meta), what="open run", stop=lambda: self.lease.lost)
+                    self.opened = True
+                elif docs:
+                    retry(lambda: d.add_documents(self.uid, docs, self.meta), what="documents",
+                          stop=lambda: self.lease.lost)
+            except LeaseLost:
+                log.warning("item %s: lease lost; documents of run %s no longer written", self.lease.id, self.uid)
+                self.worker._lease_lost(self.lease)
+            except Exception as exc:  # noqa: BLE001 - recorded; the item fails
+                log.exception("writing documents of %s", self.uid)
+                self.error = exc
+            for _ in batch:
+                self._q.task_done()
+
+    def flush(self) -> None:
+        self._q.join()
+
+    def close(self) -> None:
+        self._q.put("__end__")
+        self._thread.join(5)
 
 
 class InstrumentWorker:
-    def __init__(self, svc: Any, cfg: Any):
+    def __init__(self, host: Any, cfg: Any, *, external: bool = False, worker_id: str | None = None):
         from sdl.instruments import make_instrument
 
-        self.svc = svc
+        settings = host.settings
+        self.host = host
+        self.svc = host  # the embedded worker's host is the service
+        self.dispatcher: Dispatcher = host.dispatcher
         self.name = cfg.name
         self.cfg = cfg
-        ts = svc.settings.time_scale if cfg.time_scale is None else cfg.time_scale
-        seed = svc.settings.seed if cfg.seed is None else cfg.seed
+        self.external = external
+        ts = settings.time_scale if cfg.time_scale is None else cfg.time_scale
+        seed = settings.seed if cfg.seed is None else cfg.seed
         self.time_scale = ts
         self.instrument = ServiceInstrument(
             make_instrument(cfg.name, seed=seed, time_scale=ts, n_slots=cfg.n_slots), cfg.n_slots
         )
-        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{cfg.name}"
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{cfg.name}"
+        self.heartbeat_s = float(settings.heartbeat_s)
+        self.lease_s = float(settings.lease_timeout_s)
         self.RE: Any = None
-        self.re_proxy = _REProxy(self)
         self.paused = False
         self.state = "starting"
         self.current: ItemRow | None = None
+        self.lease: Lease | None = None
         self.error = ""
+        self.devices: dict[str, Any] = {}
         self._cmds: queue.Queue[str] = queue.Queue()
         self._abort_reason: str | None = None
         self._stop = threading.Event()
@@ -153,68 +260,125 @@ class InstrumentWorker:
         self._beat.start()
         self._ready.wait(30)
 
-    def _heartbeat(self) -> None:
-        """The lease: while an item runs, its heartbeat is renewed (documents or not)."""
-        while not self._stop.wait(self.svc.settings.heartbeat_s):
-            item = self.current
-            if item is not None:
-                try:
-                    self.svc.heartbeat(item)
-                except Exception as exc:  # noqa: BLE001 - next beat tries again
-                    log.info("heartbeat %s: %s", self.name, exc)
-
     @property
     def stopping(self) -> bool:
         return self._stop.is_set()
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
-        self.abort(None, "service stopping")
-        self.svc.scheduler.wake()
+        self.abort(None, "the worker is stopping")
+        self.host.wake()
         self._thread.join(timeout)
         if self._beat.is_alive():
             self._beat.join(timeout)
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+    def _report(self) -> None:
+        self.dispatcher.report_worker(
+            self.worker_id, self.name, state=self.state, item_id=None if self.current is None else self.current.id,
+            devices=self.devices, external=self.external, host=socket.gethostname(), pid=os.getpid())
+
+    def _heartbeat(self) -> None:
+        """The lease: while an item runs its lease is renewed; a lost lease aborts the plan."""
+        last_ok = time.monotonic()
+        last_report = 0.0
+        while not self._stop.wait(self.heartbeat_s):
+            lease = self.lease
+            try:
+                if lease is not None and not lease.lost:
+                    reason = self.dispatcher.renew(lease)
+                    last_ok = time.monotonic()
+                    if reason and self._abort_reason is None:
+                        self.abort(lease.id, reason)
+                else:
+                    last_ok = time.monotonic()
+                if self.external:
+                    self._follow_controls()
+                if time.monotonic() - last_report >= self.heartbeat_s * 0.99:
+                    self.devices = device_states(self.instrument)
+                    self._report()
+                    last_report = time.monotonic()
+            except LeaseLost:
+                self._lease_lost(lease)
+            except Exception as exc:  # noqa: BLE001 - next beat tries again
+                log.info("heartbeat %s: %s", self.name, exc)
+                if lease is not None and time.monotonic() - last_ok > 0.9 * self.lease_s:
+                    # the lease runs out before we can renew it: someone else may take the item
+                    self._lease_lost(lease, "the lease could not be renewed (store unreachable)")
+
+    def _lease_lost(self, lease: Lease | None, why: str = "lease lost: the item was given to another worker") -> None:
+        if lease is None or lease is not self.lease:
+            return
+        lease.lost = True
+        log.warning("worker %s: %s (item %s); aborting its plan", self.name, why, lease.id)
+        self.abort(lease.id, why)
+
+    def _follow_controls(self) -> None:
+        row = self.dispatcher.instrument_state(self.name)
+        if row is None:
+            return
+        if row.paused and not self.paused:
+            self.pause(bool(row.pause_immediate))
+        elif not row.paused and self.paused:
+            self.resume()
 
     def _main(self) -> None:
         from bluesky import RunEngine
 
         try:
             self.RE = RunEngine({}, context_managers=[])
-            self.RE.subscribe(self._publish)
+            self.RE(safe_state_plan(self.instrument))  # a fresh worker starts safe: shutter closed
+            self.devices = device_states(self.instrument)
         except Exception as exc:  # pragma: no cover - environment problem
             self.state, self.error = "error", str(exc)
             self._ready.set()
             return
         self._set_state("idle")
+        try:
+            retry(self._report, what="worker report", stop=lambda: self._stop.is_set(), timeout=30)
+        except Exception as exc:  # noqa: BLE001 - the heartbeat reports later
+            log.info("report %s: %s", self.name, exc)
         self._ready.set()
+        idle_wait = 0.5 if not self.external else min(0.5, self.host.poll_s)
         while not self._stop.is_set():
             if self.paused:
                 self._set_state("paused")
-                self.svc.scheduler.wait(0.5)
+                self.host.wait(0.5)
                 continue
             try:
-                item = self.svc.scheduler.next_item(self.name, self.worker_id, lambda: not self.paused)
+                lease = self.dispatcher.claim(self.name, self.worker_id, lambda: not self.paused)
             except Exception as exc:  # noqa: BLE001 - database hiccup: try again
                 log.warning("worker %s: cannot take the next item: %s", self.name, exc)
-                item = None
+                lease = None
                 time.sleep(0.5)
-            if item is None:
+            if lease is None:
                 self._set_state("idle")
-                self.svc.scheduler.wait(0.5)
+                self.host.wait(idle_wait)
                 continue
-            self._execute(item)
+            self._execute(lease)
         self._set_state("stopped")
+        try:
+            self._report()
+        except Exception:  # noqa: BLE001
+            pass
 
     def _set_state(self, state: str) -> None:
         if state != self.state:
             self.state = state
-            self.svc.bus.publish({"type": "instrument", "instrument": self.name, "state": state})
+            self.host.publish({"type": "instrument", "instrument": self.name, "state": state,
+                               "worker": self.worker_id}, None, relayed=False)
+            if self.external:  # the service reads a worker process's state from the store
+                try:
+                    self._report()
+                except Exception as exc:  # noqa: BLE001 - the heartbeat reports again
+                    log.info("report %s: %s", self.name, exc)
 
     # ---------------------------------------------------------------- control
     def pause(self, immediate: bool = True) -> None:
         """No new items; with ``immediate`` the running plan pauses at its next checkpoint."""
-        with self.svc.scheduler._lock:  # no claim is in flight once this returns
-            self.paused = True
+        self.paused = True
         with self._lock:
             if immediate and self.RE is not None and self.RE.state == "running":
                 try:
@@ -229,7 +393,7 @@ class InstrumentWorker:
             if self.RE is not None and self.RE.state == "paused":
                 self._cmds.put("resume")
         self._set_state("running" if self.current is not None else "idle")
-        self.svc.scheduler.wake()
+        self.host.wake()
 
     def abort(self, item_id: str | None, reason: str) -> bool:
         """Abort the running item (``item_id`` None: whatever runs). False if it is not running here."""
@@ -247,6 +411,10 @@ class InstrumentWorker:
                 except Exception as exc:  # noqa: BLE001 - it ended meanwhile
                     log.info("abort: %s", exc)
             return True
+
+    def abort_current(self, reason: str) -> str | None:
+        cur = self.current
+        return cur.id if cur is not None and self.abort(None, reason) else None
 
     # -------------------------------------------------------------- execution
     def call(self, plan) -> Any:
@@ -277,32 +445,44 @@ class InstrumentWorker:
                 raise Aborted(self._abort_reason or "aborted")
             raise Aborted(self._abort_reason or "aborted")
 
-    def _execute(self, item: ItemRow) -> None:
+    def _execute(self, lease: Lease) -> None:
         while not self._cmds.empty():
             self._cmds.get_nowait()
+        item = lease.item
         with self._lock:
-            self.current = item
+            self.current, self.lease = item, lease
             self._abort_reason = None
         self._set_state("running")
-        t0 = time.time()
-        self.svc.item_started(item)
-        status, run_uid, result, error = "failed", None, None, ""
+        self.host.publish(_item_event(item), item.proposal_id, relayed=True)
         try:
             if item.kind == "campaign":
-                status, run_uid, result, error = self.svc.campaigns.run_step(self, item)
+                out = self._run_step(lease)
             else:
-                status, run_uid, result, error = self._run_experiment(item)
+                out = self._run_experiment(lease)
         except Exception as exc:  # noqa: BLE001 - an item's failure must not stop the worker
             log.exception("worker %s: item %s failed", self.name, item.id)
-            status, error = "failed", f"{type(exc).__name__}: {exc}"
-        finally:
-            if status != "done":
-                self._settle()
-            with self._lock:
-                self.current = None
-                self._abort_reason = None
-            self.svc.item_finished(item, status, run_uid=run_uid, result=result, error=error,
-                                   started=t0, seconds=time.time() - t0)
+            out = Outcome("failed", error=f"{type(exc).__name__}: {exc}")
+        if out.status != "done":
+            self._settle()
+        final = None
+        if not lease.lost:
+            try:
+                final = retry(lambda: self.dispatcher.finish(
+                    lease, out.status, run_uid=out.run_uid, run_status=out.run_status, run_reason=out.run_reason,
+                    suggestion_status=out.suggestion_status, observation=out.observation, result=out.result,
+                    error=out.error), what=f"finish {item.id}", timeout=max(60.0, 2 * self.lease_s))
+            except LeaseLost:
+                log.warning("worker %s: item %s: the lease was taken; its result is not written", self.name,
+                            item.id)
+            except Exception:  # noqa: BLE001 - the sweeper recovers the item once the lease expires
+                log.exception("worker %s: cannot finish item %s", self.name, item.id)
+        with self._lock:
+            self.current = self.lease = None
+            self._abort_reason = None
+        self.devices = device_states(self.instrument)
+        if final is not None:
+            self.host.publish(_item_event(final), final.proposal_id, relayed=True)
+            self.host.item_finished(final)
 
     def _settle(self, timeout: float = 300.0) -> None:
         """After an abort or a failure: wait until no device is still busy with a command
@@ -319,64 +499,144 @@ class InstrumentWorker:
             except Exception as exc:  # noqa: BLE001 - a device we cannot read: go on
                 log.info("settle %s: %s", getattr(dev, "name", dev), exc)
 
-    def _run_experiment(self, item: ItemRow) -> tuple[str, str | None, dict | None, str]:
+    def _interrupted(self, exc: BaseException) -> str | None:
+        """Why the plan was cut short by us (not by a person): stopping or a lost lease."""
+        if self.lease is not None and self.lease.lost:
+            return "lost"
+        if self.stopping:
+            return "stopping"
+        return None
+
+    def _run_plan(self, plan_fn, writer: DocumentWriter) -> tuple[str, str]:
+        """Run; returns (how, message): how in ok | aborted | stopping | lost | failed."""
+        token = self.RE.subscribe(writer)
+        try:
+            try:
+                self.call(plan_fn())
+            except Aborted as exc:
+                return (self._interrupted(exc) or "aborted"), (str(exc) or "aborted")
+            except Exception as exc:  # noqa: BLE001 - device fault, bad point: recorded
+                why = self._interrupted(exc)
+                return (why, str(exc)) if why else ("failed", f"{exc}")
+        finally:
+            self.RE.unsubscribe(token)
+            writer.flush()
+        if self.lease is not None and self.lease.lost:
+            return "lost", "lease lost"
+        if writer.error is not None:
+            return "failed", f"documents could not be stored: {writer.error}"
+        if writer.uid is None:
+            return "failed", "the plan opened no run"
+        if writer.exit_status != "success":
+            return "failed", writer.reason or f"run ended with {writer.exit_status}"
+        return "ok", ""
+
+    def _run_experiment(self, lease: Lease) -> Outcome:
         from sdl.service.plans import build_plan
 
+        item = lease.item
         slot = self.instrument.next_slot()
         sample_id = f"q{item.id[:10]}-{item.attempts}"
         md = {"queue_item_id": item.id, "proposal": item.proposal_id, "priority": item.priority,
-              "note": item.note, "submitted_by": item.user_id, "plan": item.plan}
-        recorder = _ExperimentRecorder(self.svc.store, lambda uid: self.svc.item_run_opened(item, uid))
-        token = self.RE.subscribe(recorder)
+              "note": item.note, "submitted_by": item.user_id, "plan": item.plan, "attempt": item.attempts,
+              "worker": self.worker_id}
+        writer = DocumentWriter(self, lease, None, None)
         try:
-            try:
-                plan = build_plan(item.plan, self.instrument, item.params, slot=slot, sample_id=sample_id, md=md)
-                self.call(plan)
-            except Aborted as exc:
-                if self.stopping:  # not a person's abort: the run is interrupted, the item runs again later
-                    if recorder.uid is not None:
-                        self._close_run(recorder.uid, "interrupted", "the service stopped")
-                    return "queued", None, None, "interrupted: the service stopped; queued again"
-                reason = str(exc) or "aborted"
-                if recorder.uid is not None:
-                    self._close_run(recorder.uid, "aborted", reason)
-                return "aborted", recorder.uid, None, reason
-            except Exception as exc:  # noqa: BLE001 - device fault, bad point: recorded
-                msg = f"{exc}"
-                if recorder.uid is not None:
-                    self._close_run(recorder.uid, "failed", msg)
-                return "failed", recorder.uid, None, msg
+            how, msg = self._run_plan(
+                lambda: build_plan(item.plan, self.instrument, item.params, slot=slot, sample_id=sample_id, md=md),
+                writer)
         finally:
-            self.RE.unsubscribe(token)
-        if recorder.uid is None:
-            return "failed", None, None, "the plan opened no run"
-        if recorder.exit_status != "success" or recorder.values is None:
-            msg = recorder.reduce_error or recorder.reason or f"run ended with {recorder.exit_status}"
-            self._close_run(recorder.uid, "failed", msg)
-            return "failed", recorder.uid, None, msg
-        self.svc.store.finish_run(recorder.uid, "success")
-        return "done", recorder.uid, {"values": recorder.values}, ""
-
-    def _close_run(self, uid: str, status: str, reason: str) -> None:
+            writer.close()
+        uid = writer.uid if writer.opened else None
+        if how == "lost":
+            return Outcome("lost")
+        if how == "stopping":
+            return Outcome("queued", run_uid=uid, run_status="interrupted", run_reason="the worker stopped",
+                           error="interrupted: the worker stopped; queued again")
+        if how == "aborted":
+            return Outcome("aborted", run_uid=uid, run_status="aborted", run_reason=msg, error=msg)
+        if how == "failed":
+            return Outcome("failed", run_uid=uid, run_status="failed", run_reason=msg, error=msg)
         try:
-            self.svc.store.finish_run(uid, status, reason=reason)
-        except KeyError:  # pragma: no cover
-            pass
+            values = reduce_run(writer.docs)
+        except Exception as exc:  # noqa: BLE001 - recorded, the run stays
+            msg = f"reduction failed: {exc}"
+            return Outcome("failed", run_uid=uid, run_status="failed", run_reason=msg, error=msg)
+        return Outcome("done", run_uid=uid, run_status="success", result={"values": values})
 
-    # ------------------------------------------------------------ live stream
-    def _publish(self, name: str, doc: dict) -> None:
-        item = self.current
-        if item is None:
-            return
-        self.svc.bus.publish(
-            {"type": "document", "instrument": self.name, "item_id": item.id, "kind": item.kind,
-             "campaign_id": item.campaign_id, "proposal_id": item.proposal_id, "name": name, "doc": doc},
-            proposal_id=item.proposal_id,
-        )
-        self.svc.heartbeat(item)  # throttled
+    def _run_step(self, lease: Lease) -> Outcome:
+        """One campaign step: the suggestion (stored by the service's campaign planner) is run,
+        reduced here from its documents, and its observation stored with the item's end."""
+        from sdl.campaign import CampaignSpec
+        from sdl.service.db import ServiceCampaignRow
+        from sdl.store import CampaignRow, Store, SuggestionRow
+
+        item = lease.item
+        with self.dispatcher.db.read() as s:
+            crow = s.get(ServiceCampaignRow, item.campaign_id)
+            row = s.get(SuggestionRow, item.suggestion_id) if item.suggestion_id else None
+            camp = s.get(CampaignRow, item.campaign_id)
+        if crow is None or crow.state not in ("running", "paused") or camp is None:
+            return Outcome("cancelled", error="campaign is not running")
+        if row is None or row.status != "pending":
+            return Outcome("cancelled", error=f"suggestion is {row.status if row else 'gone'}")
+        spec = CampaignSpec.model_validate(camp.spec)
+        suggestion = Store.to_suggestion(row)
+        attempt = row.attempts + 1
+        sample_id = f"{item.campaign_id[:8]}-{row.seq:04d}" + (f"r{attempt - 1}" if attempt > 1 else "")
+        md = {"campaign_id": item.campaign_id, "proposal": spec.proposal, "suggestion_seq": row.seq,
+              "attempt": attempt, "provenance": suggestion.provenance.model_dump(), "queue_item_id": item.id,
+              "worker": self.worker_id}
+        slot = row.seq % max(24, spec.budget + spec.batch_size) + 1
+        writer = DocumentWriter(self, lease, item.campaign_id, row.id)
+        try:
+            how, msg = self._run_plan(
+                lambda: self.instrument.step_plan(suggestion, slot=slot, sample_id=sample_id,
+                                                  exposure=spec.exposure, md=md), writer)
+            if how == "failed" and not writer.opened and not lease.lost:
+                writer.open_empty()  # failed before the run opened: a run records the failure
+                writer.flush()
+        finally:
+            writer.close()
+        uid = writer.uid if writer.opened else None
+        if how == "lost":
+            return Outcome("lost")
+        if how == "stopping":
+            return Outcome("cancelled", run_uid=uid, run_status="interrupted", run_reason="the worker stopped",
+                           suggestion_status="pending", error="interrupted: the worker stopped")
+        if how == "aborted":
+            return Outcome("aborted", run_uid=uid, run_status="aborted", run_reason=msg,
+                           suggestion_status="aborted", error=msg)
+        values: dict | None = None
+        if how == "ok":
+            try:
+                values = reduce_run(writer.docs)
+            except Exception as exc:  # noqa: BLE001 - the step failed; recorded
+                how, msg = "failed", f"reduction failed: {exc}"
+        if how == "failed":
+            obs = Observation(suggestion_id=row.id, params=row.params, ok=False, run_uid=uid,
+                              extra={"error": msg})
+            return Outcome("failed", run_uid=uid, run_status="failed", run_reason=msg, suggestion_status="failed",
+                           observation=obs, result={"values": {}, "ok": False}, error=msg)
+        start = writer.docs[0][1]
+        obs = Observation(suggestion_id=row.id, params=start.get("params", row.params), values=values,
+                          run_uid=uid, extra={"sample_id": start.get("sample_id")})
+        if self.instrument.truth is not None:
+            try:
+                obs.extra["truth"] = float(self.instrument.truth(obs.params))
+            except Exception:  # noqa: BLE001 - truth is a diagnostic; never fail a run on it
+                pass
+        return Outcome("done", run_uid=uid, run_status="success", suggestion_status="done", observation=obs,
+                       result={"values": values, "ok": True})
 
     def describe(self) -> dict[str, Any]:
         return {"state": self.state, "paused": self.paused, "time_scale": self.time_scale,
                 "current_item": None if self.current is None else self.current.id,
                 "current_proposal": None if self.current is None else self.current.proposal_id,
-                "worker": self.worker_id, "error": self.error}
+                "worker": self.worker_id, "external": self.external, "devices": self.devices, "error": self.error}
+
+
+def _item_event(it: ItemRow) -> dict:
+    from sdl.service.relay import item_event
+
+    return item_event(it)
