@@ -347,7 +347,7 @@ def bench_command(
                 table.add_column(c, min_width=max(len(c), 6), no_wrap=True)
             for r in part:
                 table.add_row(*[format_cell(r.get(c)) for c in cols])
-            console.print(table, width=max(console.width, 120))  # never crop a number
+            console.print(table, width=max(console.width, 120), crop=False)  # never crop a number
     paths = write_results(results, rows, out)
     if console is not None:
         console.print(f"wrote {paths['json']} and {paths['plot']}")
