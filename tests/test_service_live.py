@@ -164,7 +164,9 @@ def test_restart_carries_on(tmp_path):
     from sdl.service.server import LiveServer
     from sdl.service.testing import scratch_settings
 
-    settings = scratch_settings(tmp_path, ["sim-xrd", InstrumentConfig(name=SLOW, time_scale=0.01)])
+    # time scale 0.05: the slow run takes about 5 s, so it is still running when the service stops
+    # (at 0.01 it could end before the campaign had made its two experiments on a loaded machine)
+    settings = scratch_settings(tmp_path, ["sim-xrd", InstrumentConfig(name=SLOW, time_scale=0.05)])
     lab = Lab(LiveServer(settings).start())
     token = lab.server.admin_token
     alice = lab.user("restart-alice")
@@ -177,6 +179,7 @@ def test_restart_carries_on(tmp_path):
     deadline = time.monotonic() + 20
     while alice.campaign(camp["id"])["experiments"] < 2 and time.monotonic() < deadline:
         time.sleep(0.02)
+    assert alice.experiment(slow["id"])["status"] == "running", "the slow run ended before the stop: slow it down"
     lab.server.stop()  # graceful: the running plan is interrupted, not lost
     # a crash leaves an item 'running': make one
     lab2_settings = settings
