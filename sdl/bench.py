@@ -343,8 +343,9 @@ def bench_command(
             table = Table(title=f"{title} (mean over {len(seeds)} seeds, {n_start} random starts"
                                 + (f", batches of {batch_size})" if batch_size > 1 else ")"))
             cols = table_columns(part, at)
-            for c in cols:  # headers in full: they are the metric names people quote
-                table.add_column(c, min_width=max(len(c), 6), no_wrap=True)
+            for c in cols:  # headers and values in full: they are the numbers people quote
+                width = max([len(c)] + [len(format_cell(r.get(c))) for r in part])
+                table.add_column(c, min_width=width, no_wrap=True)
             for r in part:
                 table.add_row(*[format_cell(r.get(c)) for c in cols])
             console.print(table, width=max(console.width, 120), crop=False)  # never crop a number
