@@ -117,13 +117,16 @@ def worker(
     time_scale: Optional[float] = typer.Option(None, min=0.0, help="simulation speed of this instrument"),
 ) -> None:
     """Run one instrument's RunEngine in this process against the shared store (no HTTP):
-    lease queue items, stream documents to the store, recover expired leases."""
+    lease queue items, stream documents to the store, recover expired leases. An instrument
+    with "backend": "queueserver" in the settings file runs its plans on that RE Manager."""
     from sdl.errors import SdlError
     from sdl.service.worker_process import run
 
     def ready(proc) -> None:
+        qs = proc.cfg.queueserver
+        runs_on = f", plans run on the RE Manager at {qs.control_addr}" if qs is not None else ""
         err_console.print(f"sdl worker {proc.worker.worker_id}: instrument {instrument}, store "
-                          f"{proc.settings.store_url}, lease {proc.settings.lease_timeout_s:g} s")
+                          f"{proc.settings.store_url}, lease {proc.settings.lease_timeout_s:g} s{runs_on}")
 
     try:
         run(instrument, store, str(config) if config else None, worker_id, time_scale, on_ready=ready)

@@ -147,6 +147,32 @@ RE.subscribe(Publisher({address!r}))
 '''
 
 
+BEAMLINE_STEP = '''\
+# A beamline's own measurement plan, as its startup code would define it (sdl's worker sends
+# sdl's "autonomous_step" here through plan_names). det reads exp(-m**2 / 2) at motor position m.
+import bluesky.plan_stubs as bps
+import bluesky.preprocessors as bpp
+
+
+def beamline_step(A: float, B: float, C: float, temperature: float, exposure: float = 1.0):
+    """Move to the temperature's motor position, expose, read det."""
+    @bpp.run_decorator(md={"plan_name": "beamline_step"})
+    def inner():
+        yield from bps.mv(motor, (temperature - 430.0) / 50.0)
+        yield from bps.sleep(exposure)
+        yield from bps.trigger_and_read([det, motor])
+
+    yield from inner()
+'''
+
+
+def beamline_det(temperature: float) -> float:
+    """What the profile's det reads after beamline_step at this temperature."""
+    import math
+
+    return math.exp(-(((temperature - 430.0) / 50.0) ** 2) / 2)
+
+
 @pytest.fixture(scope="session")
 def re_manager(tmp_path_factory, redis_addr, zmq_proxy):
     """A real RE Manager on the built-in simulated profile collection: its addresses."""
@@ -160,6 +186,13 @@ def re_manager(tmp_path_factory, redis_addr, zmq_proxy):
         ignore=shutil.ignore_patterns("__pycache__"),
     )
     (profile / "90-sdl-publisher.py").write_text(PUBLISHER_STARTUP.format(address=zmq_proxy[0]))
+    (profile / "91-beamline-step.py").write_text(BEAMLINE_STEP)
+    # the manager validates items against this list before its environment is open: list the new plan
+    lister = shutil.which("qserver-list-plans-devices")
+    if lister is None:
+        _missing("qserver-list-plans-devices is not installed (pip package bluesky-queueserver, test extra)")
+    subprocess.run([lister, "--startup-dir", str(profile), "--file-dir", str(profile)], check=True,
+                   capture_output=True, timeout=120)
     control, info = free_port(), free_port()
     log = folder / "re_manager.log"
     with open(log, "wb") as out:
@@ -493,3 +526,150 @@ def test_unreachable_data_proxy_raises_before_anything_is_queued(re_manager):
         assert status["items_in_queue"] == 0 and status["items_in_history"] == history_before
     finally:
         b.close()
+
+
+# ------------------------------------------------------------- sdl worker on the manager
+
+
+def test_instrument_config_names_what_the_queueserver_backend_needs():
+    from sdl.errors import InvalidInput
+    from sdl.service.settings import InstrumentConfig, load_settings
+
+    with pytest.raises(ValueError, match="queueserver settings"):
+        InstrumentConfig(name="sim-xrd", backend="queueserver")
+    with pytest.raises(InvalidInput) as err:
+        load_settings(instruments=[{"name": "sim-xrd", "backend": "queueserver", "queueserver": {
+            "control_addr": "tcp://127.0.0.1:1", "data_addr": "tcp://127.0.0.1:2",
+            "reduction": {"name": "no-such-reduction"}}}])
+    assert "reduction" in str(err.value) and "scalar" in str(err.value)  # names the allowed ones
+    with pytest.raises(InvalidInput) as err:
+        load_settings(instruments=[{"name": "sim-xrd", "backend": "epics-magic"}])
+    assert "backend" in err.value.field and "queueserver" in str(err.value)
+
+
+@pytest.fixture(scope="module")
+def qs_facility(re_manager, tmp_path_factory):
+    """The service (no RunEngine for sim-xrd) and an `sdl worker` process whose instrument
+    runs its plans on the RE Manager: {"lab", "worker", "config"}."""
+    import json
+
+    from sdl.service import crashtest
+    from sdl.service.server import LiveServer
+    from sdl.service.settings import load_settings
+    from sdl.service.testing import Lab, scratch_settings
+
+    config = {
+        "instruments": [{
+            "name": "sim-xrd", "external": True, "backend": "queueserver",
+            "queueserver": {
+                "control_addr": re_manager["zmq_control_addr"], "info_addr": re_manager["zmq_info_addr"],
+                "data_addr": re_manager["zmq_data_addr"], "timeout_s": 10, "open_timeout_s": 90,
+                "plan_names": {"autonomous_step": "beamline_step"},
+                "reduction": {"name": "scalar", "params": {"field": "det", "objective": "fom"}},
+            },
+        }],
+        "heartbeat_s": 0.3, "lease_timeout_s": 10, "event_poll_s": 0.1,
+    }
+    tmp_path = tmp_path_factory.mktemp("qs_facility")
+    cfg_path = tmp_path / "facility.json"
+    cfg_path.write_text(json.dumps(config))
+    settings = scratch_settings(tmp_path, load_settings(cfg_path).instruments, heartbeat_s=0.3,
+                                lease_timeout_s=10, event_poll_s=0.1)
+    lab = Lab(LiveServer(settings).start())
+    worker = crashtest.Proc("worker-qs", [sys.executable, "-m", "sdl.cli", "worker", "--instrument", "sim-xrd",
+                                          "--store", settings.store_url, "--config", str(cfg_path),
+                                          "--worker-id", "t-qs"], tmp_path, {"PYTHONUNBUFFERED": "1"})
+    try:
+        crashtest.wait_for(lambda: any(w.id == "t-qs" and w.state == "idle"
+                                       for w in lab.service.dispatcher.workers()), 60, "the worker", [worker])
+        yield {"lab": lab, "worker": worker, "config": cfg_path}
+    finally:
+        code = worker.terminate(30)
+        tail = worker.tail()
+        worker.close()
+        lab.close()
+        lab.server.stop()
+        assert code == 0, tail
+
+
+def _manager_history(re_manager) -> list[dict]:
+    from bluesky_queueserver_api.zmq import REManagerAPI
+
+    api = REManagerAPI(zmq_control_addr=re_manager["zmq_control_addr"], timeout_recv=10)
+    try:
+        return api.history_get()["items"]
+    finally:
+        api.close()
+
+
+def test_sdl_worker_runs_experiments_on_the_re_manager(qs_facility, re_manager):
+    from sdl.client import ServiceError
+    from sdl.service.crashtest import XRD
+
+    lab = qs_facility["lab"]
+    alice = lab.user("qs-alice")
+    prop = lab.proposal(alice, ["sim-xrd"])
+    points = [{**XRD, "temperature": t} for t in (380.0, 430.0, 500.0)]
+    ids = [alice.submit(prop["id"], "sim-xrd", {**p, "exposure": 0.05})["id"] for p in points]
+    for item_id, point in zip(ids, points):
+        item = alice.wait(item_id, timeout=120)
+        assert item["status"] == "done", (item, qs_facility["worker"].tail())
+        # reduced by sdl from the manager's own documents: det at the motor position the plan chose
+        assert item["result"]["values"]["fom"] == pytest.approx(beamline_det(point["temperature"]), rel=1e-9)
+        docs = alice.documents(item_id)
+        assert [d["name"] for d in docs] == ["start", "descriptor", "event", "stop"]
+        start = docs[0]["doc"]
+        assert start["plan_name"] == "beamline_step" and start["sdl_plan"] == "autonomous_step"
+        assert start["queue_item_id"] == item_id
+        assert start["worker"] == "t-qs" and start["params"] == point and TOKEN_KEY in start
+        assert docs[2]["doc"]["data"]["motor"] == pytest.approx((point["temperature"] - 430) / 50)
+        assert docs[3]["doc"]["exit_status"] == "success"
+    # the manager ran exactly these, with the parameters sdl validated
+    mine = {h["meta"]["queue_item_id"]: h for h in _manager_history(re_manager)
+            if (h.get("meta") or {}).get("queue_item_id") in ids}
+    assert set(mine) == set(ids)
+    assert all(h["name"] == "beamline_step" and h["result"]["exit_status"] == "completed" for h in mine.values())
+    assert mine[ids[1]]["kwargs"] == {**points[1], "exposure": 0.05}
+    # the service refuses what sdl's schema refuses, before the manager sees it
+    with pytest.raises(ServiceError) as err:
+        alice.submit(prop["id"], "sim-xrd", {**XRD, "temperature": 9999.0})
+    assert err.value.field is not None and "temperature" in err.value.field
+
+
+def test_campaign_steps_run_on_the_re_manager(qs_facility):
+    lab = qs_facility["lab"]
+    bob = lab.user("qs-bob")
+    prop = lab.proposal(bob, ["sim-xrd"])
+    camp = bob.create_campaign(prop["id"], {"instrument": "sim-xrd", "agent": "random", "budget": 4, "seed": 1,
+                                            "exposure": 0.05}, start=True)
+    final = bob.wait_campaign(camp["id"], timeout=180)
+    assert final["state"] == "completed", (final, qs_facility["worker"].tail())
+    rows = bob.table(camp["id"])
+    rows = rows["rows"] if isinstance(rows, dict) else rows
+    assert len(rows) == 4, rows
+    for row in rows:  # every observation is det at the suggested temperature, measured on the manager
+        assert row["fom"] == pytest.approx(beamline_det(row["temperature"]), rel=1e-9), row
+
+
+def test_abort_over_http_aborts_the_plan_on_the_manager(qs_facility, re_manager):
+    from sdl.service.crashtest import XRD, wait_for
+
+    lab = qs_facility["lab"]
+    carol = lab.user("qs-carol")
+    sci = lab.user("qs-sci", role="scientist")
+    prop = lab.proposal(carol, ["sim-xrd"])
+    item_id = carol.submit(prop["id"], "sim-xrd", {**XRD, "exposure": 120.0})["id"]
+    wait_for(lambda: [d for d in carol.documents(item_id) if d["name"] == "start"], 60, "the run to start",
+             [qs_facility["worker"]])
+    t0 = time.monotonic()
+    sci.abort(item_id, reason="wrong sample")
+    item = carol.wait(item_id, timeout=60)
+    assert time.monotonic() - t0 < 30
+    assert item["status"] == "aborted" and "wrong sample" in item["error"], item
+    docs = carol.documents(item_id)
+    assert docs[0]["name"] == "start" and docs[-1]["name"] == "stop"
+    assert docs[-1]["doc"]["exit_status"] == "abort"  # closed by the manager's RunEngine
+    entry = [h for h in _manager_history(re_manager) if (h.get("meta") or {}).get("queue_item_id") == item_id]
+    assert entry and entry[-1]["result"]["exit_status"] in ("aborted", "stopped"), entry
+    wait_for(lambda: carol.instrument("sim-xrd")["status"]["state"] == "idle", 30, "the worker idle again",
+             [qs_facility["worker"]])

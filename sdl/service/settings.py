@@ -10,14 +10,52 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from sdl.errors import InvalidInput
 
 DEFAULT_INSTRUMENTS = ("sim-xrd", "pool:p3ht", "pool:agnp")
+
+
+class QueueServerConfig(BaseModel):
+    """Where an existing bluesky-queueserver RE Manager runs an instrument's plans
+    (:class:`sdl.backends.queueserver.QueueServerBackend`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    control_addr: str = Field(description="the manager's --zmq-control-addr, e.g. tcp://bl-host:60615")
+    data_addr: str = Field(description="out address of the bluesky 0MQ proxy the beamline's RunEngine publishes "
+                                       "its documents to, e.g. tcp://bl-host:5578")
+    info_addr: str | None = Field(None, description="the manager's --zmq-info-addr (console), optional")
+    plan_names: dict[str, str] = Field(
+        default_factory=dict,
+        description="sdl plan name -> the manager's plan, e.g. {\"autonomous_step\": \"bl_measure\"}; "
+                    "unmapped names are sent as they are",
+    )
+    reduction: dict | None = Field(
+        None, description="how sdl reduces the manager's runs, e.g. {\"name\": \"scalar\", \"params\": "
+                          "{\"field\": \"det\", \"objective\": \"fom\"}}; default: the instrument's own",
+    )
+    user: str = "sdl"
+    user_group: str = "primary"
+    timeout_s: float = Field(5.0, gt=0, description="one request to the manager")
+    open_timeout_s: float = Field(120.0, gt=0, description="opening the worker environment")
+    queue_timeout_s: float | None = Field(None, gt=0, description="sdl's item waiting in the manager's queue")
+    stream_timeout_s: float = Field(10.0, gt=0, description="documents still in flight after the manager is done")
+
+    @field_validator("reduction")
+    @classmethod
+    def _known_reduction(cls, v: dict | None) -> dict | None:
+        if v is None:
+            return v
+        from sdl.reduction import reduction_spec
+
+        if not isinstance(v.get("name"), str) or not isinstance(v.get("params", {}), dict):
+            raise ValueError('write {"name": REDUCTION, "params": {...}}')
+        return reduction_spec(v["name"], **v.get("params", {}))
 
 
 class InstrumentConfig(BaseModel):
@@ -37,6 +75,19 @@ class InstrumentConfig(BaseModel):
         False, description="served by `sdl worker` processes (on their own hosts): the service only schedules "
                            "and observes it, and runs no RunEngine for it",
     )
+    backend: Literal["runengine", "queueserver"] = Field(
+        "runengine", description="who runs the plans: sdl's own RunEngine with the instrument's devices, or an "
+                                 "existing bluesky-queueserver RE Manager (then `queueserver` says where)",
+    )
+    queueserver: QueueServerConfig | None = None
+
+    @model_validator(mode="after")
+    def _backend_settings(self) -> "InstrumentConfig":
+        if self.backend == "queueserver" and self.queueserver is None:
+            raise ValueError("backend 'queueserver' needs the queueserver settings (control_addr, data_addr)")
+        if self.backend != "queueserver" and self.queueserver is not None:
+            raise ValueError("queueserver settings are given but backend is not 'queueserver'")
+        return self
 
     @field_validator("name")
     @classmethod

@@ -20,6 +20,14 @@ Pause and abort are the RunEngine's own: a pause request stops the plan at its n
 checkpoint (``RE.request_pause(defer=True)``), resume continues it, abort runs the
 plan's cleanup (shutter closed, sample returned) and closes the run as aborted. An
 external worker takes pause, resume and abort from the store at its next heartbeat.
+
+An instrument configured with ``backend: queueserver`` has no RunEngine here: its
+plans run on the beamline's own bluesky-queueserver RE Manager
+(:class:`sdl.backends.queueserver.QueueServerBackend`), and the worker does all the
+rest as above -- leases, heartbeats, documents to the store, reduction, the campaign
+step's observation. Abort reaches the manager (pause and abort of the running plan
+there); a pause here stops taking items, while the plan already running on the
+manager runs to its end (the manager's own pause stays the beamline's).
 """
 
 from __future__ import annotations
@@ -87,6 +95,20 @@ class ServiceInstrument:
     def step_plan(self, suggestion, *, slot: int, sample_id: str, exposure: float, md: dict):
         return self._inst.step_plan(suggestion, slot=self.free_slot(slot), sample_id=sample_id,
                                     exposure=exposure, md=md)
+
+
+def make_backend(cfg: Any) -> Any:
+    """The instrument backend an :class:`InstrumentConfig` asks for (None: sdl's own RunEngine)."""
+    if getattr(cfg, "backend", "runengine") != "queueserver":
+        return None
+    from sdl.backends.queueserver import QueueServerBackend
+
+    qs = cfg.queueserver
+    return QueueServerBackend(
+        cfg.name, qs.control_addr, qs.info_addr, qs.data_addr, timeout=qs.timeout_s, open_timeout=qs.open_timeout_s,
+        queue_timeout=qs.queue_timeout_s, stream_timeout=qs.stream_timeout_s, plan_names=qs.plan_names,
+        user=qs.user, user_group=qs.user_group,
+    )
 
 
 def device_states(instrument: Any) -> dict[str, Any]:
@@ -236,6 +258,8 @@ class InstrumentWorker:
         self.instrument = ServiceInstrument(
             make_instrument(cfg.name, seed=seed, time_scale=ts, n_slots=cfg.n_slots), cfg.n_slots
         )
+        #: None: plans run on this worker's RunEngine; else the backend that runs them elsewhere
+        self.backend: Any = None
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{cfg.name}"
         self.heartbeat_s = float(settings.heartbeat_s)
         self.lease_s = float(settings.lease_timeout_s)
@@ -297,7 +321,7 @@ class InstrumentWorker:
                 if self.external:
                     self._follow_controls()
                 if time.monotonic() - last_report >= self.heartbeat_s * 0.99:
-                    self.devices = device_states(self.instrument)
+                    self.devices = self._device_states()
                     self._report()
                     last_report = time.monotonic()
             except LeaseLost:
@@ -328,10 +352,12 @@ class InstrumentWorker:
         from bluesky import RunEngine
 
         try:
-            self.RE = RunEngine({}, context_managers=[])
-            self.RE(safe_state_plan(self.instrument))  # a fresh worker starts safe: shutter closed
-            self.devices = device_states(self.instrument)
-        except Exception as exc:  # pragma: no cover - environment problem
+            self.backend = make_backend(self.cfg)
+            if self.backend is None:
+                self.RE = RunEngine({}, context_managers=[])
+                self.RE(safe_state_plan(self.instrument))  # a fresh worker starts safe: shutter closed
+            self.devices = self._device_states()
+        except Exception as exc:  # noqa: BLE001 - environment problem: the worker reports it and stops
             self.state, self.error = "error", str(exc)
             self._ready.set()
             return
@@ -359,10 +385,16 @@ class InstrumentWorker:
                 continue
             self._execute(lease)
         self._set_state("stopped")
+        if self.backend is not None:
+            self.backend.close()
         try:
             self._report()
         except Exception:  # noqa: BLE001
             pass
+
+    def _device_states(self) -> dict[str, Any]:
+        # the devices of a queue-server instrument are the beamline's: not read from here
+        return {} if self.backend is not None else device_states(self.instrument)
 
     def _set_state(self, state: str) -> None:
         if state != self.state:
@@ -402,6 +434,9 @@ class InstrumentWorker:
             if cur is None or (item_id is not None and cur.id != item_id):
                 return False
             self._abort_reason = reason or "aborted"
+            if self.backend is not None:
+                self.backend.abort(self._abort_reason)
+                return True
             state = self.RE.state if self.RE is not None else "idle"
             if state == "paused":
                 self._cmds.put("abort")
@@ -479,7 +514,7 @@ class InstrumentWorker:
         with self._lock:
             self.current = self.lease = None
             self._abort_reason = None
-        self.devices = device_states(self.instrument)
+        self.devices = self._device_states()
         if final is not None:
             self.host.publish(_item_event(final), final.proposal_id, relayed=True)
             self.host.item_finished(final)
@@ -487,6 +522,8 @@ class InstrumentWorker:
     def _settle(self, timeout: float = 300.0) -> None:
         """After an abort or a failure: wait until no device is still busy with a command
         of the plan that ended (a robot finishes its move), so the next item starts clean."""
+        if self.backend is not None:
+            return  # the manager's devices; its own plan cleanup has run
         devices = [getattr(self.instrument.devices, n, None) for n in ("robot", "changer", "detector")]
         deadline = time.monotonic() + timeout
         for dev in devices:
@@ -521,6 +558,36 @@ class InstrumentWorker:
         finally:
             self.RE.unsubscribe(token)
             writer.flush()
+        return self._check_run(writer)
+
+    def _run_on_backend(self, plan: str, kwargs: dict, md: dict, writer: DocumentWriter) -> tuple[str, str]:
+        """As :meth:`_run_plan`, with the plan run by the instrument's backend (an RE Manager)."""
+        if self._abort_reason is not None:  # aborted before it was sent
+            return (self._interrupted(None) or "aborted"), self._abort_reason
+        try:
+            out = self.backend.run(plan, jsonable(kwargs), jsonable(md), writer)
+        except Exception as exc:  # noqa: BLE001 - refused plan, unreachable manager: recorded
+            why = self._interrupted(exc)
+            return (why, str(exc)) if why else ("failed", f"{exc}")
+        finally:
+            writer.flush()
+        if out.exit_status == "abort":
+            return (self._interrupted(None) or "aborted"), (out.reason or "aborted")
+        if out.exit_status != "success":
+            return ("lost", "lease lost") if self.lease is not None and self.lease.lost else ("failed", out.reason)
+        return self._check_run(writer)
+
+    def _run_request(self, plan: str, kwargs: dict, point: dict, md: dict, writer: DocumentWriter,
+                     bluesky_plan) -> tuple[str, str]:
+        """Run a request on the backend if the instrument has one, else ``bluesky_plan()`` here."""
+        if self.backend is None:
+            return self._run_plan(bluesky_plan, writer)
+        qs = self.cfg.queueserver
+        md = {**md, "sdl_plan": plan, "instrument": self.name, "params": point,
+              "reduction": (qs.reduction if qs is not None and qs.reduction else self.instrument.reduction)}
+        return self._run_on_backend(plan, kwargs, md, writer)
+
+    def _check_run(self, writer: DocumentWriter) -> tuple[str, str]:
         if self.lease is not None and self.lease.lost:
             return "lost", "lease lost"
         if writer.error is not None:
@@ -532,7 +599,7 @@ class InstrumentWorker:
         return "ok", ""
 
     def _run_experiment(self, lease: Lease) -> Outcome:
-        from sdl.service.plans import build_plan
+        from sdl.service.plans import PLANS, build_plan
 
         item = lease.item
         slot = self.instrument.next_slot()
@@ -541,10 +608,12 @@ class InstrumentWorker:
               "note": item.note, "submitted_by": item.user_id, "plan": item.plan, "attempt": item.attempts,
               "worker": self.worker_id}
         writer = DocumentWriter(self, lease, None, None)
+        spec = PLANS.get(item.plan)
+        point = spec.point(item.params) if spec is not None else {}
         try:
-            how, msg = self._run_plan(
-                lambda: build_plan(item.plan, self.instrument, item.params, slot=slot, sample_id=sample_id, md=md),
-                writer)
+            how, msg = self._run_request(
+                item.plan, dict(item.params), point, {**md, "sample_id": sample_id}, writer,
+                lambda: build_plan(item.plan, self.instrument, item.params, slot=slot, sample_id=sample_id, md=md))
         finally:
             writer.close()
         uid = writer.uid if writer.opened else None
@@ -590,9 +659,12 @@ class InstrumentWorker:
         slot = row.seq % max(24, spec.budget + spec.batch_size) + 1
         writer = DocumentWriter(self, lease, item.campaign_id, row.id)
         try:
-            how, msg = self._run_plan(
+            point = dict(self.instrument.space.validate_point(suggestion.params)) if self.backend else {}
+            how, msg = self._run_request(
+                "autonomous_step", {**point, "exposure": spec.exposure}, point,
+                {**md, "sample_id": sample_id, "suggestion_id": suggestion.id}, writer,
                 lambda: self.instrument.step_plan(suggestion, slot=slot, sample_id=sample_id,
-                                                  exposure=spec.exposure, md=md), writer)
+                                                  exposure=spec.exposure, md=md))
             if how == "failed" and not writer.opened and not lease.lost:
                 writer.open_empty()  # failed before the run opened: a run records the failure
                 writer.flush()
@@ -621,7 +693,7 @@ class InstrumentWorker:
         start = writer.docs[0][1]
         obs = Observation(suggestion_id=row.id, params=start.get("params", row.params), values=values,
                           run_uid=uid, extra={"sample_id": start.get("sample_id")})
-        if self.instrument.truth is not None:
+        if self.instrument.truth is not None and self.backend is None:
             try:
                 obs.extra["truth"] = float(self.instrument.truth(obs.params))
             except Exception:  # noqa: BLE001 - truth is a diagnostic; never fail a run on it
