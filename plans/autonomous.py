@@ -58,9 +58,11 @@ def autonomous_step(
     slot: int,
     sample_id: str,
     exposure: float = 1.0,
+    repeats: int = 1,
     md: dict | None = None,
 ):
-    """Make one sample and measure it: one bluesky run with a 'primary' measurement event."""
+    """Make one sample and measure it: one bluesky run with ``repeats`` 'primary' measurement
+    events of the same sample (the reduction averages them)."""
     metadata = {
         "plan_name": "autonomous_step",
         "sample_id": sample_id,
@@ -78,8 +80,9 @@ def autonomous_step(
         # Checkpoints around the exposure: a suspension (beam dump) rewinds only to the
         # start of the exposure, never into the synthesis or the load, and an event
         # already saved is never taken again.
-        yield from bps.checkpoint()
-        yield from acquire(lab.detector, lab.shutter, monitors, exposure=exposure)
+        for _ in range(int(repeats)):
+            yield from bps.checkpoint()
+            yield from acquire(lab.detector, lab.shutter, monitors, exposure=exposure)
         yield from bps.checkpoint()
         yield from unload(lab.changer, slot)
 

@@ -167,35 +167,13 @@ def build_plan(plan: str, instrument: Any, params: dict, *, slot: int, sample_id
 
 def _exposure_series(instrument: Any, point: dict, *, slot: int, sample_id: str, exposure: float, repeats: int,
                      md: dict):
-    import bluesky.plan_stubs as bps
-    import bluesky.preprocessors as bpp
-
-    from sdl.plans.autonomous import _return_sample
-    from sdl.plans.measure import acquire
-    from sdl.plans.sample_handling import load, synthesize, unload
+    """The autonomous step with ``repeats`` exposures of the one sample."""
+    from sdl.plans.autonomous import autonomous_step
 
     params = instrument.space.validate_point(point)
-    lab = instrument.devices
     composition = [float(params[n]) for n in instrument.composition_names]
     temperature = float(params[instrument.temperature_name]) if instrument.temperature_name else 0.0
-    metadata = {
-        "plan_name": "exposure_series", "sample_id": sample_id, "slot": int(slot),
-        "composition": composition, "temperature": temperature, "exposure": float(exposure), "repeats": repeats,
-        **md, "reduction": instrument.reduction, "instrument": instrument.name, "params": params,
-    }
-
-    def body():
-        yield from synthesize(lab.robot, composition, temperature, slot, sample_id)
-        yield from load(lab.changer, slot)
-        monitors = [m for m in (lab.ring_current,) if m is not None]
-        for _ in range(repeats):
-            yield from bps.checkpoint()
-            yield from acquire(lab.detector, lab.shutter, monitors, exposure=exposure)
-        yield from bps.checkpoint()
-        yield from unload(lab.changer, slot)
-
-    @bpp.run_decorator(md=metadata)
-    def run():
-        yield from bpp.finalize_wrapper(body(), _return_sample(lab, slot, sample_id))
-
-    return (yield from run())
+    md = {"plan_name": "exposure_series", "repeats": repeats, **md, "reduction": instrument.reduction,
+          "instrument": instrument.name, "params": params}
+    return (yield from autonomous_step(instrument.devices, composition, temperature, slot=slot, sample_id=sample_id,
+                                       exposure=exposure, repeats=repeats, md=md))

@@ -616,22 +616,44 @@ class InstrumentWorker:
                 lambda: build_plan(item.plan, self.instrument, item.params, slot=slot, sample_id=sample_id, md=md))
         finally:
             writer.close()
+        how, msg, uid, values = self._reduced(how, msg, writer)
+        cut = self._cut_short(how, msg, uid, step=False)
+        if cut is not None:
+            return cut
+        if how == "failed":
+            return Outcome("failed", run_uid=uid, run_status="failed", run_reason=msg, error=msg)
+        return Outcome("done", run_uid=uid, run_status="success", result={"values": values})
+
+    @staticmethod
+    def _reduced(how: str, msg: str, writer: DocumentWriter) -> tuple[str, str, str | None, dict | None]:
+        """(how, message, run uid, values): a run that went well reduced from its documents."""
         uid = writer.uid if writer.opened else None
+        values: dict | None = None
+        if how == "ok":
+            try:
+                values = reduce_run(writer.docs)
+            except Exception as exc:  # noqa: BLE001 - the item fails; the run stays, recorded
+                how, msg = "failed", f"reduction failed: {exc}"
+        return how, msg, uid, values
+
+    @staticmethod
+    def _cut_short(how: str, msg: str, uid: str | None, *, step: bool) -> Outcome | None:
+        """The outcome of an item whose plan did not run to its end (None: it did, or it failed).
+
+        A worker that stops puts an experiment back in the queue, and a campaign step's
+        suggestion back to pending (the planner queues it again)."""
         if how == "lost":
             return Outcome("lost")
         if how == "stopping":
+            if step:
+                return Outcome("cancelled", run_uid=uid, run_status="interrupted", run_reason="the worker stopped",
+                               suggestion_status="pending", error="interrupted: the worker stopped")
             return Outcome("queued", run_uid=uid, run_status="interrupted", run_reason="the worker stopped",
                            error="interrupted: the worker stopped; queued again")
         if how == "aborted":
-            return Outcome("aborted", run_uid=uid, run_status="aborted", run_reason=msg, error=msg)
-        if how == "failed":
-            return Outcome("failed", run_uid=uid, run_status="failed", run_reason=msg, error=msg)
-        try:
-            values = reduce_run(writer.docs)
-        except Exception as exc:  # noqa: BLE001 - recorded, the run stays
-            msg = f"reduction failed: {exc}"
-            return Outcome("failed", run_uid=uid, run_status="failed", run_reason=msg, error=msg)
-        return Outcome("done", run_uid=uid, run_status="success", result={"values": values})
+            return Outcome("aborted", run_uid=uid, run_status="aborted", run_reason=msg,
+                           suggestion_status="aborted" if step else None, error=msg)
+        return None
 
     def _run_step(self, lease: Lease) -> Outcome:
         """One campaign step: the suggestion (stored by the service's campaign planner) is run,
@@ -670,21 +692,10 @@ class InstrumentWorker:
                 writer.flush()
         finally:
             writer.close()
-        uid = writer.uid if writer.opened else None
-        if how == "lost":
-            return Outcome("lost")
-        if how == "stopping":
-            return Outcome("cancelled", run_uid=uid, run_status="interrupted", run_reason="the worker stopped",
-                           suggestion_status="pending", error="interrupted: the worker stopped")
-        if how == "aborted":
-            return Outcome("aborted", run_uid=uid, run_status="aborted", run_reason=msg,
-                           suggestion_status="aborted", error=msg)
-        values: dict | None = None
-        if how == "ok":
-            try:
-                values = reduce_run(writer.docs)
-            except Exception as exc:  # noqa: BLE001 - the step failed; recorded
-                how, msg = "failed", f"reduction failed: {exc}"
+        how, msg, uid, values = self._reduced(how, msg, writer)
+        cut = self._cut_short(how, msg, uid, step=True)
+        if cut is not None:
+            return cut
         if how == "failed":
             obs = Observation(suggestion_id=row.id, params=row.params, ok=False, run_uid=uid,
                               extra={"error": msg})
