@@ -97,13 +97,18 @@ class SubsetFitGP(SingleTaskGP):
         return mll.eval()
 
 
-def fit_gp(X: np.ndarray, y: np.ndarray, seed: int, kernel: str = "rbf", warp: bool = False) -> SingleTaskGP:
+def fit_gp(X: np.ndarray, y: np.ndarray, seed: int, kernel: str = "rbf", warp: bool = False,
+           pessimistic: bool = False) -> SingleTaskGP:
     """A GP with standardised outcome and fitted hyperparameters.
 
     ``kernel``: "rbf" is BoTorch's default (ARD RBF with dimension-scaled length-scale
     prior); "matern" an ARD Matern-5/2 with the same prior. ``warp``: a learned
     Kumaraswamy input warping per coordinate (BoTorch ``Warp``), for inputs crowded at one
-    end of their range (e.g. minor components of a composition).
+    end of their range (e.g. minor components of a composition). ``pessimistic``: the prior
+    mean is fixed at the worst value measured instead of fitted (about the average), so far
+    from the data the model expects the worst rather than the typical: a hypervolume
+    acquisition then stops promising large gains in unexplored corners of the space (the
+    low-temperature bound of a synthesis, where every composition gives nothing).
     """
     torch.manual_seed(seed)
     tx = torch.as_tensor(X, dtype=torch.float64)
@@ -121,6 +126,12 @@ def fit_gp(X: np.ndarray, y: np.ndarray, seed: int, kernel: str = "rbf", warp: b
         extra["input_transform"] = Warp(d=d, indices=list(range(d)),
                                         bounds=torch.stack([torch.zeros(d), torch.ones(d)]).double())
     model = SubsetFitGP(tx, ty, covar_module=covar, outcome_transform=Standardize(m=1), **extra)
+    if pessimistic:
+        yy = np.asarray(y, dtype=float)
+        sd = float(yy.std(ddof=1)) if len(yy) > 1 and yy.std() > 0 else 1.0
+        with torch.no_grad():
+            model.mean_module.constant.fill_(float((yy.min() - yy.mean()) / sd))
+        model.mean_module.raw_constant.requires_grad_(False)
     mll = ExactMarginalLogLikelihood(model.likelihood, model)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -185,7 +196,7 @@ class BoTorchAgent(AgentBase):
 
     name = "botorch"
     option_names = ("n_init", "log_transform", "acquisition", "beta", "kernel", "num_restarts", "raw_samples",
-                    "outcome_constraints", "reference_point", "input_warping")
+                    "outcome_constraints", "reference_point", "input_warping", "pessimistic_prior")
     log_default = "auto"
     plain = False
 
@@ -276,7 +287,9 @@ class BoTorchAgent(AgentBase):
         ])
         known = [self._known_outcome_model(m_, sg, lg) if j < len(self.objectives) else None
                  for j, (m_, sg, lg) in enumerate(columns)]
-        models = [k or fit_gp(X, Y[:, j], seed + j, kernel=kernel) for j, k in enumerate(known)]
+        pess = bool(self.options.get("pessimistic_prior", len(self.objectives) > 1))
+        models = [k or fit_gp(X, Y[:, j], seed + j, kernel=kernel, pessimistic=pess and j < len(self.objectives))
+                  for j, k in enumerate(known)]
         if any(k is not None for k in known):
             from botorch.models.model import ModelList
 
@@ -323,6 +336,7 @@ class BoTorchAgent(AgentBase):
             prov = Provenance(
                 agent=self.name,
                 model=f"{len(columns) - sum(k is not None for k in known)} SingleTaskGPs"
+                + (" (prior mean: the worst measured)" if pess else "")
                 + "".join(f", {c[0]} known exactly" for c, k in zip(columns, known) if k is not None),
                 acquisition=acq_name,
                 acquisition_value=acq,

@@ -397,3 +397,30 @@ def test_pool_repeats_of_a_row_are_accepted():
     agent.tell([Observation(params=pool.as_dict(r), values={"conductivity": float(pool.values[r])}) for r in (1, 2)])
     s = agent.ask(2)
     assert all(pool.index_of(x.params) not in (7, 1, 2) for x in s)
+
+
+def test_pessimistic_prior_expects_the_worst_far_from_the_data():
+    import numpy as np
+    import torch
+
+    from sdl.agents.gp import fit_gp
+
+    rng = np.random.default_rng(0)
+    X = rng.uniform(0.0, 0.3, size=(12, 2))  # measured only in one corner
+    y = np.sin(10 * X[:, 0]) + X[:, 1]
+    far = torch.tensor([[1.0, 1.0]])
+    models = fit_gp(X, y, 0), fit_gp(X, y, 0, pessimistic=True)
+    with torch.no_grad():
+        usual, pessimistic = (float(m.posterior(far).mean) for m in models)
+    assert pessimistic == pytest.approx(y.min(), abs=0.02 * np.ptp(y))  # the worst measured
+    assert pessimistic < usual - 0.2 * np.ptp(y)
+
+
+def test_several_objectives_use_the_pessimistic_prior_by_default():
+    agent = make_agent("botorch", box(), TWO, seed=0, n_init=4, reference_point={"y": 0.0, "cost": 2.0}, **FAST)
+    agent.tell(observations(seeded_points(box(), 6), two_values))
+    assert "prior mean: the worst measured" in agent.ask(1)[0].provenance.model
+    off = make_agent("botorch", box(), TWO, seed=0, n_init=4, reference_point={"y": 0.0, "cost": 2.0},
+                     pessimistic_prior=False, **FAST)
+    off.tell(observations(seeded_points(box(), 6), two_values))
+    assert "prior mean" not in off.ask(1)[0].provenance.model
