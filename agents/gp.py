@@ -229,7 +229,8 @@ class BoTorchAgent(AgentBase):
         y = (np.log(raw) if use_log else raw) * self.objectives[0].sign
         seed = int(np.random.default_rng([self.seed, self.n_seen]).integers(2**31))
         model = fit_gp(X, y, seed, kernel=str(self.options.get("kernel", self._default("kernel"))),
-                       warp=bool(self.options.get("input_warping", False)))
+                       warp=bool(self.options.get("input_warping", False)),
+                       pessimistic=bool(self.options.get("pessimistic_prior", False)))
         self._best_f = float(y.max())
         pending = self.encoder.encode_many(self.pending) if self.pending else None
 
