@@ -9,7 +9,6 @@ Real processes on a SQLite file, or on PostgreSQL with ``SDL_TEST_DATABASE_URL``
 from __future__ import annotations
 
 import json
-import threading
 import time
 
 import pytest
@@ -19,7 +18,7 @@ from sdl.service import crashtest
 from sdl.service.relay import MAX_PAYLOAD, encode
 from sdl.service.server import LiveServer
 from sdl.service.settings import InstrumentConfig
-from sdl.service.testing import Lab, scratch_settings
+from sdl.service.testing import Lab, collect_events, scratch_settings
 
 XRD = crashtest.XRD
 POOL = "pool:p3ht"
@@ -54,25 +53,6 @@ def facility(tmp_path_factory):
         drop_scratch_store(folder / "store.sqlite")
 
 
-def _collect(client, stop_when, **filters):
-    events: list[dict] = []
-    connected = threading.Event()
-
-    def run():
-        for ev in client.stream(timeout=5.0, **filters):
-            if ev["type"] == "hello":
-                connected.set()
-                continue
-            events.append(ev)
-            if stop_when(ev):
-                return
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    assert connected.wait(20)
-    return t, events
-
-
 def test_every_replica_streams_a_worker_process_run(facility):
     from sdl.client import Client
 
@@ -84,8 +64,8 @@ def test_every_replica_streams_a_worker_process_run(facility):
 
     def end(e):
         return e["type"] == "queue" and e["status"] == "done" and e["item_id"] == box.get("id")
-    t1, ev_main = _collect(alice, end, instrument="sim-xrd", types="document,queue")
-    t2, ev_rep = _collect(on_replica, end, instrument="sim-xrd", types="document,queue")
+    t1, ev_main = collect_events(alice, end, instrument="sim-xrd", types="document,queue")
+    t2, ev_rep = collect_events(on_replica, end, instrument="sim-xrd", types="document,queue")
     box["id"] = alice.submit(prop["id"], "sim-xrd", XRD)["id"]
     t1.join(60)
     t2.join(60)

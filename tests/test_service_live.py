@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import threading
 import time
 
 import httpx
@@ -15,7 +14,7 @@ import pytest
 
 from sdl.service.db import ItemRow
 from sdl.service.settings import InstrumentConfig
-from sdl.service.testing import Lab, start_lab
+from sdl.service.testing import Lab, collect_events, start_lab
 
 XRD = {"A": 0.3, "B": 0.45, "C": 0.25, "temperature": 420.0}
 SLOW = "pool:agnp"  # a run takes about a second here (time_scale 0.01)
@@ -45,30 +44,9 @@ def sci(lab):
     return lab.user("live-sci", role="scientist")
 
 
-def _collect(client, stop_when, **filters):
-    """Listen in a thread; returns (thread, events, connected-event)."""
-    events: list[dict] = []
-    connected = threading.Event()
-
-    def run():
-        for ev in client.stream(timeout=5.0, **filters):
-            if ev["type"] == "hello":
-                connected.set()
-                continue
-            ev["_received"] = time.time()
-            events.append(ev)
-            if stop_when(ev):
-                return
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    assert connected.wait(20)
-    return t, events
-
-
 def test_stream_documents_of_an_experiment(lab: Lab, alice, prop):
     box: dict = {}
-    t, events = _collect(alice, lambda e: e["type"] == "queue" and e["status"] == "done"
+    t, events = collect_events(alice, lambda e: e["type"] == "queue" and e["status"] == "done"
                          and e["item_id"] == box.get("id"), instrument="sim-xrd", types="document,queue")
     box["id"] = alice.submit(prop["id"], "sim-xrd", XRD)["id"]
     t.join(20)
@@ -83,7 +61,7 @@ def test_stream_documents_of_an_experiment(lab: Lab, alice, prop):
 
 def test_stream_campaign_events(lab: Lab, alice, prop):
     camp = alice.create_campaign(prop["id"], {"instrument": "sim-xrd", "agent": "random", "budget": 4})
-    t, events = _collect(alice, lambda e: e.get("event") == "state" and e.get("state") == "completed",
+    t, events = collect_events(alice, lambda e: e.get("event") == "state" and e.get("state") == "completed",
                          campaign_id=camp["id"])
     alice.campaign_action(camp["id"], "start")
     t.join(30)

@@ -4,9 +4,10 @@ loopback port with a scratch store, an admin client, users and approved proposal
 from __future__ import annotations
 
 import itertools
+import threading
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from sdl.client import Client
 from sdl.database import scratch_store_url
@@ -62,3 +63,27 @@ class Lab:
 def start_lab(folder: str | Path, instruments: Iterable[Any] = ("sim-xrd", "pool:p3ht"), **kw: Any) -> Lab:
     server = LiveServer(scratch_settings(folder, instruments, **kw)).start()
     return Lab(server)
+
+
+def collect_events(client: Client, stop_when: Callable[[dict], bool], connect_timeout: float = 20.0,
+                   **filters: Any) -> tuple[threading.Thread, list[dict]]:
+    """Listen to the live stream in a thread until ``stop_when(event)``; returns the thread and
+    the list the events (each stamped ``_received``) are appended to. Returns once connected."""
+    events: list[dict] = []
+    connected = threading.Event()
+
+    def run() -> None:
+        for ev in client.stream(timeout=5.0, **filters):
+            if ev["type"] == "hello":
+                connected.set()
+                continue
+            ev["_received"] = time.time()
+            events.append(ev)
+            if stop_when(ev):
+                return
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    if not connected.wait(connect_timeout):
+        raise AssertionError(f"the live stream did not connect within {connect_timeout} s")
+    return t, events
