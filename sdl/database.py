@@ -346,27 +346,27 @@ def _admin_engine(admin_url: str | URL) -> Engine:
                          connect_args={"connect_timeout": 10, "application_name": "sdl-admin"})
 
 
+def _admin_execute(admin_url: str | URL, statement: str) -> None:
+    """One statement outside a transaction (CREATE/DROP DATABASE), on a connection of its own."""
+    engine = _admin_engine(admin_url)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text(statement))
+    finally:
+        engine.dispose()
+
+
 def create_database(admin_url: str | URL, name: str) -> str:
     """CREATE DATABASE ``name`` on the PostgreSQL server of ``admin_url``; returns its URL."""
     if not name.replace("_", "").isalnum():
         raise InvalidInput("name", "letters, digits and _ only", name)
-    engine = _admin_engine(admin_url)
-    try:
-        with engine.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    finally:
-        engine.dispose()
+    _admin_execute(admin_url, f'CREATE DATABASE "{name}"')
     return parse_store_url(admin_url).set(database=name).render_as_string(hide_password=False)
 
 
 def drop_database(admin_url: str | URL, name: str) -> None:
     """DROP DATABASE ``name``, ending any connection still open to it."""
-    engine = _admin_engine(admin_url)
-    try:
-        with engine.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        engine.dispose()
+    _admin_execute(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 #: a PostgreSQL URL (any database on the server, e.g. .../postgres): the test suite then
