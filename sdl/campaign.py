@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import logging
 import math
+import signal
+import threading
 from typing import Any, Callable, Literal, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -125,7 +127,9 @@ class CampaignRunner:
         self.space: SearchSpace = self.spec.space or self.instrument.space
         self.objectives: list[Objective] = self.spec.objectives or self.instrument.objectives
         self.progress = progress or Progress()
-        self.RE = run_engine or _make_run_engine()
+        # Ctrl-C: set by the RunEngine's SIGINT handler (_PauseOnSigint), read between experiments
+        self._interrupt = threading.Event()
+        self.RE = run_engine or _make_run_engine(self._interrupt)
         self._current_run: str | None = None
         self._attempt_run: str | None = None
 
@@ -150,6 +154,7 @@ class CampaignRunner:
             agent.add_pending([p.params for p in pending])
 
         self.store.set_campaign_status(self.campaign_id, "running")
+        self._interrupt.clear()
         self.progress.started(self.spec.budget, self._n_finished())
         unsub = self.RE.subscribe(self._on_document)
         try:
@@ -160,6 +165,8 @@ class CampaignRunner:
                     return "completed"
                 row = self._next_pending(agent)
                 ok = self._run_one(row)
+                if self._interrupt.is_set():  # Ctrl-C as the run ended: stop between experiments
+                    raise KeyboardInterrupt
                 if not ok and self.spec.on_failure == "stop":
                     self.store.set_campaign_status(self.campaign_id, "failed", "an experiment failed; policy: stop")
                     return "failed"
@@ -263,14 +270,16 @@ class CampaignRunner:
         self._report()
 
     def _abort_current(self, reason: str) -> None:
+        uid = self._current_run or self._attempt_run
         if self.RE.state != "idle":
             try:
                 self.RE.abort(reason=reason)
             except Exception as exc:  # pragma: no cover - abort of an already-stopping RE
                 log.warning("abort: %s", exc)
-        if self._current_run is not None:
-            self.store.finish_run(self._current_run, "interrupted", reason=reason)
-            self._current_run = None
+        self._current_run = None
+        # the run this attempt opened, unless it ended well: kept, marked, its point requeued on resume
+        if uid is not None and any(r.uid == uid and r.status == "running" for r in self.store.runs(self.campaign_id)):
+            self.store.finish_run(uid, "interrupted", reason=reason)
 
     # ------------------------------------------------------------ bookkeeping
     def _n_finished(self) -> int:
@@ -327,12 +336,61 @@ def create_campaign(store: Store, spec: CampaignSpec | dict, campaign_id: str | 
     return campaign_id
 
 
-def _make_run_engine():
+class _PauseOnSigint:
+    """Ctrl-C during a run asks the RunEngine for an immediate pause, from a helper thread.
+
+    Without a handler bluesky turns a KeyboardInterrupt into an exception injected
+    into its own thread, which can land inside a store write (a document callback)
+    and leave a database connection mid-query. A paused run raises
+    ``RunEngineInterrupted`` in the campaign loop, which aborts it (the plan's
+    cleanup closes the shutter) and stops; a Ctrl-C as the run ends is seen by the
+    loop through ``interrupt``. Outside a run Ctrl-C is the ordinary KeyboardInterrupt.
+    """
+
+    def __init__(self, RE, interrupt: threading.Event):
+        self.RE, self.interrupt = RE, interrupt
+        self._wake = threading.Event()
+        self._installed = False
+
+    def __enter__(self):
+        if threading.current_thread() is not threading.main_thread():
+            return self  # signal handlers belong to the main thread; elsewhere nothing changes
+        self._installed, self._done = True, False
+        self._original = signal.getsignal(signal.SIGINT)
+        threading.Thread(target=self._pause_when_asked, name="sdl-sigint", daemon=True).start()
+
+        def handler(signum, frame):  # keep it tiny: set flags, wake the helper
+            self.interrupt.set()
+            self._wake.set()
+
+        signal.signal(signal.SIGINT, handler)
+        return self
+
+    def _pause_when_asked(self) -> None:
+        from bluesky.utils import TransitionError
+
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            if self._done:
+                return
+            try:
+                self.RE.request_pause(defer=False)
+            except (TransitionError, RuntimeError) as exc:  # the run is ending: the loop stops after it
+                log.debug("pause on Ctrl-C: %s", exc)
+
+    def __exit__(self, *exc) -> None:
+        if self._installed:
+            signal.signal(signal.SIGINT, self._original)
+            self._installed, self._done = False, True
+            self._wake.set()
+
+
+def _make_run_engine(interrupt: threading.Event | None = None):
     from bluesky import RunEngine
 
-    # No context managers: SIGINT reaches the campaign loop as KeyboardInterrupt,
-    # which aborts the open run (shutter closed by the plan's cleanup) and stops.
-    return RunEngine({}, context_managers=[])
+    interrupt = interrupt if interrupt is not None else threading.Event()
+    return RunEngine({}, context_managers=[lambda RE: _PauseOnSigint(RE, interrupt)])
 
 
 Callback = Callable[[str, dict], None]

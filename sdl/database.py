@@ -189,7 +189,25 @@ def make_engine(url: str | URL, *, pool_size: int | None = None, max_overflow: i
         raise InvalidInput("store_url", f"no driver for this URL ({exc}); use {SUPPORTED}", redact(u)) from None
     if u.get_backend_name() == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
+    else:
+        event.listen(engine, "handle_error", _drop_connection_left_mid_query)
     return engine
+
+
+# psycopg's words for a connection whose last query never finished (an exception landed
+# inside the driver call): it can take no other statement, not even ROLLBACK, ever again.
+_MID_QUERY = ("another command is already in progress", "can't change 'autocommit' now")
+
+
+def _drop_connection_left_mid_query(ctx) -> None:
+    """Treat a connection left mid-query as disconnected, so the pool replaces it.
+
+    Otherwise the rollback on its way back fails, the connection is lost to the pool
+    (or returned in that state and every later pre-ping raises) and a long-running
+    worker or campaign slowly runs out of connections.
+    """
+    if any(m in str(ctx.original_exception) for m in _MID_QUERY):
+        ctx.is_disconnect = True
 
 
 def check_connection(engine: Engine) -> None:

@@ -28,7 +28,7 @@ def _wait_for(predicate, timeout=120.0, proc=None):
     raise AssertionError("timed out")
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
 def test_killed_campaign_resumes_without_loss_or_repeats(tmp_path, sig):
     url = scratch_store_url(tmp_path / "crash.sqlite")  # or a PostgreSQL database (conftest)
     cid = "crashtest"
@@ -59,6 +59,10 @@ def test_killed_campaign_resumes_without_loss_or_repeats(tmp_path, sig):
 
     runs = store.runs(cid)
     open_runs = [r for r in runs if r.status in ("running", "interrupted")]
+    if sig == signal.SIGINT:  # a clean stop: the run it cut short is marked at once, the campaign too
+        assert all(r.status == "interrupted" for r in open_runs), [r.status for r in open_runs]
+        assert store.campaign(cid).status == "interrupted"
+        assert not [r for r in runs if r.status == "failed"], "Ctrl-C is not an experiment failure"
     # SIGKILL lands mid-run (checked above). Ctrl-C is delivered through the RunEngine, which
     # may let the run end first: then the stop comes between runs and none is left open.
     if sig == signal.SIGKILL or open_runs:

@@ -147,3 +147,24 @@ def test_engines_for_postgresql_check_connections_before_use():
         assert engine.pool._pre_ping and engine.dialect.driver == "psycopg"
     finally:
         engine.dispose()
+
+
+def test_a_pooled_connection_left_mid_query_is_replaced(store_url):
+    """An exception that lands inside a driver call (bluesky injects one into its thread on
+    Ctrl-C) can leave a pooled connection mid-query: every later pre-ping on it fails. The
+    pool must replace it, or the next store write fails (it failed a campaign's experiment
+    once in CI)."""
+    if not store_url.startswith("postgresql"):
+        pytest.skip("a psycopg connection state; this run is on SQLite")
+    store = Store(store_url, pool_size=1, max_overflow=0, pool_timeout=3)
+    try:
+        store.create_campaign("c1", "one", {})
+        (record,) = list(store.engine.pool._pool.queue)  # the only pooled connection, idle
+        raw = record.dbapi_connection
+        raw.pgconn.send_query(b"SELECT pg_sleep(2)")  # left mid-query
+        assert raw.info.transaction_status.name == "ACTIVE"
+        for _ in range(3):  # replaced at the next checkout: the store goes on
+            assert store.campaign("c1").name == "one"
+        assert record.dbapi_connection is not raw
+    finally:
+        store.close()
