@@ -424,3 +424,49 @@ def test_several_objectives_use_the_pessimistic_prior_by_default():
                      pessimistic_prior=False, **FAST)
     off.tell(observations(seeded_points(box(), 6), two_values))
     assert "prior mean" not in off.ask(1)[0].provenance.model
+
+
+# ------------------------------------------------------------------ pool quantile coordinates
+def test_pool_quantile_map_uses_mid_ranks_over_the_pool():
+    from sdl.agents.gp import pool_quantile_map
+
+    pool_x = np.array([[0.0, 0.5], [0.0, 0.1], [0.0, 0.9], [0.01, 0.3], [1.0, 0.7]])
+    q = pool_quantile_map(pool_x)
+    got = q(pool_x)
+    # column 0: three ties at 0 share the mid-rank 1.5 of 5; 0.01 is the 4th, 1.0 the 5th
+    assert got[:, 0].tolist() == pytest.approx([0.3, 0.3, 0.3, 0.7, 0.9])
+    assert got[:, 1].tolist() == pytest.approx([0.5, 0.1, 0.9, 0.3, 0.7])
+    # the crowded end is spread out: 0 -> 0.01 is 1 % of the raw range and 40 % of the quantiles
+    assert got[3, 0] - got[0, 0] == pytest.approx(0.4)
+    # a point between pool values (a user's own) lands between their quantiles
+    assert 0.3 < q(np.array([[0.005, 0.2]]))[0, 0] < 0.7
+
+
+def test_quantile_pool_agent_suggests_open_rows_and_restarts_identically():
+    pool = PoolModel.bundled("p3ht")
+    rows = [int(i) for i in np.random.default_rng(1).choice(len(pool), 8, replace=False)]
+    obs = [Observation(params=pool.as_dict(r), values={"conductivity": float(pool.values[r])}) for r in rows]
+
+    def agent():
+        a = make_agent("bo", pool.search_space(), [pool.objective], seed=3, n_init=4, pool_input_map="quantile",
+                       beta=3.0)
+        a.tell(obs)
+        return a
+
+    first = agent()
+    batch = [pool.index_of(s.params) for s in first.ask(3)]
+    assert len(set(batch)) == 3 and not set(batch) & set(rows)
+    assert first._xmap is not None  # the model saw quantile coordinates
+    assert [pool.index_of(s.params) for s in agent().ask(3)] == batch  # rebuilt from observations alone
+    s = agent().ask(1)[0]
+    assert s.provenance.predicted_sd["conductivity"] > 0 and s.provenance.acquisition == "UCB"
+
+
+def test_pool_input_map_errors_name_the_option():
+    pool = PoolModel.bundled("p3ht")
+    with pytest.raises(InvalidInput) as err:
+        make_agent("bo", pool.search_space(), [pool.objective], pool_input_map="rank")
+    assert err.value.field == "pool_input_map" and "quantile" in err.value.message
+    with pytest.raises(InvalidInput) as err:
+        make_agent("botorch", box(), [Objective(name="y")], pool_input_map="quantile")
+    assert err.value.field == "pool_input_map" and "no pool" in err.value.message
