@@ -159,6 +159,15 @@ def pool_quantile_map(pool_x: np.ndarray):
     return to_quantiles
 
 
+def crowded(pool_x: np.ndarray, share: float = 0.05) -> bool:
+    """Whether some input of the pool has half its rows within ``share`` of one end of its range
+    (P3HT's additives: medians at 2-3 % of their ranges; AgNP's flow rates: none below 18 %)."""
+    lo, hi = pool_x.min(axis=0), pool_x.max(axis=0)
+    span = np.where(hi > lo, hi - lo, 1.0)
+    med = (np.median(pool_x, axis=0) - lo) / span
+    return bool(np.any((med < share) | (med > 1 - share)))
+
+
 def loo_r2(model) -> float | None:
     """Leave-one-out R^2 of a fitted GP (closed form, hyperparameters fixed): its fit quality.
 
@@ -232,8 +241,8 @@ class BoTorchAgent(AgentBase):
                 raise InvalidInput("reference_point", "only for several objectives", self._reference)
             self._reference = _reference_vector(self._reference, self.objectives)
         mode = options.get("pool_input_map", "identity")
-        if mode not in ("identity", "quantile"):
-            raise InvalidInput("pool_input_map", "allowed: 'identity', 'quantile'", mode)
+        if mode not in ("auto", "identity", "quantile"):
+            raise InvalidInput("pool_input_map", "allowed: 'auto', 'identity', 'quantile'", mode)
         if mode == "quantile" and space.pool is None:
             raise InvalidInput("pool_input_map", "'quantile' maps inputs through a pool's quantiles; "
                                "this space has no pool", mode)
@@ -277,7 +286,8 @@ class BoTorchAgent(AgentBase):
             mean, spread = self._predict(model, key, [(name, self.objectives[0].sign, use_log)])
             prov = Provenance(
                 agent=self.name,
-                model="SingleTaskGP" + (" on log(y)" if use_log else ""),
+                model="SingleTaskGP" + (" on log(y)" if use_log else "")
+                + (" on the pool's quantiles of each input" if self._xmap is not None else ""),
                 acquisition={"ei": "LogEI", "nei": "qLogNoisyEI", "ucb": "UCB"}[
                     str(self.options.get("acquisition", self._default("acquisition")))],
                 acquisition_value=acq,
@@ -293,8 +303,10 @@ class BoTorchAgent(AgentBase):
 
     def _fit_pool_inputs(self, X, fit):
         """The GP on a pool, on the unit-cube coordinates or (option ``pool_input_map``
-        "quantile") on the pool's quantiles of each coordinate."""
-        if self.options.get("pool_input_map", self._default("pool_input_map")) == "identity":
+        "quantile") on the pool's quantiles of each coordinate; "auto" (the default) takes
+        quantiles when the pool is :func:`crowded` at one end of some input."""
+        mode = self.options.get("pool_input_map", self._default("pool_input_map"))
+        if mode == "identity" or (mode == "auto" and not crowded(self.pool_matrix())):
             return fit(X), None
         q = pool_quantile_map(self.pool_matrix())
         return fit(q(X)), q
@@ -445,13 +457,14 @@ class BoTorchAgent(AgentBase):
 
     # ------------------------------------------------------------------ acquisition
     def _default(self, option: str):
-        """Defaults chosen by measurement (README, "Agents"): on pools an ARD Matern-5/2 GP
-        with UCB (beta 1) found the most of P3HT's top 5 %; continuous spaces use noisy log-EI."""
+        """Defaults chosen by measurement (docs/agents.md): on pools an ARD Matern-5/2 GP with
+        UCB (beta 3), on the pool's quantiles when it is crowded (P3HT, not AgNP), found the
+        most of both pools' top 5 %; continuous spaces use noisy log-EI."""
         if self.plain:
-            return {"acquisition": "ei", "kernel": "rbf", "pool_input_map": "identity"}[option]
+            return {"acquisition": "ei", "kernel": "rbf", "pool_input_map": "identity", "beta": 1.0}[option]
         if self.is_pool:
-            return {"acquisition": "ucb", "kernel": "matern", "pool_input_map": "identity"}[option]
-        return {"acquisition": "nei", "kernel": "rbf", "pool_input_map": "identity"}[option]
+            return {"acquisition": "ucb", "kernel": "matern", "pool_input_map": "auto", "beta": 3.0}[option]
+        return {"acquisition": "nei", "kernel": "rbf", "pool_input_map": "identity", "beta": 1.0}[option]
 
     def _acquisition(self, model, X, pending):
         kind = self.options.get("acquisition", self._default("acquisition"))
@@ -460,7 +473,7 @@ class BoTorchAgent(AgentBase):
         if kind == "ucb":
             from botorch.acquisition import UpperConfidenceBound, qUpperConfidenceBound
 
-            beta = float(self.options.get("beta", 1.0))
+            beta = float(self.options.get("beta", self._default("beta")))
             if pending is None:
                 return UpperConfidenceBound(model, beta=beta)
             return qUpperConfidenceBound(model, beta=beta, X_pending=torch.as_tensor(pending))

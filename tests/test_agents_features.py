@@ -470,3 +470,25 @@ def test_pool_input_map_errors_name_the_option():
     with pytest.raises(InvalidInput) as err:
         make_agent("botorch", box(), [Objective(name="y")], pool_input_map="quantile")
     assert err.value.field == "pool_input_map" and "no pool" in err.value.message
+
+
+def test_pools_crowded_at_one_end_use_quantiles_by_default():
+    from sdl.agents.gp import crowded
+
+    spread = np.random.default_rng(0).uniform(size=(50, 3))
+    assert not crowded(spread)
+    piled = spread.copy()
+    piled[:30, 1] = 0.01  # most rows at the bottom of one input (additives at trace levels)
+    assert crowded(piled)
+    assert crowded(1.0 - piled)  # or at the top
+
+    def first_model(name):
+        pool = PoolModel.bundled(name)
+        rows = [int(i) for i in np.random.default_rng(2).choice(len(pool), 6, replace=False)]
+        agent = make_agent("bo", pool.search_space(), [pool.objective], seed=0, n_init=4)
+        agent.tell([Observation(params=pool.as_dict(r), values={pool.objective.name: float(pool.values[r])})
+                    for r in rows])
+        return agent.ask(1)[0].provenance.model
+
+    assert "quantiles" in first_model("p3ht")  # D2, D6, D8 medians at 2-3 % of their ranges
+    assert "quantiles" not in first_model("agnp")  # flow rates spread over their ranges
