@@ -159,6 +159,10 @@ def pool_quantile_map(pool_x: np.ndarray):
     return to_quantiles
 
 
+def _mapped(xmap, X: np.ndarray) -> np.ndarray:
+    return X if xmap is None else xmap(X)
+
+
 def crowded(pool_x: np.ndarray, share: float = 0.05) -> bool:
     """Whether some input of the pool has half its rows within ``share`` of one end of its range
     (P3HT's additives: medians at 2-3 % of their ranges; AgNP's flow rates: none below 18 %)."""
@@ -265,29 +269,28 @@ class BoTorchAgent(AgentBase):
         y = (np.log(raw) if use_log else raw) * self.objectives[0].sign
         seed = int(np.random.default_rng([self.seed, self.n_seen]).integers(2**31))
 
-        def fit(X_):
-            return fit_gp(X_, y, seed, kernel=str(self.options.get("kernel", self._default("kernel"))),
-                          warp=bool(self.options.get("input_warping", False)),
-                          pessimistic=bool(self.options.get("pessimistic_prior", False)))
-
-        model, self._xmap = self._fit_pool_inputs(X, fit) if self.is_pool else (fit(X), None)
-        X = self._features(X)
+        xmap = self._pool_input_map() if self.is_pool else None
+        X = _mapped(xmap, X)
+        model = fit_gp(X, y, seed, kernel=str(self.options.get("kernel", self._default("kernel"))),
+                       warp=bool(self.options.get("input_warping", False)),
+                       pessimistic=bool(self.options.get("pessimistic_prior", False)))
         self._best_f = float(y.max())
-        pending = self._features(self.encoder.encode_many(self.pending)) if self.pending else None
+        pending = _mapped(xmap, self.encoder.encode_many(self.pending)) if self.pending else None
 
         def make_acq(pend):
             return self._acquisition(model, X, pend)
 
-        picks = self._pool_picks(make_acq, pending, n) if self.is_pool else self._continuous_picks(make_acq, pending, n, seed)
+        picks = (self._pool_picks(make_acq, pending, n, xmap) if self.is_pool
+                 else self._continuous_picks(make_acq, pending, n, seed))
         fit = loo_r2(model)
         name = self.objectives[0].name
         out = []
         for key, acq in picks:
-            mean, spread = self._predict(model, key, [(name, self.objectives[0].sign, use_log)])
+            mean, spread = self._predict(model, key, [(name, self.objectives[0].sign, use_log)], xmap)
             prov = Provenance(
                 agent=self.name,
                 model="SingleTaskGP" + (" on log(y)" if use_log else "")
-                + (" on the pool's quantiles of each input" if self._xmap is not None else ""),
+                + (" on the pool's quantiles of each input" if xmap is not None else ""),
                 acquisition={"ei": "LogEI", "nei": "qLogNoisyEI", "ucb": "UCB"}[
                     str(self.options.get("acquisition", self._default("acquisition")))],
                 acquisition_value=acq,
@@ -301,25 +304,20 @@ class BoTorchAgent(AgentBase):
             out.append((self._as_params(key), prov))
         return out
 
-    def _fit_pool_inputs(self, X, fit):
-        """The GP on a pool, on the unit-cube coordinates or (option ``pool_input_map``
-        "quantile") on the pool's quantiles of each coordinate; "auto" (the default) takes
-        quantiles when the pool is :func:`crowded` at one end of some input."""
-        mode = self.options.get("pool_input_map", self._default("pool_input_map"))
-        if mode == "identity" or (mode == "auto" and not crowded(self.pool_matrix())):
-            return fit(X), None
-        q = pool_quantile_map(self.pool_matrix())
-        return fit(q(X)), q
-
-    def _features(self, X):
-        """Encoded points in the coordinates of the current model (quantiles on some pools)."""
-        xmap = getattr(self, "_xmap", None)
-        return X if xmap is None or X is None else xmap(X)
+    def _pool_input_map(self):
+        """Where the one-objective pool GP lives (option ``pool_input_map``): None for the unit
+        cube, or the pool's quantiles of each coordinate ("quantile"; "auto", the default,
+        when the pool is :func:`crowded` at one end of some input). Fixed by the pool and the
+        option, so made once."""
+        if not hasattr(self, "_pool_map"):
+            mode = self.options.get("pool_input_map", self._default("pool_input_map"))
+            use = mode == "quantile" or (mode == "auto" and crowded(self.pool_matrix()))
+            self._pool_map = pool_quantile_map(self.pool_matrix()) if use else None
+        return self._pool_map
 
     # ------------------------------------------------------------------ several outcomes
     def _suggest_composite(self, obs, n: int):
         """Several objectives and/or outcome constraints: one GP per measured quantity."""
-        self._xmap = None  # raw unit-cube coordinates
         from botorch.acquisition.multi_objective.logei import qLogNoisyExpectedHypervolumeImprovement
         from botorch.acquisition.multi_objective.objective import IdentityMCMultiOutputObjective
         from botorch.acquisition.objective import GenericMCObjective
@@ -428,9 +426,10 @@ class BoTorchAgent(AgentBase):
 
         return GenericDeterministicModel(value, num_outputs=1)
 
-    def _predict(self, model, key, columns) -> tuple[dict, dict]:
-        """Posterior mean and sd of each output at the pick, in the quantity's own units."""
-        x = self._features(self.pool_matrix()[int(key) : int(key) + 1]) if self.is_pool else np.asarray(key)
+    def _predict(self, model, key, columns, xmap=None) -> tuple[dict, dict]:
+        """Posterior mean and sd of each output at the pick, in the quantity's own units
+        (``xmap``: the model's coordinates on a pool, as for :meth:`_pool_picks`)."""
+        x = _mapped(xmap, self.pool_matrix()[int(key) : int(key) + 1]) if self.is_pool else np.asarray(key)
         with torch.no_grad():
             post = model.posterior(torch.as_tensor(x).reshape(1, -1))
             mus = post.mean.reshape(-1).tolist()
@@ -492,10 +491,11 @@ class BoTorchAgent(AgentBase):
             model, torch.as_tensor(X), X_pending=torch.as_tensor(pending), prune_baseline=True, cache_root=False,
         )
 
-    def _pool_picks(self, make_acq, pending, n):
-        """Greedy batch over the open pool rows: each pick becomes pending for the next."""
+    def _pool_picks(self, make_acq, pending, n, xmap=None):
+        """Greedy batch over the open pool rows: each pick becomes pending for the next.
+        ``xmap`` maps the pool into the model's coordinates (None: the unit cube)."""
         cands = list(self.open_candidates())
-        P = self._features(self.pool_matrix())
+        P = _mapped(xmap, self.pool_matrix())
         C = torch.as_tensor(P[cands])
         picks = []
         for _ in range(min(n, len(cands))):
