@@ -3,8 +3,11 @@
 ==========  ==============================================================================
 name        what it is
 ==========  ==============================================================================
-bo          the default: Ax Bayesian optimisation (continuous spaces, compositions,
-            several objectives); on a discrete pool, the BoTorch pool agent
+bo          the default: Ax Bayesian optimisation for one objective on continuous
+            spaces and compositions; the BoTorch agent on a discrete pool and for
+            several objectives (what Ax cannot express there: an objective that is a
+            parameter known exactly, a figure of merit modelled above its floor)
+ax          Ax's Bayesian optimisation always, several objectives included
 botorch     BoTorch GP + noisy log-EI, log-transform for heavy-tailed objectives
 gp-ei       a plain GP + expected-improvement loop (what users hand-write today)
 random      uniform random points (baseline)
@@ -25,7 +28,9 @@ DEFAULT_AGENT = "bo"
 
 
 def _bo(space: SearchSpace, objectives: Sequence[Objective], seed: int = 0, **options) -> Agent:
-    if space.pool is not None:
+    """Ax where it is the better tool (one objective, continuous), BoTorch where Ax cannot
+    express what the measurements need (docs/agents.md has the numbers behind both)."""
+    if space.pool is not None or len(objectives) > 1:
         from sdl.agents.gp import BoTorchAgent
 
         agent = BoTorchAgent(space, objectives, seed, **options)
@@ -33,7 +38,9 @@ def _bo(space: SearchSpace, objectives: Sequence[Objective], seed: int = 0, **op
         return agent
     from sdl.agents.ax_agent import AxAgent
 
-    return AxAgent(space, objectives, seed, **options)
+    agent = AxAgent(space, objectives, seed, **options)
+    agent.name = "bo"
+    return agent
 
 
 def _lazy(module: str, cls: str) -> Callable[..., Agent]:
@@ -47,6 +54,7 @@ def _lazy(module: str, cls: str) -> Callable[..., Agent]:
 
 AGENTS: dict[str, Callable[..., Agent]] = {
     "bo": _bo,
+    "ax": _lazy("ax_agent", "AxAgent"),
     "botorch": _lazy("gp", "BoTorchAgent"),
     "gp-ei": _lazy("gp", "PlainGPAgent"),
     "random": _lazy("baselines", "RandomAgent"),

@@ -92,7 +92,7 @@ def _fast_generation_strategy(num_restarts: int = 4, raw_samples: int = 256, ana
 class AxAgent(AgentBase):
     """Ax Bayesian optimisation; several objectives and outcome constraints supported."""
 
-    name = "bo"
+    name = "ax"
     option_names = ("n_init", "outcome_constraints", "reference_point", "ax_default", "num_restarts", "raw_samples")
 
     def __init__(self, space, objectives, seed: int = 0, **options):

@@ -52,6 +52,46 @@ def heavy_tailed(values: np.ndarray, ratio: float = 20.0) -> bool:
     return len(v) >= 2 and bool(np.all(v > 0)) and float(v.max() / v.min()) > ratio
 
 
+#: An objective "piles up at its floor" when at least this share of its values lies within
+#: ``FLOOR_BAND`` of its range from the worst value (see :func:`floored`).
+FLOOR_SHARE = 1 / 3
+FLOOR_BAND = 0.1
+#: In the floor transform, the offset added above the worst value, as a share of the range.
+FLOOR_OFFSET = 0.02
+
+
+def floored(values: np.ndarray, share: float = FLOOR_SHARE, band: float = FLOOR_BAND) -> bool:
+    """True when at least ``share`` of ``values`` (signed: larger is better) sit within
+    ``band`` of their range from the worst one: a figure of merit that reads "nothing
+    formed" over much of the space (a phase fraction below the onset temperature)."""
+    v = np.asarray(values, dtype=float)
+    if len(v) < 4:
+        return False
+    lo, hi = float(v.min()), float(v.max())
+    return hi > lo and float(np.mean(v <= lo + band * (hi - lo))) >= share
+
+
+class FloorLog:
+    """``z = log(u - floor + offset)`` for signed values ``u`` (floor: the worst measured,
+    offset: ``FLOOR_OFFSET`` of the range), and back. A GP on ``z`` sees the flat floor as a
+    deep, narrow valley, so where every sample measured the floor it stops predicting
+    gains as large as anywhere else; a hypervolume acquisition then stops spending
+    experiments on a dead corner. The acquisition still works in the objective's own units
+    (samples are mapped back), so the hypervolume is the real one."""
+
+    def __init__(self, u: np.ndarray):
+        u = np.asarray(u, dtype=float)
+        self.floor = float(u.min())
+        self.offset = FLOOR_OFFSET * max(float(u.max()) - self.floor, 1e-12)
+
+    def forward(self, u: np.ndarray) -> np.ndarray:
+        return np.log(np.asarray(u, dtype=float) - self.floor + self.offset)
+
+    def back(self, z):
+        exp = torch.exp if isinstance(z, torch.Tensor) else np.exp
+        return exp(z) + self.floor - self.offset
+
+
 #: Above this many observations a GP's hyperparameters are fitted on a subset of this size
 #: (the best quarter and a seeded random rest); the model then conditions on every point.
 MAX_FIT_POINTS = 256
@@ -230,7 +270,7 @@ class BoTorchAgent(AgentBase):
     name = "botorch"
     option_names = ("n_init", "log_transform", "acquisition", "beta", "kernel", "num_restarts", "raw_samples",
                     "outcome_constraints", "reference_point", "input_warping", "pessimistic_prior",
-                    "pool_input_map")
+                    "pool_input_map", "floor_transform")
     log_default = "auto"
     plain = False
 
@@ -244,6 +284,8 @@ class BoTorchAgent(AgentBase):
             if len(self.objectives) < 2:
                 raise InvalidInput("reference_point", "only for several objectives", self._reference)
             self._reference = _reference_vector(self._reference, self.objectives)
+        if options.get("floor_transform", "auto") not in ("auto", True, False):
+            raise InvalidInput("floor_transform", "allowed: 'auto', true, false", options.get("floor_transform"))
         mode = options.get("pool_input_map", "identity")
         if mode not in ("auto", "identity", "quantile"):
             raise InvalidInput("pool_input_map", "allowed: 'auto', 'identity', 'quantile'", mode)
@@ -335,6 +377,11 @@ class BoTorchAgent(AgentBase):
             use_log = heavy_tailed(raw) if log == "auto" else bool(log)
             if use_log and (self._reference is not None and self._reference[j] <= 0 or np.any(raw <= 0)):
                 use_log = False
+            param = next((p for p in self.space.parameters if p.name == o.name), None)
+            if use_log and isinstance(param, RangeParameter) and (log == "auto" or param.lower <= 0):
+                # an objective that is a parameter is known exactly: there is no model to help,
+                # and log(0) at the parameter's bound would make the acquisition's gradient NaN
+                use_log = False
             columns.append((o.name, o.sign, use_log))
         for c in self._outcome_constraints:
             columns.append((c["metric"], 1.0, False))
@@ -344,6 +391,13 @@ class BoTorchAgent(AgentBase):
         ])
         known = [self._known_outcome_model(m_, sg, lg) if j < len(self.objectives) else None
                  for j, (m_, sg, lg) in enumerate(columns)]
+        floor_opt = self.options.get("floor_transform", "auto")
+        floors: dict[int, FloorLog] = {}
+        for j in range(len(self.objectives)):
+            auto = floor_opt == "auto" and len(self.objectives) > 1 and floored(Y[:, j])
+            if known[j] is None and not columns[j][2] and (floor_opt is True or auto):
+                floors[j] = FloorLog(Y[:, j])
+                Y[:, j] = floors[j].forward(Y[:, j])
         pess = bool(self.options.get("pessimistic_prior", len(self.objectives) > 1))
         models = [k or fit_gp(X, Y[:, j], seed + j, kernel=kernel, pessimistic=pess and j < len(self.objectives))
                   for j, k in enumerate(known)]
@@ -365,8 +419,18 @@ class BoTorchAgent(AgentBase):
                 ref = np.array([s * (math.log(r) if lg else r)
                                 for (_, s, lg), r in zip(columns[:m], self._reference)])
             else:
-                ref = default_reference(Y[:, :m], [1.0] * m)
+                Yu = Y[:, :m].copy()
+                for j, f in floors.items():
+                    Yu[:, j] = f.back(Yu[:, j])
+                ref = default_reference(Yu, [1.0] * m)
             objective = IdentityMCMultiOutputObjective(outcomes=list(range(m)))
+            if floors:
+                from botorch.acquisition.multi_objective.objective import GenericMCMultiOutputObjective
+
+                def in_units(Z, X=None, floors=floors, m=m):
+                    return torch.stack([floors[j].back(Z[..., j]) if j in floors else Z[..., j] for j in range(m)], -1)
+
+                objective = GenericMCMultiOutputObjective(in_units)
 
             def make_acq(pend):
                 return qLogNoisyExpectedHypervolumeImprovement(
@@ -375,7 +439,8 @@ class BoTorchAgent(AgentBase):
                 )
             acq_name = "qLogNEHVI"
         else:
-            objective = GenericMCObjective(lambda Z, X=None: Z[..., 0])
+            f0 = floors.get(0)
+            objective = GenericMCObjective(lambda Z, X=None: Z[..., 0] if f0 is None else f0.back(Z[..., 0]))
 
             def make_acq(pend):
                 return qLogNoisyExpectedImprovement(
@@ -389,12 +454,13 @@ class BoTorchAgent(AgentBase):
         fit = loo_r2(model)
         out = []
         for key, acq in picks:
-            mean, spread = self._predict(model, key, columns)
+            mean, spread = self._predict(model, key, columns, floors=floors)
             prov = Provenance(
                 agent=self.name,
                 model=f"{len(columns) - sum(k is not None for k in known)} SingleTaskGPs"
                 + (" (prior mean: the worst measured)" if pess else "")
-                + "".join(f", {c[0]} known exactly" for c, k in zip(columns, known) if k is not None),
+                + "".join(f", {c[0]} known exactly" for c, k in zip(columns, known) if k is not None)
+                + "".join(f", {columns[j][0]} on log(distance above its floor)" for j in floors),
                 acquisition=acq_name,
                 acquisition_value=acq,
                 predicted_mean=mean,
@@ -426,16 +492,19 @@ class BoTorchAgent(AgentBase):
 
         return GenericDeterministicModel(value, num_outputs=1)
 
-    def _predict(self, model, key, columns, xmap=None) -> tuple[dict, dict]:
+    def _predict(self, model, key, columns, xmap=None, floors=None) -> tuple[dict, dict]:
         """Posterior mean and sd of each output at the pick, in the quantity's own units
-        (``xmap``: the model's coordinates on a pool, as for :meth:`_pool_picks`)."""
+        (``xmap``: the model's coordinates on a pool, as for :meth:`_pool_picks`; ``floors``:
+        the :class:`FloorLog` of each output modelled above its floor, by position)."""
         x = _mapped(xmap, self.pool_matrix()[int(key) : int(key) + 1]) if self.is_pool else np.asarray(key)
         with torch.no_grad():
             post = model.posterior(torch.as_tensor(x).reshape(1, -1))
             mus = post.mean.reshape(-1).tolist()
             sds = post.variance.clamp_min(0).sqrt().reshape(-1).tolist()
         mean, spread = {}, {}
-        for (name, sign, lg), mu, sd in zip(columns, mus, sds):
+        for j, ((name, sign, lg), mu, sd) in enumerate(zip(columns, mus, sds)):
+            if floors and j in floors:  # the median of the log-normal, and its spread to first order
+                mu, sd = float(floors[j].back(mu)), math.exp(mu) * sd
             mu = mu * sign
             mean[name], spread[name] = (math.exp(mu), math.exp(mu) * sd) if lg else (mu, sd)
         return mean, spread

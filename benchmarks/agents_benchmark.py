@@ -127,7 +127,8 @@ def _mo_campaign(agent: str, seed: int, budget: int, n_start: int) -> dict:
     model = MaterialsModel(seed=0)
     space = model.search_space()
     objs = [Objective(name="fom"), Objective(name="temperature", direction="minimize")]
-    opts = {"reference_point": REFERENCE, **EXTRA} if agent in ("bo", "botorch") else {}
+    opts = ({"reference_point": REFERENCE, **(EXTRA if agent != "ax" else {})}
+            if agent in ("bo", "ax", "botorch") else {})
     ag = make_agent(agent, space, objs, seed=seed, **opts)
     pts = AgentBase(space, objs, seed).random_points(n_start, np.random.default_rng([seed, 2021]))
     rows, hv = [], []
@@ -176,7 +177,7 @@ def true_front(model, n_temps: int = 41, n_comp: int = 300) -> np.ndarray:
     return np.array(out)
 
 
-def part_mo(seeds, workers, budget: int = 40, agents=("bo", "random")) -> dict:
+def part_mo(seeds, workers, budget: int = 40, agents=("bo", "ax", "random")) -> dict:
     from sdl.agents.multiobjective import hypervolume_of
     from sdl.sim_devices.materials import MaterialsModel
 
@@ -260,8 +261,9 @@ def main() -> None:
     ap.add_argument("--parts", default="pools,batch,mo,timing")
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--first-seed", type=int, default=0)
-    ap.add_argument("--mo-seeds", type=int, default=5)
+    ap.add_argument("--mo-seeds", type=int, default=10)
     ap.add_argument("--batch-seeds", type=int, default=8)
+    ap.add_argument("--mo-agents", default="bo,ax,random", help="agents of the two-objective part")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--json", default="", help="also write the numbers to this file")
     args = ap.parse_args()
@@ -275,7 +277,8 @@ def main() -> None:
     if "batch" in parts:
         results["batch"] = part_batch(seeds[: args.batch_seeds], args.workers)
     if "mo" in parts:
-        results["mo"] = part_mo(seeds[: args.mo_seeds], args.workers)
+        results["mo"] = part_mo(seeds[: args.mo_seeds], args.workers,
+                                agents=tuple(a.strip() for a in args.mo_agents.split(",") if a.strip()))
     if "timing" in parts:
         results["timing"] = part_timing()
     print(f"\nwall time {time.perf_counter() - t0:.0f} s")

@@ -292,7 +292,7 @@ def test_ax_several_objectives_with_outcome_constraint_and_restart():
 
     space = box()
     pts = seeded_points(space, 6, seed=3)
-    agent = make_agent("bo", space, TWO, seed=4, n_init=5, outcome_constraints=cons,
+    agent = make_agent("ax", space, TWO, seed=4, n_init=5, outcome_constraints=cons,
                        reference_point=[0.0, 2.0], **FAST)
     agent.tell(observations(pts, f))
     s = agent.ask(1)[0]
@@ -302,7 +302,7 @@ def test_ax_several_objectives_with_outcome_constraint_and_restart():
     front = agent.pareto_front()
     assert front and len(front) <= 6
     # restart: a new agent told the same observations suggests the same point
-    again = make_agent("bo", space, TWO, seed=4, n_init=5, outcome_constraints=cons,
+    again = make_agent("ax", space, TWO, seed=4, n_init=5, outcome_constraints=cons,
                        reference_point=[0.0, 2.0], **FAST)
     again.tell(observations(pts, f))
     assert again.ask(1)[0].params == pytest.approx(s.params)
@@ -492,3 +492,83 @@ def test_pools_crowded_at_one_end_use_quantiles_by_default():
 
     assert "quantiles" in first_model("p3ht")  # D2, D6, D8 medians at 2-3 % of their ranges
     assert "quantiles" not in first_model("agnp")  # flow rates spread over their ranges
+
+
+# ------------------------------------------------------------------ objectives with a floor
+def test_floored_detects_values_piled_at_the_worst():
+    from sdl.agents.gp import floored
+
+    assert floored(np.array([0.0, 0.0, 0.01, 0.4, 0.9, 0.3, 0.0, 0.6]))  # 3 of 8 at the floor
+    assert not floored(np.linspace(0.0, 1.0, 12))  # one value per level: no pile-up
+    assert not floored(np.array([0.0, 0.0, 1.0]))  # too few to tell
+    assert not floored(np.zeros(6))  # no range at all
+
+
+def test_floor_log_maps_to_log_space_and_back():
+    import torch
+
+    from sdl.agents.gp import FLOOR_OFFSET, FloorLog
+
+    u = np.array([-0.01, -0.01, 0.2, 0.99])
+    f = FloorLog(u)
+    z = f.forward(u)
+    assert z[0] == pytest.approx(math.log(FLOOR_OFFSET * 1.0))  # the floor sits offset above -inf
+    assert np.allclose(f.back(z), u)
+    assert torch.allclose(f.back(torch.as_tensor(z)), torch.as_tensor(u))
+
+
+def dead_below(p: dict) -> dict:
+    """Nothing forms below t = 0.4 (y = 0 for every x); above it a bump in x grows with t."""
+    y = 0.0 if p["t"] < 0.4 else (p["t"] - 0.4) * 2 * math.exp(-((p["x"] - 0.6) ** 2) / 0.02)
+    return {"y": y, "t": p["t"]}
+
+
+def test_floor_transform_spends_fewer_experiments_where_nothing_forms():
+    space = SearchSpace(parameters=[RangeParameter(name="x", lower=0, upper=1),
+                                    RangeParameter(name="t", lower=0, upper=1)])
+    objs = [Objective(name="y"), Objective(name="t", direction="minimize")]
+    dead, model = {}, {}
+    for on in (True, False):
+        agent = make_agent("botorch", space, objs, seed=1, n_init=4, reference_point={"y": -0.05, "t": 1.0},
+                           floor_transform=on, **FAST)
+        agent.tell(observations(agent.random_points(6, np.random.default_rng(1)), dead_below))
+        picks = run(agent, 10, dead_below)
+        dead[on] = sum(p["t"] < 0.35 for p in picks)
+        model[on] = agent.ask(1)[0].provenance
+    assert dead[True] < dead[False], dead
+    assert "y on log(distance above its floor)" in model[True].model
+    assert "floor" not in model[False].model
+    assert model[True].predicted_mean["y"] > -0.1  # reported in y's own units, not log space
+
+
+def test_floor_transform_auto_is_off_for_smooth_objectives_and_errors_name_it():
+    agent = make_agent("botorch", box(), TWO, seed=0, n_init=4, reference_point={"y": 0.0, "cost": 2.0}, **FAST)
+    agent.tell(observations(seeded_points(box(), 6), two_values))
+    assert "floor" not in agent.ask(1)[0].provenance.model
+    with pytest.raises(InvalidInput) as err:
+        make_agent("botorch", box(), TWO, seed=0, floor_transform="yes")
+    assert err.value.field == "floor_transform" and "auto" in str(err.value)
+
+
+def test_a_parameter_objective_at_zero_is_not_logged():
+    # t spans 0.003 .. 0.9 (heavy-tailed by the log rule) and its range includes 0: modelling it
+    # in log space gave log(0) at the bound and a NaN acquisition gradient
+    space = SearchSpace(parameters=[RangeParameter(name="x", lower=0, upper=1),
+                                    RangeParameter(name="t", lower=0, upper=1)])
+    objs = [Objective(name="y"), Objective(name="t", direction="minimize")]
+    agent = make_agent("botorch", space, objs, seed=0, n_init=4, reference_point={"y": -0.05, "t": 1.0}, **FAST)
+    agent.tell(observations(agent.random_points(6, np.random.default_rng(0)), dead_below))
+    s = agent.ask(1)[0]
+    assert 0 <= s.params["t"] <= 1 and "t known exactly" in s.provenance.model
+
+
+def test_bo_uses_botorch_for_several_objectives_and_ax_stays_reachable():
+    bo = make_agent("bo", box(), TWO, seed=0, n_init=4, reference_point={"y": 0.0, "cost": 2.0}, **FAST)
+    ax = make_agent("ax", box(), TWO, seed=0, n_init=4, reference_point={"y": 0.0, "cost": 2.0}, **FAST)
+    single = make_agent("bo", box(), MAX, seed=0, n_init=4, **FAST)
+    assert type(bo).__name__ == "BoTorchAgent" and bo.name == "bo"
+    assert type(ax).__name__ == "AxAgent" and ax.name == "ax"
+    assert type(single).__name__ == "AxAgent" and single.name == "bo"
+    bo.tell(observations(seeded_points(box(), 6), two_values))
+    prov = bo.ask(1)[0].provenance
+    assert prov.agent == "bo" and "SingleTaskGPs" in prov.model and prov.acquisition == "qLogNEHVI"
