@@ -13,7 +13,10 @@ plain loop in what a demanding user needs on real data:
   log space, chosen automatically when every value is positive and they span > 20x;
 - repeats and noise are handled by the GP's learned noise (repeats are just rows);
 - batches: each next point of a batch is chosen with the earlier ones (and every
-  pending point) as ``X_pending`` of a noisy log-EI, so a batch is jointly good.
+  pending point) as ``X_pending`` of a noisy log-EI, so a batch is jointly good;
+- several objectives (qLogNEHVI): an objective that is a parameter is known exactly, the
+  GP prior mean is the worst measured, and a figure of merit that piles up at its floor
+  is modelled on log(distance above the floor) (:class:`FloorLog`).
 
 ``PlainGPAgent`` ("gp-ei") is the hand-written loop users write today: a GP on the raw
 values and expected improvement, the baseline of the benchmarks.
