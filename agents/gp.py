@@ -289,6 +289,9 @@ class BoTorchAgent(AgentBase):
             self._reference = _reference_vector(self._reference, self.objectives)
         if options.get("floor_transform", "auto") not in ("auto", True, False):
             raise InvalidInput("floor_transform", "allowed: 'auto', true, false", options.get("floor_transform"))
+        if options.get("floor_transform") is True and len(self.objectives) == 1 and not self._outcome_constraints:
+            raise InvalidInput("floor_transform", "applies with several objectives or with outcome constraints "
+                               "(a hypervolume or a constrained noisy EI); one plain objective has neither", True)
         mode = options.get("pool_input_map", "identity")
         if mode not in ("auto", "identity", "quantile"):
             raise InvalidInput("pool_input_map", "allowed: 'auto', 'identity', 'quantile'", mode)

@@ -548,6 +548,23 @@ def test_floor_transform_auto_is_off_for_smooth_objectives_and_errors_name_it():
     with pytest.raises(InvalidInput) as err:
         make_agent("botorch", box(), TWO, seed=0, floor_transform="yes")
     assert err.value.field == "floor_transform" and "auto" in str(err.value)
+    with pytest.raises(InvalidInput) as err:  # one plain objective: nothing it would change
+        make_agent("botorch", box(), MAX, seed=0, floor_transform=True)
+    assert err.value.field == "floor_transform" and "several objectives" in str(err.value)
+
+
+def test_floor_transform_with_an_outcome_constraint_reports_in_units():
+    cons = [{"metric": "stress", "op": "<=", "bound": 1.5}]
+
+    def f(p):
+        return {"y": max(0.0, bump(p) - 0.3), "stress": p["x"] + p["z"]}
+
+    agent = make_agent("botorch", box(), MAX, seed=2, n_init=4, outcome_constraints=cons, floor_transform=True,
+                       **FAST)
+    agent.tell(observations(seeded_points(box(), 8, seed=2), f))
+    s = agent.ask(1)[0]
+    assert "y on log(distance above its floor)" in s.provenance.model
+    assert -0.1 < s.provenance.predicted_mean["y"] < 1.0 and s.provenance.predicted_sd["y"] >= 0
 
 
 def test_a_parameter_objective_at_zero_is_not_logged():
