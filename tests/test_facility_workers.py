@@ -36,8 +36,10 @@ def facility(tmp_path_factory):
     # documents over 1000 bytes travel by id (PostgreSQL): the replicas read them from the store
     workers = [crashtest.start_worker(folder, url, "sim-xrd", time_scale=0.005, worker_id="t-xrd",
                                       env={"SDL_NOTIFY_INLINE_BYTES": "1000"}),
-               crashtest.start_worker(folder, url, POOL, time_scale=0.0, worker_id="t-pool-1"),
-               crashtest.start_worker(folder, url, POOL, time_scale=0.0, worker_id="t-pool-2")]
+               # about 0.3 s per pool experiment: long enough that the second worker, waking from
+               # its pause wait, finds items left (instant runs let one worker take all nine)
+               crashtest.start_worker(folder, url, POOL, time_scale=0.003, worker_id="t-pool-1"),
+               crashtest.start_worker(folder, url, POOL, time_scale=0.003, worker_id="t-pool-2")]
     try:
         crashtest.wait_for(lambda: all(
             (r := main.service.dispatcher.workers()) and {w.id for w in r if w.state == "idle"} >=
