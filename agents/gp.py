@@ -383,8 +383,8 @@ class BoTorchAgent(AgentBase):
             use_log = heavy_tailed(raw) if log == "auto" else bool(log)
             if use_log and (self._reference is not None and self._reference[j] <= 0 or np.any(raw <= 0)):
                 use_log = False
-            param = next((p for p in self.space.parameters if p.name == o.name), None)
-            if use_log and isinstance(param, RangeParameter) and (log == "auto" or param.lower <= 0):
+            known_param = self._parameter_objective(o.name)
+            if use_log and known_param is not None and (log == "auto" or known_param[1].lower <= 0):
                 # an objective that is a parameter is known exactly: there is no model to help,
                 # and log(0) at the parameter's bound would make the acquisition's gradient NaN
                 use_log = False
@@ -479,17 +479,26 @@ class BoTorchAgent(AgentBase):
             out.append((self._as_params(key), prov))
         return out
 
-    def _known_outcome_model(self, metric: str, sign: float, use_log: bool):
-        """An objective that is one of the parameters themselves (anneal temperature, time,
-        cost per unit) is known exactly wherever the agent looks: modelled by a deterministic
-        model of the input instead of a GP, so the hypervolume improvement is computed with
-        no model error along that axis. None when ``metric`` is not such a parameter."""
+    def _parameter_objective(self, metric: str):
+        """``(slot, parameter)`` when the objective ``metric`` is one of the (linear) range
+        parameters themselves (anneal temperature, time, cost per unit), else None."""
         slot = self.encoder._index.get(metric)
         param = next((p for p in self.space.parameters if p.name == metric), None)
         if slot is None or slot.kind != "range" or not isinstance(param, RangeParameter) or param.log_scale:
             return None
+        return slot, param
+
+    def _known_outcome_model(self, metric: str, sign: float, use_log: bool):
+        """An objective that is one of the parameters themselves is known exactly wherever
+        the agent looks: modelled by a deterministic model of the input instead of a GP, so
+        the hypervolume improvement is computed with no model error along that axis. None
+        when ``metric`` is not such a parameter."""
+        found = self._parameter_objective(metric)
+        if found is None:
+            return None
         from botorch.models.deterministic import GenericDeterministicModel
 
+        slot, param = found
         k, lo, span = slot.start, float(param.lower), float(param.upper - param.lower)
 
         def value(X):
