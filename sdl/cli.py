@@ -75,8 +75,11 @@ def _progress() -> Progress:
 def _run_campaign(store, campaign_id: str, label: str, instrument: Any = None) -> str:
     from sdl.campaign import CampaignRunner
 
-    with _progress() as progress:
+    try:
         runner = CampaignRunner(store, campaign_id, progress=None, instrument=instrument)
+    except SdlError as exc:  # an instrument that cannot be built (a plug-in's error, a PV that does not connect)
+        _fail(exc)
+    with _progress() as progress:
         runner.progress = _RichProgress(progress, label, runner.objectives[0].name)
         status = runner.run()
     if status == "interrupted":
@@ -92,7 +95,7 @@ def demo(
     seed: int = typer.Option(0, min=0, help="seed of the agent and the counting noise"),
     out: Path = typer.Option(Path("sdl-output"), help="folder for the plot, summary and store"),
     time_scale: float = typer.Option(0.0, min=0.0, help="0: instant simulation, 1: real time"),
-    instrument: str = typer.Option("sim-xrd", help="sim-xrd, pool:p3ht or pool:agnp"),
+    instrument: str = typer.Option("sim-xrd", help="an instrument name (sdl instruments list)"),
     epics: bool = typer.Option(False, "--epics", help="serve the simulated lab as soft IOCs and run through "
                                "Channel Access (127.0.0.1, a free port)"),
 ) -> None:
@@ -325,6 +328,10 @@ def _register_db_commands() -> None:
 
 
 _register_db_commands()
+
+
+# ----------------------- sdl instruments list|show, and --profile on every command (keep this last)
+__import__("sdl.instruments_cli").instruments_cli.register(app)
 
 
 def main() -> None:  # pragma: no cover

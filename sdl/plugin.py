@@ -192,7 +192,8 @@ def inspect_plan(plugin: str, name: str, func: Callable[..., Any], space: Search
         sig = inspect.signature(func)
         hints = typing.get_type_hints(func, include_extras=True)
     except (NameError, TypeError, ValueError) as exc:
-        raise PluginError(plugin, f"plans.{name}", f"cannot read its signature: {exc}") from None
+        raise PluginError(plugin, f"plans.{name}", f"cannot read its signature: {exc} (annotations are resolved "
+                          "in the plan's module: the names they use must be defined at module level)") from None
     params = sig.parameters
     if "md" not in params and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
         raise PluginError(plugin, f"plans.{name}", "must accept `md` (sdl's metadata for the start document)")

@@ -37,7 +37,7 @@ class Entry:
 
     kind: str  # instruments | reductions | agents
     name: str
-    source: str  # 'entry point sdl.instruments: sim-xrd = sdl.builtins.xrd:sim_xrd (sdl 0.1.0)' or a profile path
+    source: str  # 'entry point GROUP: NAME = module:attr (DIST VERSION)' or 'profile PATH'
     loader: Callable[[], Any]
     _obj: Any = field(default=None, repr=False)
     error: str = ""
