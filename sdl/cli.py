@@ -264,6 +264,8 @@ def ioc(
     """Serve the simulated lab as soft IOCs on 127.0.0.1 (Ctrl-C stops) and list their PVs."""
     from sdl.epics_lab import list_pvs, run_ioc, use_loopback_ca
 
+    if _serve_plugin_double(instrument, prefix, port, seed, list_only):
+        return
     try:
         pvs = list_pvs(names, prefix, instrument_name=instrument, seed=seed)
     except SdlError as exc:
@@ -278,6 +280,32 @@ def ioc(
     use_loopback_ca(port)
     console.print(f"serving {len(pvs)} PVs on 127.0.0.1:{port} (Ctrl-C stops)")
     run_ioc(names, prefix, instrument_name=instrument, seed=seed, port=port, time_scale=time_scale)
+
+
+def _serve_plugin_double(instrument: str, prefix: str, port: int, seed: int, list_only: bool) -> bool:
+    """A plug-in instrument with a simulated double of its own: list or serve it (True if it has one)."""
+    from sdl.instruments import make_instrument
+
+    try:
+        inst = make_instrument(instrument, seed=seed)
+    except SdlError as exc:
+        _fail(exc)
+    if inst.simulator is None:
+        return False
+    from sdl.epics_lab import use_loopback_ca
+    from sdl.sim_serve import run_simulator, simulator_group
+
+    group = simulator_group(instrument, prefix, seed=seed)
+    table = Table("PV", "type", "access", "what")
+    for name, pv in group.pvdb.items():
+        table.add_row(name, f"{pv.data_type.name.lower()}[{pv.max_length}]" if pv.max_length > 1 else
+                      pv.data_type.name.lower(), "ro" if pv.pvspec.read_only else "rw", (pv.pvspec.doc or "").strip())
+    console.print(table)
+    if not list_only:
+        use_loopback_ca(port)
+        console.print(f"serving {len(group.pvdb)} PVs of {instrument} on 127.0.0.1:{port} (Ctrl-C stops)")
+        run_simulator(instrument, prefix, port=port, seed=seed)
+    return True
 
 
 # ---------------------------------------------------------------------- bench
