@@ -44,7 +44,8 @@ class CampaignSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = ""
-    instrument: str = "sim-xrd"
+    instrument: str = Field("sim-xrd", description="a registered instrument (sdl instruments list)")
+    plan: str = Field("", description="the instrument's plan for each point; default: its default plan")
     instrument_options: dict[str, Any] = Field(default_factory=dict)
     space: SearchSpace | None = Field(None, description="defaults to the instrument's")
     objectives: list[Objective] | None = Field(None, description="defaults to the instrument's")
@@ -54,7 +55,8 @@ class CampaignSpec(BaseModel):
     batch_size: int = Field(1, ge=1, le=64)
     seed: int = Field(0, ge=0)
     stopping: StoppingRule = Field(default_factory=StoppingRule)
-    exposure: float = Field(1.0, gt=0, le=3600, description="detector exposure per measurement (s)")
+    exposure: float | None = Field(None, gt=0, le=3600, description="detector exposure per measurement (s), for "
+                                   "instruments whose plan takes one; default: the plan's own")
     time_scale: float = Field(0.0, ge=0, le=10, description="0: instant simulation, 1: real time")
     on_failure: Literal["continue", "stop"] = "continue"
     proposal: str = ""
@@ -69,11 +71,13 @@ class CampaignSpec(BaseModel):
     @field_validator("agent")
     @classmethod
     def _known_agent(cls, v: str) -> str:
-        from sdl.agents import AGENTS
+        from sdl.registry import check_agent
 
-        if v not in AGENTS:
-            raise InvalidInput("agent", f"unknown agent; allowed: {sorted(AGENTS)}", v)
-        return v
+        return check_agent(v)
+
+    def context(self) -> dict[str, Any]:
+        """What the campaign says about every point (given to plans that take it)."""
+        return {} if self.exposure is None else {"exposure": self.exposure}
 
     @model_validator(mode="after")
     def _objectives_named(self) -> "CampaignSpec":
@@ -124,6 +128,8 @@ class CampaignRunner:
             n_slots=max(24, self.spec.budget + self.spec.batch_size),
             options=self.spec.instrument_options,
         )
+        if self.spec.plan:
+            self.instrument.plan(self.spec.plan)  # an unknown plan is refused before anything runs
         self.space: SearchSpace = self.spec.space or self.instrument.space
         self.objectives: list[Objective] = self.spec.objectives or self.instrument.objectives
         self.progress = progress or Progress()
@@ -138,7 +144,7 @@ class CampaignRunner:
         """Run until done; returns the final campaign status."""
         from bluesky.utils import RunEngineInterrupted
 
-        from sdl.agents import make_agent
+        from sdl.registry import make_agent
 
         interrupted = self.store.recover_interrupted(self.campaign_id)
         if interrupted:
@@ -206,7 +212,7 @@ class CampaignRunner:
         }
         plan = self.instrument.step_plan(
             suggestion, slot=row.seq % max(24, self.spec.budget + self.spec.batch_size) + 1,
-            sample_id=sample_id, exposure=self.spec.exposure, md=md,
+            sample_id=sample_id, md=md, plan=self.spec.plan or None, **self.spec.context(),
         )
         self._current_suggestion = suggestion
         self._attempt_run = None  # the run this attempt opened, if it got that far

@@ -75,8 +75,11 @@ def _progress() -> Progress:
 def _run_campaign(store, campaign_id: str, label: str, instrument: Any = None) -> str:
     from sdl.campaign import CampaignRunner
 
-    with _progress() as progress:
+    try:
         runner = CampaignRunner(store, campaign_id, progress=None, instrument=instrument)
+    except SdlError as exc:  # an instrument that cannot be built (a plug-in's error, a PV that does not connect)
+        _fail(exc)
+    with _progress() as progress:
         runner.progress = _RichProgress(progress, label, runner.objectives[0].name)
         status = runner.run()
     if status == "interrupted":
@@ -92,7 +95,7 @@ def demo(
     seed: int = typer.Option(0, min=0, help="seed of the agent and the counting noise"),
     out: Path = typer.Option(Path("sdl-output"), help="folder for the plot, summary and store"),
     time_scale: float = typer.Option(0.0, min=0.0, help="0: instant simulation, 1: real time"),
-    instrument: str = typer.Option("sim-xrd", help="sim-xrd, pool:p3ht or pool:agnp"),
+    instrument: str = typer.Option("sim-xrd", help="an instrument name (sdl instruments list)"),
     epics: bool = typer.Option(False, "--epics", help="serve the simulated lab as soft IOCs and run through "
                                "Channel Access (127.0.0.1, a free port)"),
 ) -> None:
@@ -261,6 +264,8 @@ def ioc(
     """Serve the simulated lab as soft IOCs on 127.0.0.1 (Ctrl-C stops) and list their PVs."""
     from sdl.epics_lab import list_pvs, run_ioc, use_loopback_ca
 
+    if _serve_plugin_double(instrument, prefix, port, seed, list_only):
+        return
     try:
         pvs = list_pvs(names, prefix, instrument_name=instrument, seed=seed)
     except SdlError as exc:
@@ -275,6 +280,32 @@ def ioc(
     use_loopback_ca(port)
     console.print(f"serving {len(pvs)} PVs on 127.0.0.1:{port} (Ctrl-C stops)")
     run_ioc(names, prefix, instrument_name=instrument, seed=seed, port=port, time_scale=time_scale)
+
+
+def _serve_plugin_double(instrument: str, prefix: str, port: int, seed: int, list_only: bool) -> bool:
+    """A plug-in instrument with a simulated double of its own: list or serve it (True if it has one)."""
+    from sdl.instruments import make_instrument
+
+    try:
+        inst = make_instrument(instrument, seed=seed)
+    except SdlError as exc:
+        _fail(exc)
+    if inst.simulator is None:
+        return False
+    from sdl.epics_lab import use_loopback_ca
+    from sdl.sim_serve import run_simulator, simulator_group
+
+    group = simulator_group(instrument, prefix, seed=seed)
+    table = Table("PV", "type", "access", "what")
+    for name, pv in group.pvdb.items():
+        table.add_row(name, f"{pv.data_type.name.lower()}[{pv.max_length}]" if pv.max_length > 1 else
+                      pv.data_type.name.lower(), "ro" if pv.pvspec.read_only else "rw", (pv.pvspec.doc or "").strip())
+    console.print(table)
+    if not list_only:
+        use_loopback_ca(port)
+        console.print(f"serving {len(group.pvdb)} PVs of {instrument} on 127.0.0.1:{port} (Ctrl-C stops)")
+        run_simulator(instrument, prefix, port=port, seed=seed)
+    return True
 
 
 # ---------------------------------------------------------------------- bench
@@ -325,6 +356,10 @@ def _register_db_commands() -> None:
 
 
 _register_db_commands()
+
+
+# ----------------------- sdl instruments list|show, and --profile on every command (keep this last)
+__import__("sdl.instruments_cli").instruments_cli.register(app)
 
 
 def main() -> None:  # pragma: no cover

@@ -124,10 +124,14 @@ class Client:
         return self.post(f"/api/instruments/{instrument}/resume", {"reason": reason})
 
     # ------------------------------------------------------------- experiments
-    def submit(self, proposal_id: str, instrument: str, parameters: dict, plan: str = "autonomous_step",
+    def submit(self, proposal_id: str, instrument: str, parameters: dict, plan: str | None = None,
                priority: int = 0, note: str = "") -> dict:
-        return self.post("/api/experiments", {"proposal_id": proposal_id, "instrument": instrument, "plan": plan,
-                                              "parameters": parameters, "priority": priority, "note": note})
+        """Queue one experiment; ``plan`` defaults to the instrument's default plan."""
+        body = {"proposal_id": proposal_id, "instrument": instrument, "parameters": parameters,
+                "priority": priority, "note": note}
+        if plan is not None:
+            body["plan"] = plan
+        return self.post("/api/experiments", body)
 
     def experiment(self, item_id: str) -> dict:
         return self.get(f"/api/experiments/{item_id}")

@@ -94,11 +94,9 @@ def epics_instrument(instrument_name: str = "sim-xrd", prefix: str = DEFAULT_PRE
     """
     from sdl.instruments import make_instrument
 
-    local = make_instrument(instrument_name, seed=seed, options=options)
-    devices = epics_lab_devices(prefix, detector="pool" if instrument_name.startswith("pool:") else "xrd",
-                                connect=connect, timeout=timeout)
-    return dataclasses.replace(local, devices=devices, lab=None,
-                               options={**local.options, "epics_prefix": prefix})
+    # the instrument's factory builds its own devices over EPICS when given a prefix
+    return make_instrument(instrument_name, seed=seed, options={**(options or {}), "epics_prefix": prefix,
+                                                                "epics_connect": connect, "epics_timeout": timeout})
 
 
 def beam_suspender(ring: Any, *, suspend_below: float = SUSPEND_BELOW_MA, resume_above: float = RESUME_ABOVE_MA,
@@ -173,8 +171,8 @@ def beam_guard(plan, shutter: Any, suspender: Any):
 def use_loopback_ca(port: int | None = None) -> int:
     """Keep Channel Access on 127.0.0.1 with ``port`` (or a free one) for servers and
     clients of this process; call before ophyd is imported (importing this module does
-    not import it). Returns the port. See :func:`sdl.testing.configure_loopback_ca`."""
-    from sdl.testing import configure_loopback_ca
+    not import it). Returns the port. See :func:`sdl.ca_env.configure_loopback_ca`."""
+    from sdl.ca_env import configure_loopback_ca
 
     return configure_loopback_ca(port)
 

@@ -1,136 +1,65 @@
-"""Instruments: a lab's devices + what a point means to them + how a run is reduced.
+"""Instruments by name: a front to the plug-in registry (:mod:`sdl.registry`).
 
-An instrument turns a suggestion (parameter values) into the autonomous-step plan
-for its devices and names the reduction that turns the run back into objective
-values. The registry holds the simulated ones; EPICS-backed ones use the same
-plans over Channel Access.
+The core asks for an instrument by name and gets an :class:`sdl.plugin.Instrument`;
+which instruments exist is whatever the entry points and profiles say. sdl's own
+(sim-xrd, the pools) are registered in its pyproject.toml like anyone else's.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from collections.abc import Mapping
+from typing import Any, Iterator
 
-from sdl.errors import InvalidInput
-from sdl.models import Suggestion
-from sdl.plans.autonomous import LabDevices, autonomous_step
-from sdl.reduction import reduction_spec
-from sdl.space import Objective, SearchSpace
+from sdl.plugin import Instrument
 
 
-@dataclass
-class Instrument:
-    """One instrument's devices, search space, objectives and reduction."""
+class _Names(Mapping):
+    """``INSTRUMENTS``: name -> factory, read from the registry each time (kept for callers
+    that check membership or list names)."""
 
-    name: str
-    description: str
-    devices: LabDevices
-    space: SearchSpace
-    objectives: list[Objective]
-    reduction: dict
-    #: parameter names, in the order of the robot's precursors
-    composition_names: list[str]
-    temperature_name: str | None = "temperature"
-    #: the hidden truth, for simulated instruments: params -> noise-free objective value
-    truth: Callable[[dict], float] | None = None
-    optimum: dict | None = None
-    lab: Any = None
-    options: dict = field(default_factory=dict)
+    def __getitem__(self, name: str) -> Any:
+        from sdl.registry import registry
 
-    def step_plan(self, suggestion: Suggestion, *, slot: int, sample_id: str, exposure: float, md: dict):
-        params = self.space.validate_point(suggestion.params)
-        composition = [float(params[n]) for n in self.composition_names]
-        temperature = float(params[self.temperature_name]) if self.temperature_name else 0.0
-        md = {**md, "reduction": self.reduction, "instrument": self.name, "params": params,
-              "suggestion_id": suggestion.id}
-        return autonomous_step(
-            self.devices, composition, temperature, slot=slot, sample_id=sample_id, exposure=exposure, md=md
-        )
+        return registry().get("instruments", name)
 
-    def describe(self) -> dict:
-        return {
-            "name": self.name,
-            "description": self.description,
-            "space": self.space.model_dump(exclude={"pool"}),
-            "pool_size": None if self.space.pool is None else len(self.space.pool),
-            "objectives": [o.model_dump() for o in self.objectives],
-            "optimum": self.optimum,
-        }
+    def __iter__(self) -> Iterator[str]:
+        from sdl.registry import registry
+
+        return iter(registry().names("instruments"))
+
+    def __len__(self) -> int:
+        from sdl.registry import registry
+
+        return len(registry().names("instruments"))
+
+    def __contains__(self, name: object) -> bool:
+        from sdl.registry import registry
+
+        return name in registry().entries["instruments"]
 
 
-def _sim_xrd(seed: int, time_scale: float, n_slots: int, options: dict) -> Instrument:
-    from sdl.sim_devices.lab import SimLab
-    from sdl.sim_devices.materials import MaterialsModel
-
-    model_kwargs = {}
-    if "precursors" in options:
-        model_kwargs["precursors"] = tuple(options["precursors"])
-    model = MaterialsModel(seed=int(options.get("model_seed", 0)), **model_kwargs)
-    lab = SimLab(model, time_scale=time_scale, seed=seed, n_slots=n_slots)
-    precursors = list(model.precursors)
-    params = {**model.reduction_params(), "two_theta": [float(x) for x in model.two_theta],
-              "field": "detector_spectrum"}
-    fom = params.get("objective", "fom")
-
-    def truth(p: dict) -> float:
-        return float(model.figure_of_merit([p[n] for n in precursors], p["temperature"]))
-
-    return Instrument(
-        name="sim-xrd",
-        description="Simulated synthesis robot, sample changer and XRD beamline over a hidden materials model",
-        devices=LabDevices.from_lab(lab),
-        space=model.search_space(),
-        objectives=[Objective(name=fom, direction="maximize")],
-        reduction=reduction_spec("xrd_target_phase", **params),
-        composition_names=precursors,
-        truth=truth,
-        optimum=model.optimum(),
-        lab=lab,
-        options=dict(options),
-    )
+INSTRUMENTS: Mapping[str, Any] = _Names()
 
 
-def _sim_pool(dataset: str) -> Callable[..., Instrument]:
-    def build(seed: int, time_scale: float, n_slots: int, options: dict) -> Instrument:
-        from sdl.sim_devices.lab import SimLab
-        from sdl.sim_devices.pool import PoolModel
+def instrument_names() -> list[str]:
+    from sdl.registry import registry
 
-        pool = PoolModel.bundled(dataset)
-        lab = SimLab(pool, time_scale=time_scale, seed=seed, n_slots=n_slots)
-        best_params, best_value = pool.best()
-        return Instrument(
-            name=f"pool:{dataset}",
-            description=f"Pool of {len(pool)} real measurements ({pool.source}); only listed samples can be made",
-            devices=LabDevices.from_lab(lab),
-            space=pool.search_space(),
-            objectives=[pool.objective],
-            reduction=reduction_spec("scalar", field="detector_value", objective=pool.objective.name),
-            composition_names=list(pool.inputs),
-            temperature_name=None,
-            truth=pool.value,
-            optimum={"params": best_params, pool.objective.name: best_value},
-            lab=lab,
-            options=dict(options),
-        )
-
-    return build
-
-
-INSTRUMENTS: dict[str, Callable[..., Instrument]] = {
-    "sim-xrd": _sim_xrd,
-    "pool:p3ht": _sim_pool("p3ht"),
-    "pool:agnp": _sim_pool("agnp"),
-}
+    return registry().names("instruments")
 
 
 def check_instrument_name(name: str) -> str:
-    if name not in INSTRUMENTS:
-        raise InvalidInput("instrument", f"unknown instrument; allowed: {sorted(INSTRUMENTS)}", name)
+    from sdl.registry import registry
+
+    registry().get("instruments", name)  # raises InvalidInput naming what is allowed (and why one is broken)
     return name
 
 
 def make_instrument(
     name: str, *, seed: int = 0, time_scale: float = 0.0, n_slots: int = 24, options: dict | None = None
 ) -> Instrument:
-    check_instrument_name(name)
-    return INSTRUMENTS[name](seed, time_scale, n_slots, dict(options or {}))
+    from sdl.registry import registry
+
+    return registry().build(name, seed=seed, time_scale=time_scale, n_slots=n_slots, options=options)
+
+
+__all__ = ["INSTRUMENTS", "Instrument", "check_instrument_name", "instrument_names", "make_instrument"]

@@ -25,78 +25,12 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
-import socket
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-LOOPBACK = "127.0.0.1"
-_ENV_FLAG = "SDL_TEST_CA_PORT"
-
-
-def free_port(host: str = LOOPBACK) -> int:
-    """A port free for both TCP and UDP on ``host`` (bound without SO_REUSEADDR to check)."""
-    for _ in range(200):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind((host, 0))
-            port = tcp.getsockname()[1]
-        if port < 20000:
-            continue
-        try:
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, \
-                    socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp2:
-                udp.bind((host, port))
-                tcp2.bind((host, port))
-        except OSError:
-            continue
-        return port
-    raise RuntimeError("no free port found")
-
-
-def libca_started() -> bool:
-    mod = sys.modules.get("epics.ca")
-    return mod is not None and getattr(mod, "libca", None) is not None
-
-
-def configure_loopback_ca(port: int | None = None) -> int:
-    """Keep Channel Access on loopback with a port of this process's own; returns the port.
-
-    Sets (unless already set) ``EPICS_CA_AUTO_ADDR_LIST=NO``, ``EPICS_CA_ADDR_LIST``,
-    ``EPICS_CAS_INTF_ADDR_LIST``, the beacon lists, and ``EPICS_CA_SERVER_PORT`` (a free
-    port, or ``port``). Idempotent: later calls return the same port. Call it before
-    importing ophyd/epics; once libca has started, the environment is left alone and
-    the port libca uses is returned.
-    """
-    env = os.environ
-    configured = env.get(_ENV_FLAG) and env.get("EPICS_CA_SERVER_PORT") == env[_ENV_FLAG]
-    if configured and (port is None or int(port) == int(env[_ENV_FLAG])):
-        return int(env[_ENV_FLAG])
-    if libca_started():
-        return int(env.get("EPICS_CA_SERVER_PORT", "5064"))
-    for key, value in (
-        ("EPICS_CA_AUTO_ADDR_LIST", "NO"),
-        ("EPICS_CA_ADDR_LIST", LOOPBACK),
-        ("EPICS_CAS_INTF_ADDR_LIST", LOOPBACK),
-        ("EPICS_CAS_AUTO_BEACON_ADDR_LIST", "NO"),
-        ("EPICS_CAS_BEACON_ADDR_LIST", LOOPBACK),
-    ):
-        env.setdefault(key, value)
-    chosen = int(port) if port is not None else free_port()
-    env["EPICS_CA_SERVER_PORT"] = str(chosen)
-    env[_ENV_FLAG] = str(chosen)
-    return chosen
-
-
-_prefix_counter = 0
-
-
-def unique_prefix(tag: str = "T") -> str:
-    """A PV prefix no other process uses (``SDL<tag><pid>x<n>:``)."""
-    global _prefix_counter
-    _prefix_counter += 1
-    return f"SDL{tag}{os.getpid()}x{_prefix_counter}:"
+# Channel Access on loopback lives in sdl.ca_env (production code uses it too); kept importable from here
+from sdl.ca_env import LOOPBACK, configure_loopback_ca, free_port, libca_started, unique_prefix  # noqa: F401
 
 
 # ====================================================================== conformance kit

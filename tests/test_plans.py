@@ -260,7 +260,7 @@ def test_stage_moves_through_the_run_engine_and_limits_hold(RE, lab):
 def test_sim_xrd_instrument_step_plan(RE):
     inst = make_instrument("sim-xrd", seed=3)
     opt = inst.optimum
-    params = {**dict(zip(inst.composition_names, opt["composition"])), "temperature": opt["temperature"]}
+    params = {**dict(zip(inst.options["composition_names"], opt["composition"])), "temperature": opt["temperature"]}
     suggestion = Suggestion(params=params, provenance=Provenance(agent="test"))
     plan = inst.step_plan(suggestion, slot=2, sample_id="i-1", exposure=10.0, md={"campaign_id": "c-9"})
     docs = run(RE, plan)

@@ -205,8 +205,9 @@ class CampaignManager:
             if cur is None or cur.state != "running":
                 return  # paused or stopped while the agent was thinking
             item = self.svc.new_item(
-                s, kind="campaign", instrument=row.instrument, plan="autonomous_step",
-                params={**sug.params, "exposure": runner.spec.exposure}, proposal_id=row.proposal_id,
+                s, kind="campaign", instrument=row.instrument,
+                plan=runner.spec.plan or runner.instrument.default_plan,
+                params={**sug.params, **runner.spec.context()}, proposal_id=row.proposal_id,
                 user_id=row.owner_id, priority=row.priority, campaign_id=row.campaign_id, suggestion_id=sug.id,
                 note=f"campaign {row.campaign_id[:8]} step {sug.seq}",
             )

@@ -79,7 +79,8 @@ class MemberIn(Body):
 class ExperimentIn(Body):
     proposal_id: str = Field(min_length=1, max_length=32)
     instrument: str = Field(min_length=1, max_length=60)
-    plan: str = Field("autonomous_step", min_length=1, max_length=60)
+    plan: str | None = Field(None, min_length=1, max_length=60,
+                             description="one of the instrument's plans; default: its default plan")
     parameters: dict[str, Any] = Field(description="the plan's parameters: see GET /api/instruments/{name}")
     priority: int = Field(0, ge=-10, le=10, description="order within the proposal's own queue (higher first)")
     note: str = Field("", max_length=2000)

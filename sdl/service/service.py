@@ -41,7 +41,6 @@ from sdl.service.db import (
 )
 from sdl.service.errors import Conflict, Forbidden, NotFound
 from sdl.service.events import EventBus
-from sdl.service.plans import PLANS
 from sdl.service.scheduler import Scheduler
 from sdl.service.settings import ServiceSettings
 from sdl.space import RangeParameter
@@ -274,11 +273,13 @@ class LabService:
                               .where(MemberRow.proposal_id == pid).order_by(MemberRow.added_at)).all())
 
     def _check_instruments(self, names: list[str], field: str = "instruments") -> None:
-        from sdl.instruments import INSTRUMENTS
+        from sdl.instruments import check_instrument_name
 
         for i, n in enumerate(names):
-            if n not in INSTRUMENTS:
-                raise InvalidInput(f"{field}.{i}", f"unknown instrument; allowed: {sorted(INSTRUMENTS)}", n)
+            try:
+                check_instrument_name(n)
+            except InvalidInput as exc:
+                raise InvalidInput(f"{field}.{i}", exc.message, n) from None
 
     def create_proposal(self, p: Principal, body: Any) -> dict:
         self._check_instruments(body.instruments)
@@ -462,7 +463,8 @@ class LabService:
             "objectives": [o.model_dump() for o in inst.objectives],
             "space": inst.space.model_dump(exclude={"pool"}),
             "pool_size": None if inst.space.pool is None else len(inst.space.pool),
-            "plans": {pname: plan.schema(inst, base_url) for pname, plan in PLANS.items()},
+            "plans": {pname: inst.plan_schema(pname, base_url) for pname in inst.plan_names},
+            "source": getattr(inst, "source", ""),
         }
 
     def instrument_pool(self, name: str) -> list[dict]:
@@ -473,10 +475,9 @@ class LabService:
 
     def plan_schema(self, name: str, plan: str, base_url: str = "/api") -> dict:
         w = self.worker(name)
-        spec = PLANS.get(plan)
-        if spec is None:
-            raise NotFound(f"unknown plan {plan!r}; {name} accepts {sorted(PLANS)}")
-        return spec.schema(w.instrument, base_url)
+        if plan not in w.instrument.plan_names:
+            raise NotFound(f"unknown plan {plan!r}; {name} accepts {w.instrument.plan_names}")
+        return w.instrument.plan_schema(plan, base_url)
 
     def control_instrument(self, p: Principal, name: str, action: str, reason: str = "",
                            immediate: bool = True) -> dict:
@@ -561,11 +562,11 @@ class LabService:
 
     def submit(self, p: Principal, body: Any) -> dict:
         w = self.worker(body.instrument)
-        plan = PLANS.get(body.plan)
-        if plan is None:
-            raise NotFound(f"unknown plan {body.plan!r}; {body.instrument} accepts {sorted(PLANS)}")
+        body.plan = body.plan or w.instrument.default_plan
+        if body.plan not in w.instrument.plan_names:
+            raise NotFound(f"unknown plan {body.plan!r}; {body.instrument} accepts {w.instrument.plan_names}")
         try:
-            params = plan.validate(w.instrument, body.parameters)
+            params = w.instrument.validate_request(body.plan, body.parameters)
         except InvalidInput as exc:
             field = exc.field if exc.field.startswith("parameters") else f"parameters.{exc.field}"
             raise InvalidInput(field, exc.message, exc.value) from None

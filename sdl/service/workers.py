@@ -92,9 +92,10 @@ class ServiceInstrument:
             self._next = self._next % self.n_slots + 1
             return self.free_slot(self._next)
 
-    def step_plan(self, suggestion, *, slot: int, sample_id: str, exposure: float, md: dict):
-        return self._inst.step_plan(suggestion, slot=self.free_slot(slot), sample_id=sample_id,
-                                    exposure=exposure, md=md)
+    def step_plan(self, suggestion, *, md: dict, slot: int | None = None, **kwargs: Any):
+        if slot is not None:
+            kwargs["slot"] = self.free_slot(slot)
+        return self._inst.step_plan(suggestion, md=md, **kwargs)
 
 
 def make_backend(cfg: Any) -> Any:
@@ -599,7 +600,7 @@ class InstrumentWorker:
         return "ok", ""
 
     def _run_experiment(self, lease: Lease) -> Outcome:
-        from sdl.service.plans import PLANS, build_plan
+        from sdl.service.plans import build_plan
 
         item = lease.item
         slot = self.instrument.next_slot()
@@ -608,8 +609,10 @@ class InstrumentWorker:
               "note": item.note, "submitted_by": item.user_id, "plan": item.plan, "attempt": item.attempts,
               "worker": self.worker_id}
         writer = DocumentWriter(self, lease, None, None)
-        spec = PLANS.get(item.plan)
-        point = spec.point(item.params) if spec is not None else {}
+        try:
+            point = self.instrument.split(item.plan, item.params)[0]
+        except Exception:  # noqa: BLE001 - an internal plan (ring_check): no point
+            point = {}
         try:
             how, msg = self._run_request(
                 item.plan, dict(item.params), point, {**md, "sample_id": sample_id}, writer,
@@ -682,11 +685,12 @@ class InstrumentWorker:
         writer = DocumentWriter(self, lease, item.campaign_id, row.id)
         try:
             point = dict(self.instrument.space.validate_point(suggestion.params)) if self.backend else {}
+            plan = spec.plan or self.instrument.default_plan
             how, msg = self._run_request(
-                "autonomous_step", {**point, "exposure": spec.exposure}, point,
+                plan, {**point, **spec.context()}, point,
                 {**md, "sample_id": sample_id, "suggestion_id": suggestion.id}, writer,
-                lambda: self.instrument.step_plan(suggestion, slot=slot, sample_id=sample_id,
-                                                  exposure=spec.exposure, md=md))
+                lambda: self.instrument.step_plan(suggestion, slot=slot, sample_id=sample_id, md=md, plan=plan,
+                                                  **spec.context()))
             if how == "failed" and not writer.opened and not lease.lost:
                 writer.open_empty()  # failed before the run opened: a run records the failure
                 writer.flush()

@@ -1,0 +1,77 @@
+"""The colour-matching station (examples/colour_station, ``pip install -e
+examples/colour_station``): a robotics engineer's instrument defined only through the
+public plug-in interface -- plan arguments instead of motors, wells from sdl's sample
+slot, its own reduction -- in-process and over Channel Access (its caproto double)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+pytest.importorskip("sdl_colour", reason="pip install -e examples/colour_station")
+from sdl_colour import optics  # noqa: E402
+
+from sdl.ca_env import free_port  # noqa: E402
+
+NAME = "colour-station"
+SDL = [sys.executable, "-m", "sdl.cli"]
+
+
+def test_colour_station_campaign_measures_the_mix_it_asked_for(store):
+    from sdl.campaign import CampaignRunner, create_campaign
+    from sdl.instruments import make_instrument
+    from sdl.replay import replay
+
+    inst = make_instrument(NAME)
+    assert inst.source.endswith("(sdl-example-colour-station 0.1.0)")
+    assert inst.plan("mix_and_measure").point_args == ["red", "yellow", "blue"] and not inst.dofs
+    assert inst.plan_schema()["properties"]["integration_ms"]["x-units"] == "ms"
+    cid = create_campaign(store, {"instrument": NAME, "agent": "sobol", "budget": 5, "seed": 3})
+    assert CampaignRunner(store, cid).run() == "completed"
+    obs = store.observations(cid)
+    for o in obs:
+        # the reduction of the measured spectrum is the model's distance at the point, within the noise
+        assert o.values["colour_distance"] == pytest.approx(optics.distance(o.params), abs=3 * optics.NOISE)
+        start = store.documents(o.run_uid)[0][1]
+        assert start["well"] == start["suggestion_seq"] % 24 + 1  # the well is the sample slot sdl gave
+    assert all(r["match"] for r in replay(store, cid))
+
+
+def test_colour_station_over_channel_access(tmp_path):
+    port = free_port()
+    prefix = f"CS{os.getpid()}:"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EPICS_", "SDL_TEST_CA"))}
+    env.update(EPICS_CA_AUTO_ADDR_LIST="NO", EPICS_CA_ADDR_LIST="127.0.0.1")
+    ioc = subprocess.Popen(SDL + ["ioc", "--instrument", NAME, "--prefix", prefix, "--port", str(port)], env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        for line in ioc.stdout:
+            if line.startswith("READY") or time.monotonic() > deadline:
+                break
+        assert line.startswith("READY"), line
+        spec = tmp_path / "spec.json"
+        spec.write_text(json.dumps({"instrument": NAME, "agent": "sobol", "budget": 2, "seed": 0,
+                                    "instrument_options": {"epics_prefix": prefix}}))
+        store = f"sqlite:///{tmp_path / 's.sqlite'}"
+        out = subprocess.run(SDL + ["campaign", "run", "--spec", str(spec), "--store", store, "--id", "ca"],
+                             env={**env, "EPICS_CA_SERVER_PORT": str(port)}, capture_output=True, text=True,
+                             timeout=120)
+        assert out.returncode == 0, out.stdout + out.stderr
+        from sdl.store import Store
+
+        s = Store(store)
+        obs = s.observations("ca")
+        assert len(obs) == 2
+        for o in obs:
+            assert o.ok and o.values["colour_distance"] == pytest.approx(optics.distance(o.params),
+                                                                         abs=3 * optics.NOISE)
+        s.close()
+    finally:
+        ioc.terminate()
+        ioc.wait(10)

@@ -1,0 +1,255 @@
+"""Instruments as plug-ins: the registry (entry points, profiles), typed plans, stock
+reductions, and the clear errors of bad plug-ins. In-process only (fast)."""
+
+from __future__ import annotations
+
+import math
+import textwrap
+from pathlib import Path
+from typing import Annotated, Literal
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from sdl import registry as reg_mod
+from sdl.errors import InvalidInput
+from sdl.plugin import Arg, Instrument, PluginError
+from sdl.reduction import reduction_spec, stock_value
+from sdl.space import Objective, RangeParameter, SearchSpace
+
+ROOT = Path(__file__).resolve().parents[1]
+PY_PROFILE = ROOT / "examples" / "profiles" / "ophyd_sim_profile.py"
+
+
+@pytest.fixture(autouse=True)
+def fresh_registry(monkeypatch):
+    monkeypatch.delenv("SDL_PROFILE", raising=False)
+    reg_mod.reset()
+    yield
+    reg_mod.reset()
+
+
+def _space():
+    return SearchSpace(parameters=[RangeParameter(name="x", lower=-1, upper=1)])
+
+
+def _instrument(**kw):
+    def plan(x: float, *, md=None):
+        yield from ()
+
+    args = dict(name="t", description="", space=_space(), objectives=[Objective(name="y")],
+                reduction=reduction_spec("scalar", field="d", objective="y"), plans={"p": plan})
+    args.update(kw)
+    return Instrument(**args)
+
+
+# ------------------------------------------------------------------ built-ins
+def test_builtins_come_through_sdls_own_entry_points():
+    r = reg_mod.registry()
+    assert {"sim-xrd", "pool:p3ht", "pool:agnp"} <= set(r.names("instruments"))
+    for name in ("sim-xrd", "pool:p3ht"):
+        src = r.source("instruments", name)
+        assert src.startswith("entry point sdl.instruments:") and "(sdl " in src, src
+    assert r.source("reductions", "xrd_target_phase").startswith("entry point sdl.reductions:")
+    inst = r.build("sim-xrd")
+    assert inst.plan_names == ["autonomous_step", "exposure_series"]
+    assert inst.plan_schema("exposure_series")["properties"]["repeats"]["maximum"] == 20
+
+
+def test_core_names_no_instrument():
+    """The store, campaign runner, service, workers and backends never special-case one."""
+    core = [ROOT / "sdl" / f for f in ("store.py", "campaign.py", "replay.py", "reduction.py", "registry.py",
+                                        "plugin.py")]
+    core += sorted((ROOT / "sdl" / "service").glob("*.py")) + sorted((ROOT / "sdl" / "backends").glob("*.py"))
+    allowed = {  # defaults only: what runs when nothing is named
+        "campaign.py": ['Field("sim-xrd"'], "settings.py": ['DEFAULT_INSTRUMENTS = ("sim-xrd"'],
+        "crashtest.py": None, "testing.py": None,  # test kits, not the core
+    }
+    for path in core:
+        ok = allowed.get(path.name, [])
+        if ok is None:
+            continue
+        for line in path.read_text().splitlines():
+            if ("sim-xrd" in line or '"pool:' in line or "startswith(\"pool" in line) and not any(a in line
+                                                                                                for a in ok):
+                pytest.fail(f"{path.name} names an instrument: {line.strip()}")
+
+
+# ----------------------------------------------------------- plans and schemas
+def test_plan_options_are_typed_from_the_signature_and_checked():
+    def plan(x: float, *, exposure: Annotated[float, Arg(0, 5, units="s", open_lower=True)] = 0.5,
+             mode: Literal["fast", "fine"] = "fast", n: int = 2, md=None):
+        """Measure at x."""
+        yield from ()
+
+    inst = _instrument(plans={"measure": plan})
+    schema = inst.plan_schema("measure")
+    assert schema["properties"]["exposure"] == {"type": "number", "exclusiveMinimum": 0, "maximum": 5,
+                                                "default": 0.5, "x-units": "s", "description": "exposure (s)"}
+    assert schema["properties"]["mode"]["enum"] == ["fast", "fine"]
+    assert schema["required"] == ["x"] and schema["description"] == "Measure at x."
+    assert inst.validate_request("measure", {"x": 0.2, "n": 3}) == {"x": 0.2, "exposure": 0.5, "mode": "fast", "n": 3}
+    with pytest.raises(InvalidInput, match=r"exposure: out of range: allowed \(0, 5\] s"):
+        inst.validate_request("measure", {"x": 0.2, "exposure": 0})
+    with pytest.raises(InvalidInput, match="mode: must be one of"):
+        inst.validate_request("measure", {"x": 0.2, "mode": "slow"})
+    with pytest.raises(InvalidInput, match="plan: unknown plan for t; allowed: \\['measure'\\]"):
+        inst.validate_request("nope", {"x": 0.2})
+
+
+def test_bad_plugins_get_one_clear_error():
+    def untyped(x, *, speed=1, md=None):
+        yield from ()
+
+    with pytest.raises(PluginError, match=r"plug-in 't': plans.p.speed: cannot type it: no annotation; allowed: "):
+        _instrument(plans={"p": untyped})
+
+    def no_md(x: float):
+        yield from ()
+
+    with pytest.raises(PluginError, match=r"plans.p: must accept `md`"):
+        _instrument(plans={"p": no_md})
+
+    def no_default(x: float, *, gain: float, md=None):
+        yield from ()
+
+    with pytest.raises(PluginError, match=r"plans.p.gain: an option .* needs a default"):
+        _instrument(plans={"p": no_default})
+    with pytest.raises(PluginError, match=r"plug-in 't': reduction: missing.*allowed reductions: .*readings"):
+        _instrument(reduction=None)
+    with pytest.raises(PluginError, match=r"reduction.name: unknown reduction 'nope'"):
+        _instrument(reduction={"name": "nope", "params": {}})
+
+    def other(*, md=None):
+        yield from ()
+
+    with pytest.raises(PluginError, match=r"parameters \['x'\] are neither plan arguments nor bound to a device"):
+        _instrument(plans={"p": other})
+
+
+# ------------------------------------------------------------ stock reductions
+def test_stock_reductions_of_a_waveform_and_an_image():
+    x = np.arange(200.0)
+    y = 5 + 100 * np.exp(-((x - 80.0) ** 2) / (2 * 6.0 ** 2))
+    ev = {"data": {"w": y.tolist(), "a": 6.0, "b": 3.0}}
+    assert stock_value("centroid", ev, "w", {}) == pytest.approx(80.0, abs=1e-6)
+    assert stock_value("fwhm", ev, "w", {}) == pytest.approx(2.3548 * 6.0, rel=0.01)
+    assert stock_value("fwhm", ev, "w", {"step": 0.5}) == pytest.approx(2.3548 * 3.0, rel=0.01)
+    assert stock_value("ratio", ev, "a", {"denominator": "b"}) == 2.0
+    img = np.outer(np.exp(-((np.arange(40) - 10.0) ** 2) / 8), np.exp(-((np.arange(50) - 30.0) ** 2) / 18))
+    ev = {"data": {"img": img.ravel().tolist()}}
+    assert stock_value("centroid", ev, "img", {"shape": [40, 50], "axis": 0}) == pytest.approx(30.0, abs=0.01)
+    assert stock_value("centroid", ev, "img", {"shape": [40, 50], "axis": 1}) == pytest.approx(10.0, abs=0.01)
+    assert stock_value("sum", ev, "img", {}) == pytest.approx(img.sum())
+
+
+# ------------------------------------------------------------- entry points
+def _fake_distribution(tmp_path: Path, name: str, entry_points: str) -> Path:
+    d = tmp_path / f"{name}-0.1.dist-info"
+    d.mkdir(parents=True)
+    (d / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
+    (d / "entry_points.txt").write_text(textwrap.dedent(entry_points))
+    return tmp_path
+
+
+def test_a_broken_entry_point_is_reported_and_the_others_work(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(_fake_distribution(tmp_path, "broken_plugin", """
+        [sdl.instruments]
+        broken-station = broken_plugin_missing_module:build
+        """)))
+    reg_mod.reset()
+    r = reg_mod.registry()
+    assert "broken-station" in r.names("instruments")
+    with pytest.raises(InvalidInput) as err:
+        r.build("broken-station")
+    msg = str(err.value)
+    assert "entry point sdl.instruments: broken-station = broken_plugin_missing_module:build (broken_plugin 0.1)" \
+        in msg and "ModuleNotFoundError" in msg
+    assert r.build("sim-xrd").name == "sim-xrd"
+    from sdl.cli import app
+
+    out = CliRunner().invoke(app, ["instruments", "list", "--json"])
+    assert out.exit_code == 1
+    assert "sim-xrd" in out.output and "broken-station" in out.output and "ModuleNotFoundError" in out.output
+
+
+# ------------------------------------------------------------------ profiles
+def test_python_profile_instrument_runs_a_campaign_that_replays(tmp_path, monkeypatch, store):
+    from sdl.campaign import CampaignRunner, create_campaign
+    from sdl.replay import replay
+
+    monkeypatch.setenv("SDL_PROFILE", str(PY_PROFILE))
+    reg_mod.reset()
+    r = reg_mod.registry()
+    assert r.source("instruments", "gauss-scan") == f"profile {PY_PROFILE}"
+    cid = create_campaign(store, {"instrument": "gauss-scan", "agent": "sobol", "budget": 6, "seed": 1})
+    assert CampaignRunner(store, cid).run() == "completed"
+    obs = store.observations(cid)
+    assert len(obs) == 6 and all(o.ok for o in obs)
+    for o in obs:  # the detector read at the moved motor: the reduction gives the simulated truth
+        assert o.values["intensity"] == pytest.approx(1000 * math.exp(-((o.params["x"] - 1.7) ** 2) / 4.5), rel=1e-6)
+    start = store.documents(obs[0].run_uid)[0][1]
+    assert start["instrument"] == "gauss-scan" and start["reduction"]["name"] == "readings"
+    assert all(row["match"] for row in replay(store, cid))
+
+
+def test_profile_option_on_every_command_and_a_missing_profile_is_reported(tmp_path):
+    import typer.main
+
+    from sdl.cli import app
+
+    group = typer.main.get_command(app)
+
+    def walk(cmd, path=()):
+        if hasattr(cmd, "commands"):
+            for n, c in cmd.commands.items():
+                yield from walk(c, path + (n,))
+        else:
+            yield path, cmd
+
+    commands = list(walk(group))
+    assert len(commands) > 10
+    for path, cmd in commands:
+        assert any("--profile" in p.opts for p in cmd.params), f"sdl {' '.join(path)} has no --profile"
+    out = CliRunner().invoke(app, ["instruments", "list", "--profile", str(tmp_path / "nope.toml")])
+    assert out.exit_code == 1 and "no such file" in out.output
+
+
+def test_toml_profile_errors_name_the_instrument_the_key_and_what_is_allowed(tmp_path):
+    from sdl.profile_toml import parse_profile
+
+    base = """
+        [instrument.pin.devices.m]
+        class = "ophyd.EpicsSignal"
+        pv = "X:mtr"
+        [instrument.pin.devices.d]
+        class = "ophyd.EpicsSignalRO"
+        pv = "X:det"
+        [[instrument.pin.parameters]]
+        name = "x"
+        device = "m"
+        lower = -1
+        upper = 1
+        [[instrument.pin.objectives]]
+        name = "i"
+        reading = "d"
+        """
+    p = tmp_path / "b.toml"
+    p.write_text(textwrap.dedent(base))
+    spec = parse_profile(p)
+    assert spec.instrument["pin"].parameters[0].device == "m"
+    cases = {
+        "[instrument.pin]\nsettle = 1\n" + textwrap.dedent(base): r"plug-in 'pin': b.toml: settle: unknown key; allowed: \[.*'settle_s'",
+        base.replace('pv = "X:det"', 'pv = "X:det"\ncolour = 1'): r"devices.d.colour: unknown key; allowed: "
+                                                                    r"\['class', 'prefix'",
+        base.replace('device = "m"', 'device = "d"'): r"parameters.0.device: 'd' is ophyd.EpicsSignalRO, not movable",
+        base.replace('reading = "d"', 'reading = "q"'): r"objectives.0.reading: unknown device 'q'; allowed: \['d', "
+                                                        r"'m'\]",
+        base.replace('"ophyd.EpicsSignalRO"', '"ophyd.Thing"'): r"devices.d.class: not allowed; input should be "
+                                                                 r"'ophyd.EpicsMotor'",
+    }
+    for text, pattern in cases.items():
+        p.write_text(textwrap.dedent(text))
+        with pytest.raises(PluginError, match=pattern):
+            parse_profile(p)
