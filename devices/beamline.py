@@ -11,14 +11,16 @@ import threading
 from typing import Any
 
 from ophyd import Component as Cpt
-from ophyd import Device, EpicsMotor, EpicsSignal, EpicsSignalRO
+from ophyd import Device, EpicsSignal, EpicsSignalRO
 from ophyd.pv_positioner import PVPositionerIsClose
 from ophyd.status import DeviceStatus
 
 from sdl.devices.common import CommandDevice, CommandSignal, finish_status
+from sdl.devices.motor import EpicsMotor
 from sdl.errors import DeviceFault, InvalidInput
 
-#: Sample stage axes and the monochromator energy are stock motor records.
+#: Sample stage axes and the monochromator energy are stock motor records (ophyd's
+#: EpicsMotor with its move/done race closed: :mod:`sdl.devices.motor`).
 StageAxis = EpicsMotor
 MonoEnergy = EpicsMotor
 

@@ -11,8 +11,8 @@ from typing import Any, Optional
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
+from sdl import tables
 from sdl.errors import SdlError
 
 app = typer.Typer(help="sdl: self-driving-lab orchestration.", no_args_is_help=True, add_completion=False)
@@ -190,13 +190,14 @@ def campaign_run(
 
 @campaign_app.command("resume")
 def campaign_resume(
-    campaign_id: str = typer.Argument(..., help="the campaign to continue"),
+    campaign_id: str = typer.Argument(..., help="the campaign to continue (id or a unique prefix)"),
     store_url: Optional[str] = typer.Option(None, "--store", help="SQLAlchemy URL (default $SDL_STORE_URL)"),
 ) -> None:
     """Continue an interrupted campaign: nothing lost, no finished experiment repeated."""
     _quiet_libraries()
     store = _store(store_url)
     try:
+        campaign_id = tables.campaign_id(store, campaign_id)  # a unique prefix will do
         store.campaign(campaign_id)
     except SdlError as exc:
         _fail(exc)
@@ -205,14 +206,17 @@ def campaign_resume(
 
 
 @campaign_app.command("list")
-def campaign_list(store_url: Optional[str] = typer.Option(None, "--store")) -> None:
-    """List stored campaigns."""
+def campaign_list(store_url: Optional[str] = typer.Option(None, "--store"),
+                  as_json: bool = typer.Option(False, "--json", help="print the rows as JSON")) -> None:
+    """List stored campaigns (ids whole; any unique prefix of one names it)."""
     store = _store(store_url)
-    table = Table("id", "name", "instrument", "agent", "status", "experiments")
-    for row in store.campaigns():
-        table.add_row(row.id, row.name, row.spec.get("instrument", ""), row.spec.get("agent", ""), row.status,
-                      f"{len(store.observations(row.id))}/{row.spec.get('budget')}")
-    console.print(table)
+    rows = [{"id": row.id, "name": row.name, "instrument": row.spec.get("instrument", ""),
+             "agent": row.spec.get("agent", ""), "status": row.status,
+             "experiments": len(store.observations(row.id)), "budget": row.spec.get("budget")}
+            for row in store.campaigns()]
+    for r in rows if not as_json else ():
+        r["done"] = f"{r['experiments']}/{r['budget']}"
+    tables.print_rows(console, tables.CAMPAIGN_COLUMNS, rows, as_json=as_json)
 
 
 @campaign_app.command("show")
@@ -225,7 +229,7 @@ def campaign_show(
 
     store = _store(store_url)
     try:
-        console.print_json(json.dumps(summarize(store, campaign_id)))
+        console.print_json(json.dumps(summarize(store, tables.campaign_id(store, campaign_id))))
     except SdlError as exc:
         _fail(exc)
 
@@ -240,7 +244,7 @@ def campaign_replay(
 
     store = _store(store_url)
     try:
-        rows = replay(store, campaign_id)
+        rows = replay(store, tables.campaign_id(store, campaign_id))
     except SdlError as exc:
         _fail(exc)
     mismatches = [r for r in rows if not r["match"]]
@@ -260,6 +264,7 @@ def ioc(
     seed: int = typer.Option(0, min=0, help="seed of the simulated lab"),
     time_scale: float = typer.Option(1.0, min=0.0, help="1: real-time robots and motors, 0: instant"),
     list_only: bool = typer.Option(False, "--list", help="list the PVs and exit"),
+    as_json: bool = typer.Option(False, "--json", help="with --list: print the PVs as JSON"),
 ) -> None:
     """Serve the simulated lab as soft IOCs on 127.0.0.1 (Ctrl-C stops) and list their PVs."""
     from sdl.epics_lab import list_pvs, run_ioc, use_loopback_ca
@@ -270,11 +275,12 @@ def ioc(
         pvs = list_pvs(names, prefix, instrument_name=instrument, seed=seed)
     except SdlError as exc:
         _fail(exc)
-    table = Table("PV", "IOC", "type", "access", "units", "what")
-    for pv in pvs:
-        table.add_row(pv["name"], pv["ioc"], f"{pv['type']}[{pv['count']}]" if pv.get("count", 1) > 1 else pv["type"],
-                      pv["access"], pv.get("units", ""), pv.get("doc", ""))
-    console.print(table)
+    if not (as_json and list_only):
+        shown = [{**pv, "type": f"{pv['type']}[{pv['count']}]" if pv.get("count", 1) > 1 else pv["type"]}
+                 for pv in pvs]
+        tables.print_rows(console, tables.PV_COLUMNS, shown)
+    else:
+        tables.print_rows(console, tables.PV_COLUMNS, pvs, as_json=True)
     if list_only:
         return
     use_loopback_ca(port)

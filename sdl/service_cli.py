@@ -51,6 +51,17 @@ def _call(fn, *args: Any, **kwargs: Any) -> Any:
         _fail(f"cannot reach the service: {exc}")
 
 
+def _resolve_campaign(c: Any, prefix: str) -> str:
+    """The full id of the campaign a unique prefix names (among those this token sees)."""
+    from sdl.errors import SdlError
+    from sdl.tables import resolve_with
+
+    try:
+        return resolve_with(lambda: _call(c.campaigns), prefix)
+    except SdlError as exc:
+        _fail(exc)
+
+
 def _parse_value(text: str) -> Any:
     try:
         return json.loads(text)
@@ -192,7 +203,7 @@ def campaign_create(
 
 
 def campaign_watch(
-    campaign_id: str = typer.Argument(..., help="campaign id"),
+    campaign_id: str = typer.Argument(..., help="campaign id (or a unique prefix of one)"),
     url: Optional[str] = _URL,
     token: Optional[str] = _TOKEN,
 ) -> None:
@@ -202,6 +213,7 @@ def campaign_watch(
     from sdl.client import CAMPAIGN_FINAL
 
     c = _client(url, token)
+    campaign_id = _resolve_campaign(c, campaign_id)
     camp = _call(c.campaign, campaign_id)
     done = threading.Event()
 

@@ -1,0 +1,57 @@
+"""``EpicsMotor`` with the completion race of stock ophyd (1.11) closed.
+
+Stock :class:`ophyd.EpicsMotor` finishes a move in the CA monitor thread
+(``_move_changed`` -> ``PositionerBase._done_moving``): it runs the ``_req_done``
+subscriptions (the MoveStatus finishes, so the RunEngine wakes) and *then* clears
+them. When the RunEngine starts the next move before that thread reaches the clearing,
+``PositionerBase.move`` first "fails" the old, already finished status (``InvalidState``
+in ``_req_done``) and subscribes the new one, and the late clearing then removes the
+new status's subscription: that move never completes and the scan hangs. Nothing an
+IOC sends can prevent it (it is all after the last ``DMOV`` 1 has arrived); a fast
+detector (``ophyd.sim.det``) and a busy machine make it frequent.
+
+:class:`EpicsMotor` here is the stock class with one lock held while the request
+subscriptions are run-and-cleared (``_done_moving``, also on ``stop``) and while a move
+replaces them, so the clearing can no longer overtake a new move. Same PVs, same
+components, same documents. ``tests/test_motor_race.py`` forces the interleaving.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import ophyd
+from ophyd.positioner import PositionerBase
+from ophyd.status import wait as status_wait
+from ophyd.utils.epics_pvs import raise_if_disconnected
+
+
+class EpicsMotor(ophyd.EpicsMotor):
+    """Stock :class:`ophyd.EpicsMotor`, with the move/done race closed (see module doc)."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        self._request_lock = threading.RLock()
+        super().__init__(*args, **kwargs)
+
+    @raise_if_disconnected
+    def move(self, position: float, wait: bool = True, **kwargs: Any):
+        # ophyd.EpicsMotor.move, with PositionerBase.move under the lock.
+        self._started_moving = False
+        with self._request_lock:
+            status = PositionerBase.move(self, position, **kwargs)
+        self.user_setpoint.put(position, wait=False)
+        try:
+            if wait:
+                status_wait(status)
+        except KeyboardInterrupt:
+            self.stop()
+            raise
+        return status
+
+    def _done_moving(self, *args: Any, **kwargs: Any) -> None:
+        with self._request_lock:
+            super()._done_moving(*args, **kwargs)
+
+
+__all__ = ["EpicsMotor"]

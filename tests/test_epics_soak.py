@@ -1,0 +1,57 @@
+"""Stock clients against the soft motor record, as a beamline drives them: back-to-back
+moves, null moves, moves to where the motor is, reversals, retargets, stops mid-move and
+scans, each client kind in its own process against ``sdl ioc`` (a subprocess, real time).
+
+The short version runs in CI; the full one (20 runs x 500 moves per client, issue 20)
+is ``-m slow``. Expected: 0 hangs, 0 callback errors, 0 double and 0 early completions.
+"""
+
+from __future__ import annotations
+
+from sdl.testing import configure_loopback_ca, unique_prefix
+
+PORT = configure_loopback_ca()
+
+import os  # noqa: E402
+
+import pytest  # noqa: E402
+
+from sdl.sim_devices.ioc import loopback_environment, serve_sim_lab  # noqa: E402
+from sdl.sim_devices.ioc.soak import CLIENTS, run_soak  # noqa: E402
+
+BAD = ("hangs", "callback_errors", "double_completions", "early_completions")
+
+
+@pytest.fixture(scope="module")
+def ioc():
+    with serve_sim_lab("sim-xrd", seed=0, prefix=unique_prefix("K"), port=PORT, time_scale=1.0,
+                       names="motors", mode="process") as served:
+        yield served
+
+
+def _check(results: list[dict]) -> None:
+    bad = [r for r in results if any(r.get(k) for k in BAD) or r.get("errors")]
+    assert not bad, "\n".join(f"{r['client']} run {r['run']}: " + ", ".join(f"{k}={r.get(k)}" for k in BAD)
+                              + f" {r.get('errors')}" for r in bad)
+
+
+def _env() -> dict[str, str]:
+    return {**loopback_environment("127.0.0.1", PORT), "EPICS_CA_SERVER_PORT": str(PORT)}
+
+
+@pytest.mark.timeout(170)
+def test_soak_short(ioc):
+    results = run_soak(CLIENTS, runs=1, moves=int(os.environ.get("SDL_SOAK_MOVES", "40")), seed=7,
+                       pv=ioc.prefix + "STAGE:X", env=_env(), hang_s=20)
+    assert [r["client"] for r in results] == list(CLIENTS)
+    assert all(r["moves"] >= 40 for r in results)
+    _check(results)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(4 * 3600)
+def test_soak_full(ioc):
+    """Issue 20's acceptance: 20 runs x 500 back-to-back moves and scans per client."""
+    results = run_soak(CLIENTS, runs=20, moves=500, seed=100, pv=ioc.prefix + "STAGE:X", env=_env())
+    assert len(results) == 20 * len(CLIENTS)
+    _check(results)

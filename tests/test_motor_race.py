@@ -1,0 +1,64 @@
+"""The hang of issue 20, made deterministic: stock ``ophyd.EpicsMotor`` clears its move
+subscriptions in the CA monitor thread *after* the MoveStatus has finished, so a move
+started at once by the waiting thread loses its completion when that clearing is late.
+Here the clearing is delayed on purpose: the stock class hangs, sdl's does not."""
+
+from __future__ import annotations
+
+from sdl.testing import configure_loopback_ca, unique_prefix
+
+PORT = configure_loopback_ca()
+
+import threading  # noqa: E402
+import time  # noqa: E402
+
+import ophyd  # noqa: E402
+import pytest  # noqa: E402
+from ophyd.positioner import PositionerBase  # noqa: E402
+from ophyd.utils import WaitTimeoutError  # noqa: E402
+
+from sdl.devices.motor import EpicsMotor  # noqa: E402
+from sdl.sim_devices.ioc import serve_sim_lab  # noqa: E402
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture(scope="module")
+def ioc():
+    with serve_sim_lab("sim-xrd", seed=0, prefix=unique_prefix("Q"), port=PORT, time_scale=1.0,
+                       names="stage_x") as served:
+        yield served
+
+
+@pytest.fixture
+def late_clearing(monkeypatch):
+    """Delay the clearing of the request subscriptions when it runs in the CA thread."""
+    original = PositionerBase._reset_sub
+
+    def slow_reset(self, event_type):
+        if event_type == self._SUB_REQ_DONE and threading.current_thread() is not threading.main_thread():
+            time.sleep(0.3)
+        return original(self, event_type)
+
+    monkeypatch.setattr(PositionerBase, "_reset_sub", slow_reset)
+
+
+def _back_to_back(motor) -> None:
+    motor.wait_for_connection(timeout=5)
+    motor.velocity.set(50.0).wait(5)
+    motor.move(1.0, wait=True)
+    first = motor.move(2.0, wait=False)
+    first.wait(5)  # returns while the monitor thread is still in _done_moving
+    second = motor.move(3.0, wait=False)
+    second.wait(3)
+    assert second.success and motor.position == pytest.approx(3.0, abs=1e-3)
+
+
+def test_sdl_epics_motor_survives_a_late_clearing(ioc, late_clearing):
+    _back_to_back(EpicsMotor(ioc.prefix + "STAGE:X", name="x_sdl"))
+
+
+def test_stock_epics_motor_hangs_on_a_late_clearing(ioc, late_clearing):
+    """If this starts passing, ophyd fixed the race and sdl.devices.motor can go."""
+    with pytest.raises(WaitTimeoutError):
+        _back_to_back(ophyd.EpicsMotor(ioc.prefix + "STAGE:X", name="x_stock"))
