@@ -355,3 +355,31 @@ def test_api_docs_load_nothing_from_elsewhere(w):
     assert srcs and all(s.startswith("/") for s in srcs), srcs
     for s in srcs:
         assert c.get(s).status_code == 200, s
+
+
+# ------------------------------------------------ one table, code and docs
+def test_capability_table_in_docs_is_the_code_s():
+    from pathlib import Path
+
+    from sdl.service.authz import markdown_table
+
+    doc = (Path(__file__).parents[1] / "docs" / "http-api.md").read_text()
+    start = doc.index("<!-- capabilities:")
+    block = doc[doc.index("\n", start) + 1:doc.index("<!-- /capabilities -->")].strip()
+    assert block == markdown_table(), "docs/http-api.md's capability table differs from sdl/service/authz.py"
+
+
+def test_every_role_check_goes_through_the_table():
+    """No endpoint decides on a role by itself (is_admin / is_staff / role ==) outside authz."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).parents[1] / "sdl" / "service"
+    offenders = []
+    for f in root.glob("*.py"):
+        if f.name in ("authz.py", "auth.py"):
+            continue
+        for i, line in enumerate(f.read_text().splitlines(), 1):
+            if re.search(r"\.is_admin\b|\.is_staff\b|\.role\s*(==|!=|in)\s", line):
+                offenders.append(f"{f.name}:{i}: {line.strip()}")
+    assert not offenders, offenders
