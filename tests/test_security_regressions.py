@@ -380,6 +380,6 @@ def test_every_role_check_goes_through_the_table():
         if f.name in ("authz.py", "auth.py"):
             continue
         for i, line in enumerate(f.read_text().splitlines(), 1):
-            if re.search(r"\.is_admin\b|\.is_staff\b|\.role\s*(==|!=|in)\s", line):
+            if re.search(r"\.is_admin\b|\.is_staff\b|\bp\.role\s*(==|!=|in)\s", line):
                 offenders.append(f"{f.name}:{i}: {line.strip()}")
     assert not offenders, offenders

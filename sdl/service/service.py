@@ -748,7 +748,7 @@ class LabService:
             raise NotFound(f"campaign {cid!r} not found")
         readable = view.can_read(row.proposal_id)
         if control:
-            if not (view.is_member(row.proposal_id) or p.is_staff):
+            if not (view.is_member(row.proposal_id) or can(p, "campaigns.halt")):
                 raise NotFound(f"campaign {cid!r} not found")
         elif not readable:
             raise NotFound(f"campaign {cid!r} not found")
