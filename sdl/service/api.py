@@ -26,6 +26,7 @@ from sdl.service.auth import Principal
 from sdl.service.authz import can
 from sdl.service.guard import SCOPE_KEY, GuardMiddleware
 from sdl.service.stream import serve_stream
+from sdl.service.oidc import router as oidc_router
 from sdl.service.pages import install_docs, page_response
 from sdl.service.errors import NotFound, ServiceError, Unauthorized
 from sdl.service.schemas import (
@@ -157,7 +158,7 @@ def create_app(settings: ServiceSettings | None = None, service: LabService | No
     # ---------------------------------------------------------------- health
     @app.get("/health", tags=["service"])
     def health() -> dict:
-        return {"status": "ok", "version": API_VERSION,
+        return {"status": "ok", "version": API_VERSION, "sign_in": bool(settings.oidc_issuer),
                 "instruments": {n: w.state for n, w in svc.workers.items()}}
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
@@ -387,6 +388,7 @@ def create_app(settings: ServiceSettings | None = None, service: LabService | No
         return svc.share_report()
 
     app.include_router(api)
+    app.include_router(oidc_router(svc, principal))  # /api/auth/*: sign-in through the identity provider
 
     # ------------------------------------------------------------ live stream
     @app.websocket("/api/stream")

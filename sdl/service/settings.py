@@ -152,6 +152,7 @@ class ServiceSettings(BaseSettings):
         False, description="a first sign-in creates a 'user' account linked to the provider's subject; otherwise "
                            "an admin links accounts first (PATCH /api/users/{id} {\"oidc_subject\": ...})")
     oidc_token_ttl_days: float = Field(1.0, gt=0, description="lifetime of tokens issued at sign-in")
+    oidc_clock_leeway_s: float = Field(30.0, ge=0, le=600, description="clock difference allowed with the provider")
 
     @field_validator("instruments", mode="before")
     @classmethod
