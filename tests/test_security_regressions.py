@@ -163,7 +163,13 @@ def _raw(lab: Lab, head: bytes, body_chunks) -> bytes:
         s.settimeout(10)
         data = b""
         try:
-            while b"\r\n\r\n" not in data or len(data) < 40:
+            while True:  # the head, then as many body bytes as it announces
+                if b"\r\n\r\n" in data:
+                    head_part, body = data.split(b"\r\n\r\n", 1)
+                    n = [int(x.split(b":")[1]) for x in head_part.lower().split(b"\r\n")
+                         if x.startswith(b"content-length:")]
+                    if n and len(body) >= n[0]:
+                        break
                 more = s.recv(65536)
                 if not more:
                     break
