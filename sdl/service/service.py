@@ -820,10 +820,12 @@ class LabService:
             row = s.get(ServiceCampaignRow, cid)
             # decided once, before anything changes: members may do everything; staff may halt
             # (pause, stop) any campaign and are answered without its data
+            readable = row is not None and view.can_read(row.proposal_id)
             if row is None or not (view.is_member(row.proposal_id)
                                    or (action in ("pause", "stop") and can(p, "campaigns.halt"))):
+                if readable:  # may see it, may not steer it
+                    raise Forbidden(f"only the proposal's members {action} its campaigns")
                 raise NotFound(f"campaign {cid!r} not found")
-            readable = view.can_read(row.proposal_id)
             state = row.state
             allowed = {"start": ("created", "stopped"), "pause": ("running",), "resume": ("paused",),
                        "stop": ("created", "running", "paused")}[action]
