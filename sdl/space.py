@@ -47,7 +47,11 @@ class RangeParameter(BaseModel):
     def check(self, value: Any) -> Value:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise InvalidInput(self.name, f"must be a number in [{self.lower}, {self.upper}]", value)
-        if not math.isfinite(value):
+        try:
+            finite = math.isfinite(value)
+        except OverflowError:  # an int too large for a float (hundreds of digits)
+            finite = False
+        if not finite:
             raise InvalidInput(self.name, f"must be a finite number in [{self.lower}, {self.upper}]", value)
         if not self.lower <= value <= self.upper:
             raise InvalidInput(

@@ -3,7 +3,9 @@
 - A proposal's data (parameters, results, run documents, campaign suggestions and
   observations, exports, live documents) is visible to its members.
 - *open* proposals: to every signed-in user once the embargo date has passed.
-- *coalition* proposals: to the members of every proposal of the same coalition.
+- *coalition* proposals: to the members of every *approved* proposal of the same
+  coalition. A pending, rejected or closed proposal grants nothing beyond itself:
+  naming a coalition is a request to join it, and the admin's approval is the answer.
 - *proprietary* proposals: to nobody else, facility staff included. Staff see that
   an item exists, where it is in the queue and its state (to run the instrument),
   never its parameters or data.
@@ -29,7 +31,8 @@ def proposal_readable(prop: ProposalRow, member_of: dict[str, str], coalitions: 
     if prop.kind == "open" and prop.status in ("approved", "closed"):
         emb = as_utc(prop.embargo_until)
         return emb is not None and emb <= utcnow()
-    if prop.kind == "coalition" and prop.coalition and prop.coalition in coalitions:
+    if (prop.kind == "coalition" and prop.status in ("approved", "closed") and prop.coalition
+            and prop.coalition in coalitions):
         return True
     return False
 
@@ -43,11 +46,15 @@ class MembershipCache:
         self._cache: dict[str, tuple[float, dict[str, str], set[str]]] = {}
         self._lock = threading.Lock()
         self._generation = 0
+        #: called after every change (open live streams re-check themselves at once)
+        self.listeners: set[Any] = set()
 
     def invalidate(self) -> None:
         with self._lock:
             self._generation += 1
             self._cache.clear()
+        for fn in list(self.listeners):
+            fn()
 
     def get(self, user_id: str) -> tuple[dict[str, str], set[str]]:
         now = time.monotonic()
@@ -58,12 +65,14 @@ class MembershipCache:
         generation = self._generation
         with self.db.read() as s:
             rows = s.execute(
-                select(MemberRow.proposal_id, MemberRow.role, ProposalRow.coalition, ProposalRow.kind)
+                select(MemberRow.proposal_id, MemberRow.role, ProposalRow.coalition, ProposalRow.kind,
+                       ProposalRow.status)
                 .join(ProposalRow, ProposalRow.id == MemberRow.proposal_id)
                 .where(MemberRow.user_id == user_id)
             ).all()
-        member = {pid: role for pid, role, _, _ in rows}
-        coalitions = {c for _, _, c, kind in rows if kind == "coalition" and c}
+        member = {pid: role for pid, role, _, _, _ in rows}
+        # only an approved proposal makes its members part of its coalition
+        coalitions = {c for _, _, c, kind, status in rows if kind == "coalition" and c and status == "approved"}
         with self._lock:
             if len(self._cache) > 10_000:
                 self._cache.clear()
@@ -139,6 +148,14 @@ class StreamAccess:
         self._view = AccessView(db, principal, members)
         self._at = time.monotonic()
         self._lock = threading.Lock()
+
+    def refresh(self, principal: Any | None = None) -> None:
+        """Forget the view now (a token, account or membership changed)."""
+        with self._lock:
+            if principal is not None:
+                self.principal = principal
+            self._view = AccessView(self.db, self.principal, self.members)
+            self._at = time.monotonic()
 
     def can_read(self, proposal_id: str | None) -> bool:
         with self._lock:

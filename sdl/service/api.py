@@ -19,10 +19,15 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request, WebSocket, WebS
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sdl.errors import InvalidInput
-from sdl.service.access import StreamAccess
-from sdl.service.auth import Principal, hash_token
+from sdl.service.auth import Principal
+from sdl.service.authz import can
+from sdl.service.guard import SCOPE_KEY, GuardMiddleware
+from sdl.service.stream import serve_stream
+from sdl.service.oidc import router as oidc_router
+from sdl.service.pages import install_docs, page_response
 from sdl.service.errors import NotFound, ServiceError, Unauthorized
 from sdl.service.schemas import (
     ApprovalIn,
@@ -49,6 +54,11 @@ _bearer = HTTPBearer(auto_error=False, description="an API token: `Authorization
 
 
 # ------------------------------------------------------------------- errors
+ERROR_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+               405: "method_not_allowed", 409: "conflict", 413: "too_large", 415: "unsupported_media_type",
+               422: "invalid", 429: "rate_limited"}
+
+
 def _invalid(field: str, message: str, value: Any = ...) -> JSONResponse:
     loc = ["body", *[int(x) if x.isdigit() else x for x in field.split(".")]]
     detail = {"loc": loc, "msg": message, "type": "value_error", "field": field}
@@ -81,82 +91,20 @@ def _install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(status_code=422, content={"detail": details, "field": first["field"],
                                                       "message": f"{first['field']}: {first['msg']}"})
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException):
+        # FastAPI's own answers (unknown route 404, 405, unparsable body 400) get the documented body too
+        detail = exc.detail if isinstance(exc.detail, str) else "error"
+        if exc.status_code == 400 and "parsing the body" in detail:
+            detail = "the body is not JSON this service can read (too deeply nested, or malformed)"
+        return JSONResponse(status_code=exc.status_code, headers=getattr(exc, "headers", None),
+                            content={"detail": detail, "error": ERROR_CODES.get(exc.status_code, "error")})
+
     @app.exception_handler(ServiceError)
     async def _service_error(request: Request, exc: ServiceError):
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
         return JSONResponse(status_code=exc.status, content={"detail": exc.message, "error": exc.code},
                             headers=headers)
-
-
-# --------------------------------------------------------------- middleware
-class LimitsMiddleware:
-    """413 for bodies over the limit, 429 beyond a token's (or address's) rate."""
-
-    def __init__(self, app: Any, svc: LabService):
-        self.app = app
-        self.svc = svc
-        self.max_body = svc.settings.max_body_bytes
-
-    async def _reply(self, send, status: int, body: dict, headers: list | None = None) -> None:
-        data = json.dumps(body).encode()
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
-                                *(headers or [])]})
-        await send({"type": "http.response.body", "body": data})
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or not scope["path"].startswith("/api"):
-            return await self.app(scope, receive, send)
-        headers = dict(scope.get("headers") or [])
-        auth = headers.get(b"authorization", b"").decode("latin-1")
-        if auth.lower().startswith("bearer "):
-            key = "t:" + hash_token(auth[7:].strip())
-        else:
-            client = scope.get("client") or ("?", 0)
-            key = f"a:{client[0]}"
-        ok, wait = self.svc.limiter.allow(key)
-        if not ok:
-            return await self._reply(send, 429, {"detail": f"rate limit: at most "
-                                                 f"{self.svc.settings.rate_limit_per_minute:g} requests per minute "
-                                                 f"(burst {self.svc.settings.rate_limit_burst}); retry in "
-                                                 f"{wait:.2f} s", "error": "rate_limited"},
-                                     [(b"retry-after", str(max(1, round(wait + 0.5))).encode())])
-        length = headers.get(b"content-length")
-        if length is not None:
-            try:
-                n = int(length)
-            except ValueError:
-                n = self.max_body + 1
-            if n > self.max_body:
-                return await self._reply(send, 413, self._too_large(n))
-        elif headers.get(b"transfer-encoding", b"").lower() == b"chunked":
-            # read the body up to the limit, then hand it on
-            chunks, size = [], 0
-            while True:
-                msg = await receive()
-                if msg["type"] != "http.request":
-                    break
-                size += len(msg.get("body", b""))
-                if size > self.max_body:
-                    return await self._reply(send, 413, self._too_large(size))
-                chunks.append(msg.get("body", b""))
-                if not msg.get("more_body"):
-                    break
-            body = b"".join(chunks)
-            sent = False
-
-            async def replay():
-                nonlocal sent
-                if not sent:
-                    sent = True
-                    return {"type": "http.request", "body": body, "more_body": False}
-                return await receive()
-
-            return await self.app(scope, replay, send)
-        return await self.app(scope, receive, send)
-
-    def _too_large(self, n: int) -> dict:
-        return {"detail": f"request body too large: {n} bytes; the limit is {self.max_body}", "error": "too_large"}
 
 
 # --------------------------------------------------------------------- app
@@ -184,16 +132,19 @@ def create_app(settings: ServiceSettings | None = None, service: LabService | No
         description="Remote access to the self-driving lab: accounts, proposals, a fair queue per instrument, "
                     "experiments, autonomous campaigns, live documents and data. See docs/http-api.md.",
         lifespan=lifespan,
+        docs_url=None, redoc_url=None,  # /docs is served from installed files (sdl.service.pages)
     )
     app.state.service = svc
     app.state.initial_admin_token = admin_token
-    app.add_middleware(LimitsMiddleware, svc=svc)
+    app.add_middleware(GuardMiddleware, svc=svc)
     _install_error_handlers(app)
+    install_docs(app)
 
-    def principal(cred: Optional[HTTPAuthorizationCredentials] = Depends(_bearer)) -> Principal:
+    def principal(request: Request, cred: Optional[HTTPAuthorizationCredentials] = Depends(_bearer)) -> Principal:
         if cred is None or not cred.credentials:
             raise Unauthorized("missing bearer token: send Authorization: Bearer <token>")
-        p = svc.auth.authenticate(cred.credentials)
+        seen = request.scope.get(SCOPE_KEY)  # the middleware's reading of this request's token
+        p = seen[1] if seen is not None and seen[0] == cred.credentials else svc.auth.authenticate(cred.credentials)
         if p is None:
             raise Unauthorized("invalid, expired or revoked token")
         return p
@@ -207,14 +158,12 @@ def create_app(settings: ServiceSettings | None = None, service: LabService | No
     # ---------------------------------------------------------------- health
     @app.get("/health", tags=["service"])
     def health() -> dict:
-        return {"status": "ok", "version": API_VERSION,
+        return {"status": "ok", "version": API_VERSION, "sign_in": bool(settings.oidc_issuer),
                 "instruments": {n: w.state for n, w in svc.workers.items()}}
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page() -> HTMLResponse:
-        from sdl.service.web import PAGE
-
-        return HTMLResponse(PAGE)
+        return page_response()
 
     # -------------------------------------------------------------- accounts
     @api.get("/me", tags=["accounts"])
@@ -291,11 +240,11 @@ def create_app(settings: ServiceSettings | None = None, service: LabService | No
     # ----------------------------------------------------------- instruments
     @api.get("/instruments", tags=["instruments"])
     def instruments(p: Principal = P) -> list[dict]:
-        return [svc.instrument_json(n) for n in svc.workers]
+        return [svc.instrument_json(n, p=p) for n in svc.workers]
 
     @api.get("/instruments/{name}", tags=["instruments"])
     def instrument(name: str, p: Principal = P) -> dict:
-        return svc.instrument_json(name)
+        return svc.instrument_json(name, p=p)
 
     @api.get("/instruments/{name}/plans/{plan}", tags=["instruments"])
     def plan_schema(name: str, plan: str, p: Principal = P) -> dict:
@@ -434,83 +383,17 @@ def create_app(settings: ServiceSettings | None = None, service: LabService | No
 
     @api.get("/usage/shares", tags=["usage"])
     def shares(p: Principal = P) -> dict:
-        if not p.is_staff:
+        if not can(p, "usage.all"):
             raise NotFound("not found")
         return svc.share_report()
 
     app.include_router(api)
+    app.include_router(oidc_router(svc, principal))  # /api/auth/*: sign-in through the identity provider
 
     # ------------------------------------------------------------ live stream
     @app.websocket("/api/stream")
     async def stream(websocket: WebSocket, token: Optional[str] = None, campaign_id: Optional[str] = None,
                      instrument: Optional[str] = None, types: Optional[str] = None):
-        # the token: Authorization header (programs), the subprotocols ["sdl.bearer", TOKEN]
-        # (browsers, which cannot set headers; kept out of access logs), or ?token= (simple)
-        auth = websocket.headers.get("authorization", "")
-        protocols = [x.strip() for x in websocket.headers.get("sec-websocket-protocol", "").split(",") if x.strip()]
-        subprotocol = None
-        tok = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
-        if not tok and len(protocols) >= 2 and protocols[0] == "sdl.bearer":
-            tok, subprotocol = protocols[1], "sdl.bearer"
-        tok = tok or token or ""
-        p = await asyncio.to_thread(svc.auth.authenticate, tok) if tok else None
-        await websocket.accept(subprotocol=subprotocol)
-        if p is None:
-            await websocket.send_text(json.dumps({"type": "error", "status": 401,
-                                                  "detail": "missing, invalid, expired or revoked token"}))
-            await websocket.close(code=4401)
-            return
-        access = StreamAccess(svc.db, p, members=svc.members)
-        if campaign_id is not None:
-            try:
-                await asyncio.to_thread(svc.campaign_json, p, campaign_id)
-            except NotFound as exc:
-                await websocket.send_text(json.dumps({"type": "error", "status": 404, "detail": exc.message}))
-                await websocket.close(code=4404)
-                return
-        wanted = {t.strip() for t in types.split(",")} if types else None
-
-        def accept(event) -> str | None:
-            d = event.data
-            if wanted is not None and d.get("type") not in wanted:
-                return None
-            if campaign_id is not None and d.get("campaign_id") != campaign_id:
-                return None
-            if instrument is not None and d.get("instrument") != instrument:
-                return None
-            if event.proposal_id is None or access.can_read(event.proposal_id):
-                return event.text()
-            if d.get("type") in ("queue", "instrument"):
-                return event.public_text()
-            return None
-
-        sub = svc.bus.subscribe(asyncio.get_running_loop(), accept)
-        try:
-            await websocket.send_text(json.dumps({"type": "hello", "user": p.name, "role": p.role,
-                                                  "filters": {"campaign_id": campaign_id, "instrument": instrument,
-                                                              "types": sorted(wanted) if wanted else None}}))
-            receiver = asyncio.ensure_future(websocket.receive_text())
-            while True:
-                getter = asyncio.ensure_future(sub.queue.get())
-                done, _ = await asyncio.wait({getter, receiver}, return_when=asyncio.FIRST_COMPLETED)
-                if getter in done:
-                    await websocket.send_text(getter.result())
-                else:
-                    getter.cancel()
-                if receiver in done:
-                    try:
-                        msg = receiver.result()
-                    except Exception:  # noqa: BLE001 - the client went away
-                        break
-                    if msg == "ping":
-                        await websocket.send_text(json.dumps({"type": "pong", "dropped": sub.dropped}))
-                    receiver = asyncio.ensure_future(websocket.receive_text())
-        except (WebSocketDisconnect, RuntimeError):
-            pass
-        finally:
-            svc.bus.unsubscribe(sub)
-            for task in (locals().get("receiver"), locals().get("getter")):
-                if task is not None and not task.done():
-                    task.cancel()
+        await serve_stream(svc, websocket, token, campaign_id, instrument, types)
 
     return app

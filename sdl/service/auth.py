@@ -12,6 +12,7 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select
 
@@ -56,11 +57,24 @@ class Authenticator:
         self._cache: dict[str, tuple[float, Principal | None, dt.datetime | None]] = {}
         self._lock = threading.Lock()
         self._generation = 0
+        #: called after every change of tokens or accounts (open live streams re-check at once)
+        self.listeners: set[Any] = set()
 
     def invalidate(self) -> None:
         with self._lock:
             self._generation += 1
             self._cache.clear()
+        for fn in list(self.listeners):
+            fn()
+
+    def cached(self, token: str) -> Principal | None:
+        """The principal if a fresh cache entry says the token is valid; None means "look it up"."""
+        hit = self._cache.get(hash_token(token)) if token else None
+        if hit is None or time.monotonic() - hit[0] >= _CACHE_S or hit[1] is None:
+            return None
+        if hit[2] is not None and hit[2] <= utcnow():
+            return None
+        return hit[1]
 
     def authenticate(self, token: str) -> Principal | None:
         if not token:

@@ -28,7 +28,7 @@ from sqlalchemy import select
 
 from sdl.campaign import CampaignRunner, best_trace, best_value
 from sdl.models import Observation, Provenance, Suggestion
-from sdl.service.db import ItemRow, ServiceCampaignRow, audit
+from sdl.service.db import ItemRow, ProposalRow, ServiceCampaignRow, audit
 from sdl.service.dispatch import is_disconnect
 from sdl.service.errors import Conflict, NotFound
 from sdl.store import RunRow, Store, SuggestionRow, utcnow
@@ -204,13 +204,18 @@ class CampaignManager:
             cur = s.get(ServiceCampaignRow, row.campaign_id)
             if cur is None or cur.state != "running":
                 return  # paused or stopped while the agent was thinking
-            item = self.svc.new_item(
+            # a step is an experiment of the proposal: the same allocation check as a submission
+            spent = self.svc.allocation_spent(s, s.get(ProposalRow, row.proposal_id))
+            item = None if spent else self.svc.new_item(
                 s, kind="campaign", instrument=row.instrument,
                 plan=runner.spec.plan or runner.instrument.default_plan,
                 params={**sug.params, **runner.spec.context()}, proposal_id=row.proposal_id,
                 user_id=row.owner_id, priority=row.priority, campaign_id=row.campaign_id, suggestion_id=sug.id,
                 note=f"campaign {row.campaign_id[:8]} step {sug.seq}",
             )
+        if item is None:
+            self.svc.set_campaign_state(row.campaign_id, "stopped", str(spent))
+            return
         self.svc.item_queued(item)
 
     # -------------------------------------------------------- observations

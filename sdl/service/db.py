@@ -78,6 +78,18 @@ class TokenRow(ServiceBase):
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
+class IdentityRow(ServiceBase):
+    """An account's identity at an OpenID Connect provider: (issuer, subject) -> user."""
+
+    __tablename__ = "svc_identities"
+    issuer: Mapped[str] = mapped_column(String(300), primary_key=True)
+    subject: Mapped[str] = mapped_column(String(255), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("svc_users.id"), index=True)
+    email: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    last_login_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
 class ProposalRow(ServiceBase):
     __tablename__ = "svc_proposals"
     id: Mapped[str] = mapped_column(String(32), primary_key=True)

@@ -49,11 +49,12 @@ class Event:
 class Subscriber:
     def __init__(self, loop: asyncio.AbstractEventLoop, maxsize: int, accept: Callable[[Event], str | None]):
         self.loop = loop
-        self.queue: asyncio.Queue[str] = asyncio.Queue(maxsize=maxsize)
+        #: (event, its text as accepted when published); the stream filters again as it sends
+        self.queue: asyncio.Queue[tuple[Event, str]] = asyncio.Queue(maxsize=maxsize)
         self.accept = accept
         self.dropped = 0
 
-    def _put(self, text: str) -> None:
+    def _put(self, text: tuple[Event, str]) -> None:
         if self.queue.full():
             try:
                 self.queue.get_nowait()
@@ -104,6 +105,6 @@ class EventBus:
             if text is None:
                 continue
             try:
-                sub.loop.call_soon_threadsafe(sub._put, text)
+                sub.loop.call_soon_threadsafe(sub._put, (event, text))
             except RuntimeError:  # loop closed: the client is gone
                 self.unsubscribe(sub)

@@ -24,6 +24,7 @@ from sdl.errors import InvalidInput
 from sdl.models import new_id
 from sdl.service.access import AccessView, MembershipCache
 from sdl.service.auth import Authenticator, Principal, RateLimiter
+from sdl.service.authz import can, redact_audit_detail, require
 from sdl.service.db import (
     ITEM_FINAL,
     AuditRow,
@@ -43,12 +44,22 @@ from sdl.service.errors import Conflict, Forbidden, NotFound
 from sdl.service.events import EventBus
 from sdl.service.scheduler import Scheduler
 from sdl.service.settings import ServiceSettings
-from sdl.space import RangeParameter
+from sdl.space import ChoiceParameter, FixedParameter, RangeParameter
 from sdl.store import CampaignRow, RunRow, Store, jsonable, utcnow
 
 log = logging.getLogger(__name__)
 
 SYSTEM = Principal("", "system", "admin", "")
+
+
+def csv_cell(v: Any) -> Any:
+    """A value for a CSV cell that a spreadsheet will not run as a formula (OWASP: text starting
+    with = + - @ tab or CR gets a leading quote); numbers stay numbers."""
+    if v is None:
+        return ""
+    if isinstance(v, str) and v[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + v
+    return v
 
 
 def _require(cond: bool, msg: str) -> None:
@@ -69,6 +80,8 @@ class LabService:
         self.auth = Authenticator(self.db)
         self.members = MembershipCache(self.db)
         self.limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
+        self.address_limiter = RateLimiter(settings.rate_limit_per_address_per_minute, settings.rate_limit_address_burst)
+        self.failure_limiter = RateLimiter(settings.auth_failures_per_minute, settings.auth_failures_burst)
         self.origin = new_id()[:12]
         self.dispatcher = Dispatcher(self.db, lease_timeout_s=settings.lease_timeout_s,
                                      max_attempts=settings.max_attempts, origin=self.origin)
@@ -185,7 +198,7 @@ class LabService:
         return out
 
     def create_user(self, p: Principal, name: str, role: str, email: str = "", ttl_days: float | None = None) -> dict:
-        _require(p.is_admin, "only admins create accounts")
+        require(p, "accounts.manage", "only admins create accounts")
         with self.db.session() as s:
             if s.scalar(select(UserRow).where(UserRow.name == name)) is not None:
                 raise Conflict(f"user {name!r} exists")
@@ -197,12 +210,17 @@ class LabService:
         return {"user": self.user_json(u), "token": token, "token_id": tok.id, "expires_at": iso(tok.expires_at)}
 
     def list_users(self, p: Principal) -> list[dict]:
-        _require(p.is_staff, "only staff list accounts")
+        require(p, "accounts.list", "only staff list accounts")
+        email = can(p, "accounts.email")
         with self.db.read() as s:
-            return [self.user_json(u) for u in s.scalars(select(UserRow).order_by(UserRow.created_at))]
+            rows = [self.user_json(u) for u in s.scalars(select(UserRow).order_by(UserRow.created_at))]
+        for r in rows:
+            if not email:
+                r.pop("email", None)
+        return rows
 
     def update_user(self, p: Principal, user_id: str, role: str | None, active: bool | None) -> dict:
-        _require(p.is_admin, "only admins change accounts")
+        require(p, "accounts.manage", "only admins change accounts")
         with self.db.session() as s:
             u = self._user_by(s, user_id)
             if u is None:
@@ -223,12 +241,18 @@ class LabService:
     def create_token(self, p: Principal, name: str, ttl_days: float | None, user_id: str | None) -> dict:
         target = p.user_id
         if user_id is not None and user_id != p.user_id:
-            _require(p.is_admin, "only admins issue tokens for other users")
+            require(p, "tokens.others", "only admins issue tokens for other users")
             target = user_id
         with self.db.session() as s:
             u = self._user_by(s, target)
             if u is None:
                 raise NotFound(f"user {target!r} not found")
+            live = s.scalar(select(func.count()).select_from(TokenRow).where(
+                TokenRow.user_id == u.id, TokenRow.revoked_at.is_(None),
+                (TokenRow.expires_at.is_(None)) | (TokenRow.expires_at > utcnow())))
+            if live >= self.settings.max_tokens_per_account:
+                raise Conflict(f"{u.name} has {live} live tokens, the most an account may have "
+                               f"({self.settings.max_tokens_per_account}); revoke one first (DELETE /api/tokens/ID)")
             tok, token = Authenticator.issue(s, u.id, name, ttl_days or self.settings.token_ttl_days)
             audit(s, p, "token.create", "token", tok.id, user_id=u.id, name=name, expires_at=iso(tok.expires_at))
         return {**self.token_json(tok), "token": token}
@@ -236,14 +260,14 @@ class LabService:
     def list_tokens(self, p: Principal, all_users: bool = False) -> list[dict]:
         with self.db.read() as s:
             q = select(TokenRow).order_by(TokenRow.created_at)
-            if not (all_users and p.is_admin):
+            if not (all_users and can(p, "tokens.others")):
                 q = q.where(TokenRow.user_id == p.user_id)
             return [self.token_json(t) for t in s.scalars(q)]
 
     def revoke_token(self, p: Principal, token_id: str) -> dict:
         with self.db.session() as s:
             t = s.get(TokenRow, token_id)
-            if t is None or (t.user_id != p.user_id and not p.is_admin):
+            if t is None or (t.user_id != p.user_id and not can(p, "tokens.others")):
                 raise NotFound(f"token {token_id!r} not found")
             if t.revoked_at is None:
                 t.revoked_at = utcnow()
@@ -312,7 +336,7 @@ class LabService:
         """The proposal if ``p`` may see it (member, admin, or readable); else 404."""
         prop = s.get(ProposalRow, pid)
         view = view or self.view(p)
-        if prop is None or not (p.is_admin or view.is_member(pid) or view.can_read_row(prop)):
+        if prop is None or not (can(p, "proposals.all") or view.is_member(pid) or view.can_read_row(prop)):
             raise NotFound(f"proposal {pid!r} not found")
         return prop
 
@@ -322,7 +346,8 @@ class LabService:
             q = select(ProposalRow).order_by(ProposalRow.created_at)
             if status:
                 q = q.where(ProposalRow.status == status)
-            props = [x for x in s.scalars(q) if p.is_admin or view.is_member(x.id) or view.can_read_row(x)]
+            props = [x for x in s.scalars(q)
+                     if can(p, "proposals.all") or view.is_member(x.id) or view.can_read_row(x)]
             used = self.scheduler.usage(s, [x.id for x in props])
             return [self.proposal_json(x, usage=used.get(x.id)) for x in props]
 
@@ -334,7 +359,7 @@ class LabService:
             return self.proposal_json(prop, members, used)
 
     def decide_proposal(self, p: Principal, pid: str, decision: str, body: Any) -> dict:
-        _require(p.is_admin, "only admins approve or reject proposals")
+        require(p, "proposals.decide", "only admins approve or reject proposals")
         with self.db.session() as s:
             prop = s.get(ProposalRow, pid)
             if prop is None:
@@ -388,7 +413,8 @@ class LabService:
         view = self.view(p)
         with self.db.session() as s:
             prop = self._proposal_for(s, p, pid, view)
-            _require(p.is_admin or view.is_pi(pid), "only the proposal's PI or an admin changes its members")
+            _require(can(p, "proposals.members") or view.is_pi(pid),
+                     "only the proposal's PI or an admin changes its members")
             u = self._user_by(s, user)
             if u is None:
                 raise InvalidInput("user", "no such user", user)
@@ -407,7 +433,8 @@ class LabService:
         view = self.view(p)
         with self.db.session() as s:
             prop = self._proposal_for(s, p, pid, view)
-            _require(p.is_admin or view.is_pi(pid), "only the proposal's PI or an admin changes its members")
+            _require(can(p, "proposals.members") or view.is_pi(pid),
+                     "only the proposal's PI or an admin changes its members")
             u = self._user_by(s, user)
             m = None if u is None else s.get(MemberRow, (pid, u.id))
             if m is None:
@@ -424,12 +451,12 @@ class LabService:
     def audit_log(self, p: Principal, proposal_id: str | None = None, limit: int = 200,
                   action: str | None = None) -> list[dict]:
         if proposal_id is None:
-            _require(p.is_admin, "only admins read the whole audit log; members read their proposal's")
+            require(p, "audit.all", "only admins read the whole audit log; members read their proposal's")
+        view = self.view(p)
         with self.db.read() as s:
             if proposal_id is not None:
-                view = self.view(p)
                 self._proposal_for(s, p, proposal_id, view)
-                _require(p.is_admin or view.is_member(proposal_id), "members only")
+                _require(can(p, "audit.all") or view.is_member(proposal_id), "members only")
             q = select(AuditRow).order_by(AuditRow.id.desc()).limit(limit)
             if proposal_id is not None:
                 q = q.where(AuditRow.proposal_id == proposal_id)
@@ -437,7 +464,9 @@ class LabService:
                 q = q.where(AuditRow.action == action)
             return [{"id": a.id, "at": iso(a.at), "actor": a.actor, "actor_id": a.actor_id, "action": a.action,
                      "target_type": a.target_type, "target_id": a.target_id, "proposal_id": a.proposal_id,
-                     "detail": a.detail} for a in s.scalars(q)]
+                     # what a proposal's members did is its data: staff see that it happened, not the values
+                     "detail": a.detail if a.proposal_id is None or view.can_read(a.proposal_id)
+                     else redact_audit_detail(a.detail)} for a in s.scalars(q)]
 
     # -------------------------------------------------------------- instruments
     def worker(self, name: str):
@@ -446,9 +475,13 @@ class LabService:
             raise NotFound(f"unknown instrument {name!r}; served here: {sorted(self.workers)}")
         return w
 
-    def instrument_json(self, name: str, base_url: str = "/api") -> dict:
+    def instrument_json(self, name: str, base_url: str = "/api", p: Principal | None = None) -> dict:
         w = self.worker(name)
         inst = w.instrument
+        status = w.describe()
+        pid = status.get("current_proposal")
+        if p is not None and pid is not None and not (can(p, "instruments.current") or self.view(p).can_read(pid)):
+            status["current_proposal"] = None  # who runs where is the proposal's business
         with self.db.read() as s:
             counts = dict(s.execute(select(ItemRow.status, func.count()).where(ItemRow.instrument == name,
                                                                                ItemRow.status.in_(("queued",
@@ -457,7 +490,7 @@ class LabService:
         return {
             "name": name,
             "description": inst.description,
-            "status": w.describe(),
+            "status": status,
             "queue_length": int(counts.get("queued", 0)),
             "dedicated_fraction": self.scheduler.dedicated_fraction.get(name, 0.0),
             "objectives": [o.model_dump() for o in inst.objectives],
@@ -481,7 +514,7 @@ class LabService:
 
     def control_instrument(self, p: Principal, name: str, action: str, reason: str = "",
                            immediate: bool = True) -> dict:
-        _require(p.is_staff, "only beamline scientists and admins pause, resume or abort instruments")
+        require(p, "instruments.control", "only beamline scientists and admins pause, resume or abort instruments")
         w = self.worker(name)
         aborted = None
         if action == "pause":
@@ -498,7 +531,7 @@ class LabService:
         return {"instrument": name, "status": w.describe(), "aborted_item": aborted}
 
     def set_share(self, p: Principal, name: str, fraction: float) -> dict:
-        _require(p.is_admin, "only admins set the dedicated fraction")
+        require(p, "instruments.share", "only admins set the dedicated fraction")
         self.worker(name)
         old = self.scheduler.dedicated_fraction.get(name, 0.0)
         self.scheduler.set_dedicated_fraction(name, fraction)  # stored: every worker process uses it
@@ -533,7 +566,7 @@ class LabService:
                       "result": it.result, "error": it.error, "attempts": it.attempts})
         else:
             d["redacted"] = True
-            if p is not None and p.is_staff:
+            if p is not None and can(p, "queue.proposals"):
                 d["proposal_id"] = it.proposal_id
         return d
 
@@ -545,14 +578,25 @@ class LabService:
             raise Conflict(f"proposal {pid} is {prop.status}: an admin must approve it before anything runs")
         if instrument not in prop.instruments:
             raise Forbidden(f"proposal {pid} does not include instrument {instrument!r}; it has {prop.instruments}")
+        spent = self.allocation_spent(s, prop)
+        if spent:
+            raise Conflict(spent)
+        return prop
+
+    def allocation_spent(self, s, prop: ProposalRow) -> str | None:
+        """Why ``prop`` may not queue one more experiment (not approved, allocation used), or None.
+        The one check for direct submissions and campaign steps alike."""
+        pid = prop.id
+        if prop.status != "approved":
+            return f"proposal {pid} is {prop.status}: an admin must approve it before anything runs"
         if prop.allocation_experiments is None and prop.allocation_hours is None:
-            return prop
+            return None
         n, hours = self.scheduler.usage(s, [pid])[pid]
         if prop.allocation_experiments is not None and n >= prop.allocation_experiments:
-            raise Conflict(f"proposal {pid} has used its allocation of {prop.allocation_experiments} experiments")
+            return f"proposal {pid} has used its allocation of {prop.allocation_experiments} experiments"
         if prop.allocation_hours is not None and hours >= prop.allocation_hours:
-            raise Conflict(f"proposal {pid} has used its allocation of {prop.allocation_hours:g} hours")
-        return prop
+            return f"proposal {pid} has used its allocation of {prop.allocation_hours:g} hours"
+        return None
 
     def new_item(self, s, **fields: Any) -> ItemRow:
         it = ItemRow(id=new_id(), status="queued", **fields)
@@ -602,7 +646,7 @@ class LabService:
 
     def _item_for(self, s, p: Principal, item_id: str, view: AccessView, staff_ok: bool = False) -> ItemRow:
         it = s.get(ItemRow, item_id)
-        if it is None or not (view.can_read(it.proposal_id) or (staff_ok and p.is_staff)):
+        if it is None or not (view.can_read(it.proposal_id) or (staff_ok and can(p, "experiments.stop"))):
             raise NotFound(f"experiment {item_id!r} not found")
         return it
 
@@ -616,7 +660,8 @@ class LabService:
         view = self.view(p)
         with self.db.session() as s:
             it = self._item_for(s, p, item_id, view, staff_ok=True)
-            _require(view.is_member(it.proposal_id) or p.is_staff, "only the proposal's members or staff cancel")
+            _require(view.is_member(it.proposal_id) or can(p, "experiments.stop"),
+                     "only the proposal's members or staff cancel")
             if it.kind == "campaign" and it.suggestion_id and it.status == "queued":
                 cid, sid = it.campaign_id, it.suggestion_id
             else:
@@ -641,7 +686,8 @@ class LabService:
         view = self.view(p)
         with self.db.read() as s:
             it = self._item_for(s, p, item_id, view, staff_ok=True)
-        _require(p.is_staff or view.is_member(it.proposal_id), "only staff or the proposal's members abort")
+        _require(can(p, "experiments.stop") or view.is_member(it.proposal_id),
+                 "only staff or the proposal's members abort")
         if it.status == "queued":
             return self.cancel_item(p, item_id, reason)
         if it.status != "running":
@@ -703,7 +749,7 @@ class LabService:
             raise NotFound(f"campaign {cid!r} not found")
         readable = view.can_read(row.proposal_id)
         if control:
-            if not (view.is_member(row.proposal_id) or p.is_staff):
+            if not (view.is_member(row.proposal_id) or can(p, "campaigns.halt")):
                 raise NotFound(f"campaign {cid!r} not found")
         elif not readable:
             raise NotFound(f"campaign {cid!r} not found")
@@ -744,6 +790,17 @@ class LabService:
                 raise InvalidInput(f"spec.space.parameters.{i}.name", f"not a parameter of the instrument; "
                                    f"allowed: {names}", prm.name)
             lim = limits.parameter(prm.name)
+            values = [prm.value] if isinstance(prm, FixedParameter) else \
+                list(prm.values) if isinstance(prm, ChoiceParameter) else []
+            for j, v in enumerate(values):  # every value the campaign could ask for, within the limits
+                field = f"spec.space.parameters.{i}." + ("value" if isinstance(prm, FixedParameter) else f"values.{j}")
+                try:
+                    lim.check(v)
+                except InvalidInput as exc:
+                    raise InvalidInput(field, f"outside the instrument's limits: {exc.message}", v) from None
+            if isinstance(prm, RangeParameter) and not isinstance(lim, RangeParameter):
+                raise InvalidInput(f"spec.space.parameters.{i}.kind", f"the instrument takes {prm.name} as "
+                                   f"{lim.kind}, not a range", prm.kind)
             if isinstance(prm, RangeParameter) and isinstance(lim, RangeParameter):
                 if prm.lower < lim.lower:
                     raise InvalidInput(f"spec.space.parameters.{i}.lower", f"below the instrument's limit "
@@ -761,7 +818,15 @@ class LabService:
     def campaign_action(self, p: Principal, cid: str, action: str, reason: str = "") -> dict:
         view = self.view(p)
         with self.db.session() as s:
-            row = self._campaign_for(s, p, cid, view, control=True)
+            row = s.get(ServiceCampaignRow, cid)
+            # decided once, before anything changes: members may do everything; staff may halt
+            # (pause, stop) any campaign and are answered without its data
+            readable = row is not None and view.can_read(row.proposal_id)
+            if row is None or not (view.is_member(row.proposal_id)
+                                   or (action in ("pause", "stop") and can(p, "campaigns.halt"))):
+                if readable:  # may see it, may not steer it
+                    raise Forbidden(f"only the proposal's members {action} its campaigns")
+                raise NotFound(f"campaign {cid!r} not found")
             state = row.state
             allowed = {"start": ("created", "stopped"), "pause": ("running",), "resume": ("paused",),
                        "stop": ("created", "running", "paused")}[action]
@@ -793,6 +858,8 @@ class LabService:
         self.bus.publish({"type": "campaign", "event": "state", "campaign_id": cid, "state": new,
                           "message": row.message}, proposal_id=pid)
         self.campaigns.wake()
+        if not readable:
+            return {"id": cid, "state": new, "proposal_id": pid, "instrument": row.instrument, "redacted": True}
         return self.campaign_json(p, cid)
 
     def set_campaign_state(self, cid: str, state: str, message: str) -> None:
@@ -937,7 +1004,7 @@ class LabService:
         w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
         w.writeheader()
         for r in rows:
-            w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in cols})
+            w.writerow({k: csv_cell(r.get(k)) for k in cols})
         return buf.getvalue()
 
     def _run_proposal(self, uid: str) -> str | None:
@@ -1003,11 +1070,11 @@ class LabService:
             props = {x.id: x for x in s.scalars(select(ProposalRow))}
         out = []
         for pid, inst, n, secs, n_done in rows:
-            if not (p.is_staff or view.is_member(pid)):
+            if not (can(p, "usage.all") or view.is_member(pid)):
                 continue
             prop = props.get(pid)
             out.append({
-                "proposal_id": pid, "title": prop.title if prop and (p.is_staff or view.is_member(pid)) else None,
+                "proposal_id": pid, "title": prop.title if prop else None,
                 "dedicated": bool(prop and prop.dedicated), "instrument": inst, "experiments": int(n),
                 "succeeded": int(n_done or 0), "seconds": round(float(secs or 0.0), 3),
                 "hours": round(float(secs or 0.0) / 3600.0, 6),

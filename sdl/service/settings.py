@@ -134,6 +134,25 @@ class ServiceSettings(BaseSettings):
     heartbeat_s: float = Field(2.0, gt=0)
     max_attempts: int = Field(3, ge=1, description="tries of an experiment interrupted by a dead worker")
     ws_queue_size: int = Field(5000, ge=10, description="events buffered per WebSocket client (oldest dropped)")
+    # --- security (docs/http-api.md, "Threat model")
+    rate_limit_per_address_per_minute: float = Field(
+        6000.0, gt=0, description="requests per minute per client address, signed in or not (429 beyond)")
+    rate_limit_address_burst: int = Field(1000, ge=1, description="requests one address may make at once")
+    auth_failures_per_minute: float = Field(
+        30.0, gt=0, description="requests with a wrong token per minute per client address (429 beyond)")
+    auth_failures_burst: int = Field(30, ge=1)
+    max_tokens_per_account: int = Field(20, ge=1, description="live (not revoked, not expired) tokens per account")
+    oidc_issuer: str | None = Field(None, description="OpenID Connect provider (issuer URL) to sign in with")
+    oidc_client_id: str | None = Field(None, description="this service's client id at the provider")
+    oidc_client_secret: SecretStr | None = Field(None, description="this service's client secret")
+    oidc_redirect_url: str | None = Field(
+        None, description="the callback address registered at the provider; default http://HOST:PORT/auth/callback")
+    oidc_scopes: str = Field("openid profile email", description="scopes asked for at sign-in")
+    oidc_create_accounts: bool = Field(
+        False, description="a first sign-in creates a 'user' account linked to the provider's subject; otherwise "
+                           "an admin links accounts first (PATCH /api/users/{id} {\"oidc_subject\": ...})")
+    oidc_token_ttl_days: float = Field(1.0, gt=0, description="lifetime of tokens issued at sign-in")
+    oidc_clock_leeway_s: float = Field(30.0, ge=0, le=600, description="clock difference allowed with the provider")
 
     @field_validator("instruments", mode="before")
     @classmethod

@@ -25,6 +25,7 @@ PAGE = r"""<!doctype html>
 <h1>sdl cloud lab</h1>
 <div id="login">
   token <input id="token" size="50" type="password" autocomplete="off"> <button id="save">use</button>
+  <a id="signin" href="/api/auth/login" hidden>sign in with your institution</a>
   <span id="status" class="muted">not connected</span>
 </div>
 <h2>Instruments</h2>
@@ -45,6 +46,7 @@ const hash = new URLSearchParams(location.hash.slice(1));
 if (hash.get("token")) { localStorage.setItem("sdl_token", hash.get("token")); history.replaceState(null, "", location.pathname); }
 token = localStorage.getItem("sdl_token") || "";
 $("#token").value = token;
+fetch("/health").then(r => r.json()).then(h => { if (h.sign_in) $("#signin").hidden = false; }).catch(() => {});
 $("#save").onclick = () => { token = $("#token").value.trim(); localStorage.setItem("sdl_token", token); start(); };
 
 async function api(path) {
