@@ -327,6 +327,15 @@ def _register_db_commands() -> None:
 _register_db_commands()
 
 
+def _register_export_commands() -> None:
+    from sdl.data_views.cli import export_app
+
+    app.add_typer(export_app, name="export")  # sdl export nexus
+
+
+_register_export_commands()
+
+
 def main() -> None:  # pragma: no cover
     app(prog_name="sdl")
 

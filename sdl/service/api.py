@@ -439,6 +439,9 @@ def create_app(settings: ServiceSettings | None = None, service: LabService | No
         return svc.share_report()
 
     app.include_router(api)
+    from sdl.data_views.api import data_router
+
+    app.include_router(data_router(svc, P))  # NeXus downloads (sdl.data_views)
 
     # ------------------------------------------------------------ live stream
     @app.websocket("/api/stream")
