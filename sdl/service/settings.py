@@ -134,6 +134,15 @@ class ServiceSettings(BaseSettings):
     heartbeat_s: float = Field(2.0, gt=0)
     max_attempts: int = Field(3, ge=1, description="tries of an experiment interrupted by a dead worker")
     ws_queue_size: int = Field(5000, ge=10, description="events buffered per WebSocket client (oldest dropped)")
+    # every run also in Tiled (sdl.data_views; docs/data.md)
+    tiled: bool = Field(False, description="start an embedded Tiled server and feed every run to it")
+    tiled_url: str | None = Field(None, description="feed every run to this existing Tiled server instead")
+    tiled_api_key: SecretStr | None = Field(None, description="API key the feed writes to tiled_url with")
+    tiled_port: int = Field(0, ge=0, le=65535, description="port of the embedded Tiled server (0: a free one)")
+    tiled_folder: str | None = Field(None, description="catalog and files of the embedded Tiled server "
+                                     "(default: a folder 'tiled' beside the SQLite store, or ./sdl-data/tiled)")
+    tiled_access_tags: bool | None = Field(None, description="tag Tiled nodes with the proposal id (default: "
+                                           "on for the embedded server, off for tiled_url)")
 
     @field_validator("instruments", mode="before")
     @classmethod
@@ -151,6 +160,13 @@ class ServiceSettings(BaseSettings):
             if dupes:
                 raise ValueError(f"instruments: each at most once (repeated: {dupes})")
         return v
+
+    @model_validator(mode="after")
+    def _one_tiled(self) -> "ServiceSettings":
+        if self.tiled and self.tiled_url:
+            raise ValueError("tiled: either an embedded Tiled server (tiled) or an existing one (tiled_url), "
+                             "not both")
+        return self
 
     def is_external(self, cfg: InstrumentConfig) -> bool:
         return bool(cfg.external or self.external_workers)
