@@ -79,7 +79,6 @@ def test_campaign_reaches_tiled_through_an_outage(tmp_path, store_url):
     try:
         cid = create_campaign(store, {"instrument": "sim-xrd", "agent": "sobol", "budget": 6})
         outage = _Outage(server, down_at=2, up_at=4)
-        t0 = time.time()
         assert CampaignRunner(store, cid, progress=outage).run() == "completed"
         finished_at = time.time()
         outage.thread.join(60)
