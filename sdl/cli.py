@@ -364,6 +364,15 @@ def _register_db_commands() -> None:
 _register_db_commands()
 
 
+def _register_export_commands() -> None:
+    from sdl.data_views.cli import export_app
+
+    app.add_typer(export_app, name="export")  # sdl export nexus
+
+
+_register_export_commands()
+
+
 # ----------------------- sdl instruments list|show, and --profile on every command (keep this last)
 __import__("sdl.instruments_cli").instruments_cli.register(app)
 

@@ -80,6 +80,10 @@ def serve(
     no_workers: bool = typer.Option(False, "--no-workers", help="every instrument is served by `sdl worker` "
                                     "processes: this service only schedules and observes"),
     log_level: str = typer.Option("info", help="uvicorn log level"),
+    tiled: bool = typer.Option(False, "--tiled", help="also start an embedded Tiled server and feed every run "
+                               "to it (needs pip install 'sdl[tiled]'; docs/data.md)"),
+    tiled_url: Optional[str] = typer.Option(None, "--tiled-url", help="feed every run to this existing Tiled "
+                                            "server (API key: $SDL_TILED_API_KEY)"),
 ) -> None:
     """Run the cloud-lab service: HTTP API, live stream, web page, scheduler and one worker per instrument."""
     import logging
@@ -95,9 +99,14 @@ def serve(
     warnings.filterwarnings("ignore")
     try:
         settings = load_settings(config, host=host, port=port, store_url=store, instruments=instruments,
-                                 time_scale=time_scale, external_workers=True if no_workers else None)
+                                 time_scale=time_scale, external_workers=True if no_workers else None,
+                                 tiled=True if tiled else None, tiled_url=tiled_url)
     except SdlError as exc:
         _fail(exc)
+    if settings.tiled and not settings.tiled_port:  # chosen now, so that it can be printed below
+        from sdl.data_views.tiled_server import free_port
+
+        settings.tiled_port = free_port()
 
     def ready(app) -> None:
         token = app.state.initial_admin_token
@@ -106,6 +115,10 @@ def serve(
         console.print("instruments: " + ", ".join(
             f"{c.name} (dedicated {c.dedicated_fraction:.0%}"
             f"{', served by sdl worker' if settings.is_external(c) else ''})" for c in settings.instruments))
+        if settings.tiled or settings.tiled_url:
+            where = f"http://127.0.0.1:{settings.tiled_port}" if settings.tiled else settings.tiled_url
+            console.print(f"Tiled: every run is fed to [bold]{where}[/]"
+                          + (" (log in with your sdl user name and an sdl token)" if settings.tiled else ""))
         if token:
             console.print(f"[bold yellow]first start[/]: created the admin account "
                           f"[bold]{settings.admin_name}[/]. Its token, shown only now (keep it):")

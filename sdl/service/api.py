@@ -389,6 +389,9 @@ def create_app(settings: ServiceSettings | None = None, service: LabService | No
 
     app.include_router(api)
     app.include_router(oidc_router(svc, principal))  # /api/auth/*: sign-in through the identity provider
+    from sdl.data_views.api import data_router
+
+    app.include_router(data_router(svc, P))  # NeXus downloads (sdl.data_views)
 
     # ------------------------------------------------------------ live stream
     @app.websocket("/api/stream")

@@ -97,6 +97,7 @@ class LabService:
         self.campaigns = CampaignManager(self)
         self.started = False
         self.relay_started = False
+        self.data_views: Any = None  # Tiled feed (sdl.data_views), when the settings ask for it
         self._lock = threading.RLock()
 
     @property
@@ -136,9 +137,15 @@ class LabService:
         for w in self.workers.values():
             w.start()
         self.campaigns.start()
+        from sdl.data_views.service_hook import start_data_views
+
+        self.data_views = start_data_views(self)
         self.started = True
 
     def stop(self) -> None:
+        if self.data_views is not None:
+            self.data_views.stop()
+            self.data_views = None
         if self.started:
             self.campaigns.stop()
             for w in self.workers.values():

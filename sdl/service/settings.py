@@ -153,6 +153,15 @@ class ServiceSettings(BaseSettings):
                            "an admin links accounts first (PATCH /api/users/{id} {\"oidc_subject\": ...})")
     oidc_token_ttl_days: float = Field(1.0, gt=0, description="lifetime of tokens issued at sign-in")
     oidc_clock_leeway_s: float = Field(30.0, ge=0, le=600, description="clock difference allowed with the provider")
+    # every run also in Tiled (sdl.data_views; docs/data.md)
+    tiled: bool = Field(False, description="start an embedded Tiled server and feed every run to it")
+    tiled_url: str | None = Field(None, description="feed every run to this existing Tiled server instead")
+    tiled_api_key: SecretStr | None = Field(None, description="API key the feed writes to tiled_url with")
+    tiled_port: int = Field(0, ge=0, le=65535, description="port of the embedded Tiled server (0: a free one)")
+    tiled_folder: str | None = Field(None, description="catalog and files of the embedded Tiled server "
+                                     "(default: a folder 'tiled' beside the SQLite store, or ./sdl-data/tiled)")
+    tiled_access_tags: bool | None = Field(None, description="tag Tiled nodes with the proposal id (default: "
+                                           "on for the embedded server, off for tiled_url)")
 
     @field_validator("instruments", mode="before")
     @classmethod
@@ -170,6 +179,13 @@ class ServiceSettings(BaseSettings):
             if dupes:
                 raise ValueError(f"instruments: each at most once (repeated: {dupes})")
         return v
+
+    @model_validator(mode="after")
+    def _one_tiled(self) -> "ServiceSettings":
+        if self.tiled and self.tiled_url:
+            raise ValueError("tiled: either an embedded Tiled server (tiled) or an existing one (tiled_url), "
+                             "not both")
+        return self
 
     def is_external(self, cfg: InstrumentConfig) -> bool:
         return bool(cfg.external or self.external_workers)

@@ -1,0 +1,39 @@
+"""HTTP downloads of the data views: ``GET /api/runs/{uid}/nexus`` and
+``GET /api/campaigns/{campaign_id}/nexus``. Who may download is decided by the
+service's existing checks (the same as ``/api/runs/{uid}`` and the campaign export):
+anything the caller may not read answers 404."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import Response
+
+_NEXUS = {200: {"content": {"application/x-hdf5": {}}, "description": "a NeXus/HDF5 file"}}
+
+
+def data_router(svc: Any, principal: Any) -> APIRouter:
+    """The router; ``principal`` is the app's ``Depends(principal)``."""
+    from sdl.data_views import nexus
+    from sdl.service.auth import Principal
+
+    api = APIRouter(prefix="/api", tags=["data"])
+
+    def _file(data: bytes, name: str) -> Response:
+        return Response(data, media_type="application/x-hdf5",
+                        headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+    @api.get("/runs/{uid}/nexus", responses=_NEXUS)
+    def run_nexus(uid: str, p: Principal = principal) -> Response:
+        run = svc.run_json(p, uid, documents=False)  # 404 unless the caller may read it
+        data = nexus.to_bytes(nexus.write_run, svc.store, uid, proposal=run.get("proposal_id") or "")
+        return _file(data, f"{uid}.nxs")
+
+    @api.get("/campaigns/{campaign_id}/nexus", responses=_NEXUS)
+    def campaign_nexus(campaign_id: str, p: Principal = principal) -> Response:
+        row = svc._campaign_readable(p, campaign_id)  # 404 unless the caller may read it
+        data = nexus.to_bytes(nexus.write_campaign, svc.store, campaign_id, proposal=row.proposal_id)
+        return _file(data, f"{campaign_id}.nxs")
+
+    return api

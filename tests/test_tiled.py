@@ -1,0 +1,186 @@
+"""Runs in Tiled: a real Tiled server (from PyPI) as a child process on loopback,
+fed from the store by bluesky's TiledWriter; every run read back through
+``tiled.client`` equals the store's documents; a Tiled server killed mid-campaign
+loses nothing; sdl's read rules hold inside Tiled (members, open after the embargo)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+
+import httpx
+import numpy as np
+import pytest
+
+pytest.importorskip("tiled.server")
+pytest.importorskip("bluesky_tiled_plugins")
+
+from tiled.queries import Key  # noqa: E402
+
+from sdl.campaign import CampaignRunner, Progress, create_campaign  # noqa: E402
+from sdl.data_views.tiled_access import login  # noqa: E402
+from sdl.data_views.tiled_feed import TiledFeed  # noqa: E402
+from sdl.data_views.tiled_server import EmbeddedTiled  # noqa: E402
+from sdl.store import Store  # noqa: E402
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def assert_same_as_store(client, store: Store, uid: str) -> None:
+    """The run in Tiled holds the store's start and stop documents and every event's data."""
+    docs = store.documents(uid)
+    run = client[uid]
+    start = docs[0][1]
+    md = run.metadata
+    assert {k: v for k, v in md["start"].items()} == start
+    stop = next((d for n, d in docs if n == "stop"), None)
+    if stop is not None:
+        assert md["stop"] == stop
+    for desc in (d for n, d in docs if n == "descriptor"):
+        events = [d for n, d in docs if n == "event" and d["descriptor"] == desc["uid"]]
+        if not events:
+            continue
+        stream = run[desc["name"]]
+        assert list(np.asarray(stream["seq_num"].read())) == [e["seq_num"] for e in events]
+        for key in desc["data_keys"]:
+            want = np.asarray([e["data"][key] for e in events], dtype=float)
+            got = np.asarray(stream[key].read(), dtype=float).reshape(want.shape)
+            np.testing.assert_allclose(got, want)
+
+
+class _Outage(Progress):
+    """Kill the Tiled server after ``down_at`` experiments; bring it back (in a thread,
+    the campaign does not wait) after ``up_at``."""
+
+    def __init__(self, server: EmbeddedTiled, down_at: int, up_at: int):
+        self.server, self.down_at, self.up_at = server, down_at, up_at
+        self.down: float | None = None
+        self.up: float | None = None
+        self.thread: threading.Thread | None = None
+
+    def experiment_done(self, done, total, observation, best) -> None:
+        if done == self.down_at:
+            self.server.kill()
+            self.down = time.time()
+        elif done == self.up_at:
+            def back() -> None:
+                self.server.start()
+                self.up = time.time()
+
+            self.thread = threading.Thread(target=back, daemon=True)
+            self.thread.start()
+
+
+def test_campaign_reaches_tiled_through_an_outage(tmp_path, store_url):
+    store = Store(store_url)
+    server = EmbeddedTiled(tmp_path / "tiled", store_url).start()
+    feed = TiledFeed(store, server.feed_login, ping=server.alive, poll_s=0.1, backoff_max_s=0.5).start()
+    try:
+        cid = create_campaign(store, {"instrument": "sim-xrd", "agent": "sobol", "budget": 6})
+        outage = _Outage(server, down_at=2, up_at=4)
+        assert CampaignRunner(store, cid, progress=outage).run() == "completed"
+        finished_at = time.time()
+        outage.thread.join(60)
+        assert outage.up is not None, "the Tiled server did not come back"
+        # the campaign went on while Tiled was down: runs 3 and 4 ended in the outage
+        runs = store.runs(cid)
+        assert len(runs) == 6 and all(r.status == "success" for r in runs)
+        during = [r for r in runs if outage.down <= r.finished_at.timestamp() <= (outage.up or finished_at)]
+        assert len(during) >= 2
+        assert feed.outages >= 1
+        assert feed.wait_caught_up(90), feed.status()
+
+        client = server.feed_login()
+        found = client.search(Key("sdl.campaign_id") == cid)
+        assert sorted(found.keys()) == sorted(r.uid for r in runs)
+        for r in runs:
+            assert_same_as_store(client, store, r.uid)
+            sdl_md = client[r.uid].metadata["sdl"]
+            assert sdl_md["complete"] and sdl_md["run_status"] == "success"
+            assert sdl_md["suggestion_id"] == r.suggestion_id
+        # searchable by suggestion and sample too; bluesky's client classes read them
+        one = runs[0]
+        sample = store.documents(one.uid)[0][1]["sample_id"]
+        assert list(client.search(Key("sdl.suggestion_id") == one.suggestion_id).keys()) == [one.uid]
+        assert list(client.search(Key("sdl.sample_id") == sample).keys()) == [one.uid]
+        assert type(client[one.uid]).__name__.startswith("BlueskyRun")
+    finally:
+        feed.stop()
+        server.stop()
+        store.close()
+
+
+def test_a_half_written_run_is_rewritten(tmp_path, store_url):
+    """The connection broke in the middle of a run: the next connection rewrites it whole."""
+    store = Store(store_url)
+    cid = create_campaign(store, {"instrument": "sim-xrd", "agent": "sobol", "budget": 1})
+    assert CampaignRunner(store, cid).run() == "completed"
+    uid = store.runs(cid)[0].uid
+    server = EmbeddedTiled(tmp_path / "tiled", store_url).start()
+    try:
+        client = server.feed_login()
+        start = dict(store.documents(uid)[0][1])
+        client.create_container(key=uid, metadata={"start": start}, access_tags=["sdl:no-proposal"])
+        feed = TiledFeed(store, server.feed_login, ping=server.alive, poll_s=0.1).start()
+        try:
+            assert feed.wait_caught_up(60), feed.status()
+        finally:
+            feed.stop()
+        assert_same_as_store(server.feed_login(), store, uid)
+    finally:
+        server.stop()
+        store.close()
+
+
+def test_tiled_follows_sdl_read_rules(tmp_path):
+    """A proprietary proposal's runs are its members' only; an open one's are everyone's
+    after the embargo; a wrong token does not log in; anonymous sees nothing."""
+    from sdl.service.testing import start_lab
+
+    lab = start_lab(tmp_path, ("sim-xrd",), tiled=True)
+    try:
+        views = lab.service.data_views
+        assert views is not None and views.server is not None
+        url = views.url
+        alice, bob, carol = lab.user("alice-t"), lab.user("bob-t"), lab.user("carol-t")
+        secret = lab.proposal(alice, ["sim-xrd"])  # proprietary
+        past = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=1)).isoformat()
+        public = carol.create_proposal("open one", ["sim-xrd"], kind="open")
+        lab.admin.approve(public["id"], embargo_until=past)
+        runs: dict[str, list[str]] = {}
+        for who, prop in ((alice, secret), (carol, public)):
+            camp = who.create_campaign(prop["id"], {"instrument": "sim-xrd", "agent": "sobol", "budget": 2},
+                                       start=True)
+            assert who.wait_campaign(camp["id"], timeout=120)["state"] == "completed"
+            runs[prop["id"]] = [r["uid"] for r in who.export(camp["id"])["runs"]]
+        assert views.feed.wait_caught_up(60), views.feed.status()
+
+        a = login(url, "alice-t", alice.token)
+        mine = sorted(a.search(Key("sdl.proposal_id") == secret["id"]).keys())
+        assert mine == sorted(runs[secret["id"]])
+        assert_same_as_store(a, lab.service.store, mine[0])
+        # bob is not a member: the runs are not listed, and asking by uid is refused
+        b = login(url, "bob-t", bob.token)
+        assert set(b.keys()).isdisjoint(runs[secret["id"]])
+        with pytest.raises(KeyError):
+            b[runs[secret["id"]][0]]
+        # the open proposal's embargo has passed: bob reads it
+        assert sorted(b.search(Key("sdl.proposal_id") == public["id"]).keys()) == sorted(runs[public["id"]])
+        assert b[runs[public["id"]][0]]["primary"].read() is not None
+        # membership is looked up live: once bob joins, he reads alice's runs
+        alice.add_member(secret["id"], "bob-t")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and runs[secret["id"]][0] not in set(b.keys()):
+            time.sleep(0.5)
+        assert runs[secret["id"]][0] in set(b.keys())
+        # no login with someone else's token; nothing for anonymous callers
+        with pytest.raises(httpx.HTTPStatusError):
+            login(url, "bob-t", alice.token)
+        assert httpx.get(f"{url}/api/v1/search/").status_code in (401, 403)
+        # nobody but the feed writes
+        with pytest.raises(Exception):
+            a.create_container(key="mine")
+    finally:
+        lab.close()
+        lab.server.stop()
