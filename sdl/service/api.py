@@ -41,6 +41,7 @@ from sdl.service.schemas import (
 )
 from sdl.service.service import LabService
 from sdl.service.settings import ServiceSettings
+from sdl.service.webapi import web_router
 
 log = logging.getLogger(__name__)
 
@@ -439,6 +440,7 @@ def create_app(settings: ServiceSettings | None = None, service: LabService | No
         return svc.share_report()
 
     app.include_router(api)
+    app.include_router(web_router(svc, principal))  # the web app's files and additions (sdl.service.webapi)
 
     # ------------------------------------------------------------ live stream
     @app.websocket("/api/stream")
