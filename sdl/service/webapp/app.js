@@ -52,6 +52,7 @@ async function route() {
 
 async function signIn() {
   try {
+    if (!session.token) throw new Error("no token");
     session.me = await api("/me");
   } catch (e) {
     session.me = null;

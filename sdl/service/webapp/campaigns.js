@@ -237,7 +237,11 @@ export async function campaignView({ view, me, onLeave }, id) {
     } else if (["suggestion", "veto", "approval"].includes(e.event)) sugsSoon();
   }, (st) => { $("#live-state").textContent = st; if (st === "live") resync().catch(() => {}); });
   const check = setInterval(async () => { // a dropped event must not leave the page behind
-    try { const c = await api(`/campaigns/${cid}`.replace(/$/, "")); if (c.experiments !== obs.length) resync(); } catch { /* offline */ }
+    try {
+      const c = await api(`/campaigns/${cid}`);
+      if (c.experiments !== obs.length) resync();
+      if (c.state === "running") sugsSoon();
+    } catch { /* offline: the next check retries */ }
   }, 4000);
   onLeave(() => { s.close(); clearInterval(check); clearTimeout(drawTimer); clearTimeout(sugTimer); });
 

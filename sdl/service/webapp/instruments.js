@@ -53,7 +53,6 @@ export async function instrumentView({ view, me, onLeave }, name) {
     view.querySelector("#inst-state").innerHTML = state(i.status.state).s;
     view.querySelector("#inst-queued").textContent = i.queue_length;
   }
-  await drawQueue();
 
   // the current run, live: its readings as the documents arrive
   let run = null, pending = false;
@@ -88,8 +87,9 @@ export async function instrumentView({ view, me, onLeave }, name) {
     if (action === "pause") body.immediate = f.get("immediate") === "on";
     try {
       const r = await api(`/instruments/${encodeURIComponent(name)}/${action}`, { method: "POST", body });
-      cform.querySelector("#control-result").textContent = `${action}: now ${r.status.state}` + (r.aborted_item ? `, aborted ${short(r.aborted_item)}` : "");
+      cform.querySelector("#control-result").textContent = `${action}: done` + (r.aborted_item ? `, aborted ${short(r.aborted_item)}` : "");
       view.querySelector("#inst-state").innerHTML = state(r.status.state).s;
+      setTimeout(() => drawQueue().catch(() => {}), 500); // the worker takes the new state up at once; show it
     } catch (err) { cform.querySelector("#control-result").textContent = err.message; }
   });
   const sform = view.querySelector("#share-form");
@@ -98,6 +98,7 @@ export async function instrumentView({ view, me, onLeave }, name) {
     try { await api(`/instruments/${encodeURIComponent(name)}/share`, { method: "PUT", body: { dedicated_fraction: Number(new FormData(sform).get("fraction")) } }); window.dispatchEvent(new HashChangeEvent("hashchange")); }
     catch (err) { showFieldErrors(sform, err); }
   });
+  await drawQueue(); // after the controls are wired: a click never meets a form without its handler
 }
 
 export async function submitView({ view, me, params, onLeave }) {
@@ -174,8 +175,8 @@ export async function submitView({ view, me, params, onLeave }) {
         if (!["queued", "running"].includes(it.status)) clearInterval(poll);
       }, 700);
     } catch (err) {
+      if (err.status === 422) showFieldErrors(form, err); // the form's own fields (priority, ...)
       const left = err.status === 422 ? sf.showErrors(err) : [err];
-      if (err.status === 422) showFieldErrors(form, err);
       if (left.length || err.status !== 422) form.querySelector("#submit-error").textContent = err.message;
     }
   });
