@@ -10,9 +10,7 @@ no browser is downloaded (``playwright install`` is never run).
 
 from __future__ import annotations
 
-import io
 import json
-import math
 import os
 import re
 import shutil
