@@ -426,6 +426,29 @@ def test_the_live_view_keeps_up_with_a_fast_campaign(open_as, lab):
 
 
 # ------------------------------------------------------------------ charts
+def test_model_prediction_along_a_parameter(open_as, lab):
+    """A model-based agent reports its prediction (mean, sd) with each suggestion; the plot
+    draws one diamond and one ±2 sd bar per such suggestion, along the chosen parameter."""
+    user, prop = _approved(lab, "modeller", ("sim-xrd",))
+    camp = user.create_campaign(prop["id"], {"instrument": "sim-xrd", "agent": "gp-ei", "budget": 4, "seed": 1,
+                                             "agent_options": {"n_init": 2}}, start=True)
+    user.wait_campaign(camp["id"], timeout=120)
+    sugs = user.get(f"/api/campaigns/{camp['id']}/suggestions")
+    predicted = [x for x in sugs if (x["provenance"].get("predicted_mean") or {}).get("fom") is not None]
+    assert len(predicted) == 2
+    s = open_as(user)
+    page = s.go(f"#/campaigns/{camp['id']}", "#chart-pred svg")
+    page.select_option("#pred-param", "temperature")
+    page.wait_for_function("document.querySelectorAll('#chart-pred path.pred-pt').length === 2")
+    assert page.locator("#chart-pred line.pred").count() == 2
+    assert page.locator("#chart-pred circle.obs").count() == 4
+    titles = page.locator("#chart-pred path.pred-pt title").all_text_contents()
+    want = sorted(x["provenance"]["predicted_mean"]["fom"] for x in predicted)
+    got = sorted(float(t.split()[1]) for t in titles)
+    assert got == pytest.approx(want, rel=1e-2)
+    s.shot("campaign-model")
+
+
 def _hv_reference(points, signs):
     """Hypervolume of 2-D points (maximise after signing) against the worst point, by a grid."""
     pts = [(signs[0] * a, signs[1] * b) for a, b in points]

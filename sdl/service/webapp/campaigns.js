@@ -173,13 +173,16 @@ export async function campaignView({ view, me, onLeave }, id) {
     $("#chart-pred div").innerHTML = param ? prediction(rows, param, o0.name) : "";
   }
   const waiting = (s) => spec.approve_before_run && s.status === "pending" && !(s.provenance && (s.provenance.approved || s.provenance.agent === "user"));
+  let showAll = false;
   function drawSuggestions() {
     const box = $("#suggestions");
     if (box.contains(document.activeElement) && document.activeElement.tagName === "BUTTON") { sugsSoon(); return; }
     const measured = Object.fromEntries(obs.map((o) => [o.suggestion_id, o]));
     const o0 = objectives[0].name;
-    const rows = sugs.slice().reverse().slice(0, 200);
-    box.innerHTML = html`<table id="suggestions-table"><caption class="muted">${sugs.length} suggestion(s)${sugs.length > 200 ? ", newest 200 shown" : ""}</caption>
+    const limit = showAll ? 5000 : 25;
+    const rows = sugs.slice().reverse().slice(0, limit);
+    box.innerHTML = html`${sugs.length > 25 ? html`<button type="button" id="sug-all" aria-pressed="${showAll}">${showAll ? "Show the newest 25" : `Show all ${sugs.length}`}</button>` : ""}
+      <table id="suggestions-table"><caption class="muted">${sugs.length} suggestion(s)${sugs.length > limit ? `, newest ${limit} shown` : ""}</caption>
       <thead><tr><th>#</th><th>status</th><th>parameters</th><th>agent</th><th class="num">acquisition</th><th class="num">predicted ${o0}</th>
       <th class="num">measured ${o0}</th><th>reason</th><th>run</th>${member ? html`<th>actions</th>` : ""}</tr></thead>
       <tbody>${rows.map((s) => {
@@ -267,6 +270,7 @@ export async function campaignView({ view, me, onLeave }, id) {
     try { await download(path, name); } catch (err) { $("#control-result").textContent = `download failed: ${err.message}`; }
   }));
   $("#suggestions").addEventListener("click", async (e) => {
+    if (e.target.id === "sug-all") { showAll = !showAll; e.target.blur(); drawSuggestions(); $("#sug-all").focus(); return; }
     const b = e.target.closest("button[data-approve], button[data-veto]");
     if (!b) return;
     const reason = $("#sug-reason") ? $("#sug-reason").value : "";

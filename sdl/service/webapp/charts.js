@@ -13,13 +13,15 @@ function extent(vals) {
 }
 const num = (v) => (Math.abs(v) >= 1e4 || (Math.abs(v) < 1e-2 && v !== 0) ? v.toExponential(2) : +v.toPrecision(3));
 
-function frame(xr, yr, xLabel, yLabel, w = W, h = H) {
+function frame(xr, yr, xLabel, yLabel, w = W, h = H, intX = false) {
   const x = (v) => L + (w - L - R) * (v - xr[0]) / (xr[1] - xr[0]);
   const y = (v) => T + (h - T - B) * (1 - (v - yr[0]) / (yr[1] - yr[0]));
   let s = `<line class="axis" x1="${L}" y1="${h - B}" x2="${w - R}" y2="${h - B}"/>`;
   s += `<line class="axis" x1="${L}" y1="${T}" x2="${L}" y2="${h - B}"/>`;
   for (let i = 0; i <= 4; i++) {
-    const xv = xr[0] + (xr[1] - xr[0]) * i / 4, yv = yr[0] + (yr[1] - yr[0]) * i / 4;
+    let xv = xr[0] + (xr[1] - xr[0]) * i / 4;
+    const yv = yr[0] + (yr[1] - yr[0]) * i / 4;
+    if (intX) xv = Math.round(xv);
     s += `<text x="${x(xv)}" y="${h - B + 14}" text-anchor="middle">${num(xv)}</text>`;
     s += `<text x="${L - 4}" y="${y(yv) + 4}" text-anchor="end">${num(yv)}</text>`;
   }
@@ -39,7 +41,7 @@ export function convergence(values, sign, budget, objective) {
   const label = `${objective}: measured values and best so far against experiments`;
   const pts = values.map((v, i) => [i + 1, v]).filter(([, v]) => v != null && isFinite(v));
   if (!pts.length) return empty(label);
-  const f = frame([0, Math.max(budget || 1, values.length) + 0.5], extent(pts.map((p) => p[1])), "experiment", objective);
+  const f = frame([0, Math.max(budget || 1, values.length)], extent(pts.map((p) => p[1])), "experiment", objective, W, H, true);
   let s = f.s, best = null, d = "";
   for (const [i, v] of pts) {
     s += `<circle class="obs" cx="${f.x(i)}" cy="${f.y(v)}" r="3"><title>#${i}: ${num(v)}</title></circle>`;
