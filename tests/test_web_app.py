@@ -180,6 +180,13 @@ def test_a_user_creates_a_proposal_and_an_admin_approves_it(open_as, lab):
     page.reload()
     page.wait_for_selector("#proposal-status:has-text('approved')")
     assert "of 120" in page.inner_text("#proposal-usage")
+    # and rejects another
+    other = user.create_proposal("not this time", ["sim-xrd"])
+    apage = a.go(f"#/proposals/{other['id']}", "#decide-form")
+    apage.fill("#d-comment", "out of scope")
+    apage.click("#decide-form button[value=reject]")
+    apage.wait_for_selector("#proposal-status:has-text('rejected')")
+    assert user.get(f"/api/proposals/{other['id']}")["status"] == "rejected"
 
 
 def test_submit_an_experiment_through_the_generated_form(open_as, lab):
@@ -351,13 +358,31 @@ def test_a_scientist_pauses_and_resumes_an_instrument(open_as, lab):
     audit = lab.admin.get("/api/audit", action="instrument.pause")
     assert audit[0]["actor"] == sci.user["name"] and audit[0]["detail"]["reason"] == "realigning the sample stage"
     s.shot("instrument-paused")
+    # while it is paused a user's experiment waits in the queue: the scientist sees where
+    # (its proposal, not its parameters); the user, watching the instrument, sees it run live
+    user, prop = _approved(lab, "queued", ("pool:p3ht",))
+    u = open_as(user)
+    u.go("#/instruments/pool%3Ap3ht", "#queue-table")
+    u.page.wait_for_selector("#live-state:has-text('live')")
+    point = lab.service.workers["pool:p3ht"].instrument.space.pool[7]
+    item = user.submit(prop["id"], "pool:p3ht", dict(point))
+    row = page.locator("#queue-table tbody tr", has_text=prop["id"])
+    row.wait_for()
+    assert "queued" in row.inner_text() and "(not yours)" in row.inner_text()
+    s.shot("instrument-queue")
     page.click("#control-form button[value=resume]")
     page.wait_for_selector("#control-result:has-text('resume: done')")
+    assert user.wait(item["id"], timeout=30)["status"] == "done"
     page.wait_for_selector("#inst-state:has-text('idle')")
     assert sci.instrument("pool:p3ht")["status"]["state"] == "idle"
+    u.page.wait_for_selector("#current-run:has-text('finished')")
+    assert u.page.locator("#readings tbody tr").count() >= 1
+    run_uid = user.experiment(item["id"])["run_uid"]
+    assert u.page.get_attribute("#current-run a", "href") == f"#/runs/{run_uid}"
+    u.page.wait_for_selector("#inst-state:has-text('idle')")  # the stream redraws state and queue too
+    u.page.wait_for_selector("#queue-table caption:has-text('0 shown')")
+    u.shot("instrument-live-run")
     # a user sees no controls
-    u = open_as(lab.user())
-    u.go("#/instruments/sim-xrd", "#queue-table")
     assert u.page.locator("#control-form").count() == 0
 
 
@@ -380,6 +405,17 @@ def test_an_admin_reads_utilisation(open_as, lab):
     assert prop["id"] in page.inner_text("#usage-table")
     assert page.locator("#audit-table tbody tr").count() >= 1
     a.shot("facility")
+    # the dedicated/shared split per instrument
+    apage = a.go("#/instruments/sim-xrd", "#share-form")
+    apage.fill("#s-frac", "1.5")
+    a.expected.append(r"status of 422")
+    apage.click("#share-form button[type=submit]")
+    apage.wait_for_selector("#share-form .field-error:has-text('1')")
+    apage.fill("#s-frac", "0.3")
+    apage.click("#share-form button[type=submit]")
+    apage.wait_for_selector("dd:has-text('30 %')")
+    assert lab.admin.instrument("sim-xrd")["dedicated_fraction"] == 0.3
+    lab.admin.request("PUT", "/api/instruments/sim-xrd/share", json={"dedicated_fraction": 0.0})
     # users have no facility view
     u = open_as(user)
     assert u.page.locator("#nav-facility").is_hidden()
