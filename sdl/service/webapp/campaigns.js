@@ -127,13 +127,14 @@ export async function campaignView({ view, me, onLeave }, id) {
     <h3>Plots</h3>
     <div class="charts">
       <figure id="chart-best"><figcaption>Best so far against experiments</figcaption><div></div></figure>
-      <figure id="chart-pareto"><figcaption>Pareto front <span id="hv" class="live"></span></figcaption>
+      <figure id="chart-pareto" ${objectives.length < 2 ? raw("hidden") : ""}><figcaption>Pareto front <span id="hv" class="live"></span></figcaption>
         ${objectives.length >= 2 ? html`<div class="row"><label>x <select id="par-a">${objectives.map((o, i) => html`<option value="${i}" ${i === 0 ? raw("selected") : ""}>${o.name}</option>`)}</select></label>
           <label>y <select id="par-b">${objectives.map((o, i) => html`<option value="${i}" ${i === 1 ? raw("selected") : ""}>${o.name}</option>`)}</select></label></div>`
-          : html`<p class="hint">one objective (${objectives[0].name}): a campaign with several objectives shows its Pareto front and hypervolume here</p>`}<div></div></figure>
+          : ""}<div></div></figure>
       <figure id="chart-pred"><figcaption>Model prediction and uncertainty along
         <select id="pred-param" aria-label="parameter">${numeric.map((n) => html`<option>${n}</option>`)}</select></figcaption><div></div></figure>
     </div>
+    ${objectives.length < 2 ? html`<p class="hint">One objective (${objectives[0].name}): a campaign with several objectives also shows its Pareto front and hypervolume.</p>` : ""}
     <h3>Every measured point (pairwise projections; larger = better, ★ = best)</h3>
     <div id="chart-pairs" class="pairs"></div>
     <h3>Suggestions <span class="muted">(the agent's reasons; newest first)</span></h3>
