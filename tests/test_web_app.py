@@ -20,7 +20,11 @@ from pathlib import Path
 
 import pytest
 
-playwright_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the Python package only)")
+if os.environ.get("SDL_REQUIRE_CHROMIUM"):  # CI: a missing browser driver is a failure, not a skip
+    import playwright.sync_api as playwright_api
+else:
+    playwright_api = pytest.importorskip("playwright.sync_api",
+                                         reason="pip install playwright (the Python package only)")
 
 from sdl.client import Client  # noqa: E402
 from sdl.service.testing import Lab, start_lab  # noqa: E402
@@ -214,6 +218,9 @@ def test_submit_an_experiment_through_the_generated_form(open_as, lab):
     [item] = user.experiments(proposal_id=prop["id"])
     assert item["status"] == "done" and item["parameters"]["temperature"] == 420
     assert item["id"] in page.inner_text("#item-status")
+    page = s.go("#/", f"#experiments-table tr[data-id='{item['id']}']")  # and on the home page, with its result
+    row = page.inner_text(f"#experiments-table tr[data-id='{item['id']}']")
+    assert "done" in row and "fom=" in row and "temperature=420" in row
 
     # a pool instrument: the candidates are a searchable list that fills the fields
     page = s.go(f"#/submit?proposal={prop['id']}&instrument=pool:p3ht", "[data-pick]")

@@ -17,12 +17,21 @@ function proposalRows(props, me) {
 export async function homeView({ view, me }) {
   const fresh = await api("/me");
   Object.assign(me, fresh);
-  const props = (await api("/proposals")).filter((p) => p.id in (me.proposals || {}));
+  const [all, items] = await Promise.all([api("/proposals"), api("/experiments?limit=20")]);
+  const props = all.filter((p) => p.id in (me.proposals || {}));
   view.innerHTML = html`<h2>Me</h2>
     <dl class="row"><dt>name</dt><dd id="me-name">${me.name}</dd><dt>role</dt><dd id="me-role">${me.role}</dd>
       <dt>e-mail</dt><dd>${me.email || "–"}</dd></dl>
     <h3>My proposals</h3>
     ${props.length ? proposalRows(props, me) : html`<p>None yet. <a href="#/proposals">Ask for beamtime</a>: create a proposal.</p>`}
+    <h3>My recent experiments</h3>
+    ${items.length ? html`<div class="table-wrap"><table id="experiments-table"><thead><tr><th>id</th><th>instrument</th><th>kind</th><th>status</th>
+      <th>parameters</th><th>result</th><th>run</th><th>submitted</th></tr></thead>
+      <tbody>${items.map((x) => html`<tr data-id="${x.id}"><td>${short(x.id)}</td><td>${x.instrument}</td><td>${x.kind}${x.campaign_id ? html` (<a href="#/campaigns/${x.campaign_id}">campaign</a>)` : ""}</td>
+        <td>${state(x.status)}</td><td>${x.parameters ? Object.entries(x.parameters).map(([k, v]) => `${k}=${fmt(v, 3)}`).join(" ") : ""}</td>
+        <td>${x.result && x.result.values ? Object.entries(x.result.values).map(([k, v]) => `${k}=${fmt(v)}`).join(" ") : x.error || ""}</td>
+        <td>${x.run_uid ? html`<a href="#/runs/${x.run_uid}">${short(x.run_uid)}</a>` : ""}</td><td>${x.created_at}</td></tr>`)}</tbody></table></div>`
+      : html`<p class="muted">none yet</p>`}
     <h3>Where to go</h3>
     <ul><li><a href="#/submit">Submit an experiment</a></li><li><a href="#/campaigns">Start or watch a campaign</a></li>
       <li><a href="#/instruments">Instruments and their queues</a></li>
