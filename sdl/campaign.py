@@ -59,6 +59,8 @@ class CampaignSpec(BaseModel):
                                    "instruments whose plan takes one; default: the plan's own")
     time_scale: float = Field(0.0, ge=0, le=10, description="0: instant simulation, 1: real time")
     on_failure: Literal["continue", "stop"] = "continue"
+    approve_before_run: bool = Field(False, description="service only: each agent suggestion waits for a "
+                                     "proposal member's approval before it is queued")
     proposal: str = ""
 
     @field_validator("instrument")
@@ -146,6 +148,9 @@ class CampaignRunner:
 
         from sdl.registry import make_agent
 
+        if self.spec.approve_before_run:
+            raise InvalidInput("approve_before_run", "needs people to approve each suggestion: run this campaign "
+                               "through the service (sdl serve), not locally", True)
         interrupted = self.store.recover_interrupted(self.campaign_id)
         if interrupted:
             log.warning("campaign %s: %d interrupted run(s) kept and their points requeued", self.campaign_id,

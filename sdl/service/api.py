@@ -46,6 +46,7 @@ from sdl.service.schemas import (
 )
 from sdl.service.service import LabService
 from sdl.service.settings import ServiceSettings
+from sdl.service.webapi import web_router
 
 log = logging.getLogger(__name__)
 
@@ -392,6 +393,7 @@ def create_app(settings: ServiceSettings | None = None, service: LabService | No
     from sdl.data_views.api import data_router
 
     app.include_router(data_router(svc, P))  # NeXus downloads (sdl.data_views)
+    app.include_router(web_router(svc, principal))  # the web app's files and additions (sdl.service.webapi)
 
     # ------------------------------------------------------------ live stream
     @app.websocket("/api/stream")

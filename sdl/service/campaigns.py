@@ -36,6 +36,12 @@ from sdl.store import RunRow, Store, SuggestionRow, utcnow
 log = logging.getLogger(__name__)
 
 
+def is_approved(row: Any) -> bool:
+    """A suggestion a member approved, or a point a person added (their adding it is the approval)."""
+    prov = row.provenance or {}
+    return bool(prov.get("approved")) or prov.get("agent") == "user"
+
+
 class ServiceCampaignRunner(CampaignRunner):
     """The campaign runner, driven one step at a time by the service."""
 
@@ -200,6 +206,11 @@ class CampaignManager:
             self.svc.bus.publish({"type": "campaign", "event": "suggestion", "campaign_id": row.campaign_id,
                                   "suggestion_id": s.id, "seq": s.seq, "params": s.params,
                                   "provenance": s.provenance}, proposal_id=row.proposal_id)
+        if runner.spec.approve_before_run:  # run only what a member approved (points people added count)
+            ready = [r for r in self.store.suggestions(row.campaign_id, status="pending") if is_approved(r)]
+            if not ready:
+                return  # waits; approve() or veto() wakes the planner
+            sug = ready[0]
         with self.svc.db.session() as s:
             cur = s.get(ServiceCampaignRow, row.campaign_id)
             if cur is None or cur.state != "running":
@@ -277,6 +288,28 @@ class CampaignManager:
                               "provenance": sug.provenance.model_dump()}, proposal_id=crow.proposal_id)
         self.wake()
         return sug
+
+    def approve(self, actor: Any, campaign_id: str, suggestion_id: str, comment: str) -> dict:
+        """A member lets a pending suggestion run (campaigns with ``approve_before_run``)."""
+        with self.store.session() as s:
+            row = s.get(SuggestionRow, suggestion_id)
+            if row is None or row.campaign_id != campaign_id:
+                raise NotFound(f"suggestion {suggestion_id!r} not found in campaign {campaign_id!r}")
+            if row.status != "pending":
+                raise Conflict(f"suggestion is {row.status}; only a pending one can be approved")
+            prov = dict(row.provenance or {})
+            prov["approved"] = {"by": actor.name, "comment": comment, "at": utcnow().isoformat()}
+            row.provenance = prov
+        with self.svc.db.session() as s:
+            crow = s.get(ServiceCampaignRow, campaign_id)
+            audit(s, actor, "campaign.approve", "suggestion", suggestion_id, crow.proposal_id if crow else None,
+                  campaign_id=campaign_id, comment=comment)
+        if crow is not None:
+            self.svc.bus.publish({"type": "campaign", "event": "approval", "campaign_id": campaign_id,
+                                  "suggestion_id": suggestion_id, "by": actor.name, "comment": comment},
+                                 proposal_id=crow.proposal_id)
+        self.wake()
+        return {"suggestion_id": suggestion_id, "status": "pending", "approved": prov["approved"]}
 
     def veto(self, actor: Any, campaign_id: str, suggestion_id: str, reason: str) -> dict:
         with self.store.session() as s:
