@@ -23,16 +23,20 @@ from sdl.sim_devices.pool import PoolModel
 
 @dataclass
 class PoolRun:
-    """One campaign: which pool rows were measured in order, and the top-k found after each."""
+    """One campaign: which pool rows were measured in order, and the top-k found after each.
+
+    With several objectives ``found`` stays empty and ``scores`` holds the hypervolume
+    fraction after each experiment (:func:`pool_hypervolume_fraction`)."""
 
     agent: str
     seed: int
     rows: list[int] = field(default_factory=list)
     found: list[int] = field(default_factory=list)  # cumulative count of top rows after each experiment
     n_top: int = 0
+    scores: list[float] = field(default_factory=list)  # the metric after each experiment
 
     def fraction_at(self, n: int) -> float:
-        return self.found[min(n, len(self.found)) - 1] / self.n_top
+        return self.scores[min(n, len(self.scores)) - 1]
 
 
 def start_rows(pool: PoolModel, seed: int, n_start: int) -> list[int]:
@@ -40,25 +44,62 @@ def start_rows(pool: PoolModel, seed: int, n_start: int) -> list[int]:
     return [int(i) for i in np.random.default_rng([seed, 2021]).choice(len(pool), size=n_start, replace=False)]
 
 
+class PoolHypervolume:
+    """Hypervolume of measured pool rows as a fraction of the whole pool's.
+
+    Every objective is scaled to [0, 1] over the pool (best = 1) and the reference point is
+    the pool's worst value of each, so the fraction is 1 once the pool's Pareto front has
+    been measured and does not depend on the objectives' units."""
+
+    def __init__(self, pool: PoolModel):
+        Y = np.asarray(pool.all_values, dtype=float) * np.array([o.sign for o in pool.objectives])
+        lo, hi = Y.min(axis=0), Y.max(axis=0)
+        self.U = (Y - lo) / np.where(hi > lo, hi - lo, 1.0)
+        self.total = self._hv(self.U)
+
+    @staticmethod
+    def _hv(U: np.ndarray) -> float:
+        import torch
+        from botorch.utils.multi_objective.box_decompositions.dominated import DominatedPartitioning
+
+        if len(U) == 0:
+            return 0.0
+        part = DominatedPartitioning(ref_point=torch.zeros(U.shape[1], dtype=torch.float64),
+                                     Y=torch.as_tensor(U, dtype=torch.float64))
+        return float(part.compute_hypervolume())
+
+    def fraction(self, rows: list[int]) -> float:
+        return self._hv(self.U[rows]) / self.total if self.total > 0 else 1.0
+
+
 def run_pool_campaign(
     agent_name: str, pool: PoolModel, seed: int, budget: int = 30, n_start: int = 5, batch_size: int = 1,
     top_fraction: float = 0.05, **agent_options,
 ) -> PoolRun:
-    """Run ``agent_name`` on ``pool`` for ``budget`` experiments (``n_start`` of them random)."""
+    """Run ``agent_name`` on ``pool`` for ``budget`` experiments (``n_start`` of them random).
+
+    One objective: the score is the share of the best ``top_fraction`` of the pool (``k``
+    points) measured, points tied with the k-th best counting as equally good (an ordinal
+    score), capped at 1. Several objectives: the hypervolume fraction."""
     warnings.filterwarnings("ignore")
     logging.getLogger("ax").setLevel(logging.ERROR)
     space = pool.search_space()
-    top = set(int(i) for i in pool.top_indices(top_fraction))
-    agent = make_agent(agent_name, space, [pool.objective], seed=seed, **agent_options)
-    run = PoolRun(agent=agent_name, seed=seed, n_top=len(top))
+    multi = len(pool.objectives) > 1
+    top, k = pool.top_tied(top_fraction)
+    hv = PoolHypervolume(pool) if multi else None
+    agent = make_agent(agent_name, space, list(pool.objectives), seed=seed, **agent_options)
+    run = PoolRun(agent=agent_name, seed=seed, n_top=0 if multi else k)
 
     def record(rows: list[int]) -> None:
         obs = []
         for r in rows:
-            params = pool.as_dict(r)
-            obs.append(Observation(params=params, values={pool.objective.name: float(pool.values[r])}))
+            obs.append(Observation(params=pool.as_dict(r), values=pool.values_at(r)))
             run.rows.append(r)
-            run.found.append(len(top & set(run.rows)))
+            if hv is not None:
+                run.scores.append(hv.fraction(run.rows))
+            else:
+                run.found.append(min(k, len(top & set(run.rows))))
+                run.scores.append(run.found[-1] / k)
         agent.tell(obs)
 
     record(start_rows(pool, seed, n_start))

@@ -202,6 +202,16 @@ def pool_quantile_map(pool_x: np.ndarray):
     return to_quantiles
 
 
+def _columns_map(inner, cols: list[int]):
+    """Apply ``inner`` to the columns ``cols`` of X and leave the others (one-hot blocks) as they are."""
+    def apply(X: np.ndarray) -> np.ndarray:
+        X = np.array(X, dtype=float, copy=True)
+        X[:, cols] = inner(X[:, cols])
+        return X
+
+    return apply
+
+
 def _mapped(xmap, X: np.ndarray) -> np.ndarray:
     return X if xmap is None else xmap(X)
 
@@ -359,8 +369,11 @@ class BoTorchAgent(AgentBase):
         option, so made once."""
         if not hasattr(self, "_pool_map"):
             mode = self.options.get("pool_input_map", self._default("pool_input_map"))
-            use = mode == "quantile" or (mode == "auto" and crowded(self.pool_matrix()))
-            self._pool_map = pool_quantile_map(self.pool_matrix()) if use else None
+            # only range coordinates have an order to map; one-hot blocks of categories stay 0/1
+            cols = [s.start for s in self.encoder.slots if s.kind == "range"]
+            P = self.pool_matrix()
+            use = bool(cols) and (mode == "quantile" or (mode == "auto" and crowded(P[:, cols])))
+            self._pool_map = _columns_map(pool_quantile_map(P[:, cols]), cols) if use else None
         return self._pool_map
 
     # ------------------------------------------------------------------ several outcomes
