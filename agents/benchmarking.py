@@ -143,6 +143,7 @@ class FunctionProblem:
     noise_std: float = 0.0
     metric: str = "simple regret"
     target: float = 0.0  # the level counted by "experiments to target"
+    failure: object = None  # a FailureRegion: points inside fail (no value, ok=False)
 
     def measure(self, X: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         y = self.truth(np.atleast_2d(X))
@@ -179,7 +180,8 @@ def _box_problem(name: str, fn, noise_std: float, target: float) -> FunctionProb
 def function_problem(name: str) -> FunctionProblem:
     """'sim-xrd' (the materials model, seed 0, noise-free FoM), 'branin' (noise sd 1.0) or
     'hartmann6' (noise sd 0.05); the last two minimised, scored by simple regret."""
-    if name == "sim-xrd":
+    if name in ("sim-xrd", "sim-xrd-fail"):
+        from sdl.sim_devices.failures import DEMO
         from sdl.sim_devices.materials import MaterialsModel
         from sdl.space import Objective
 
@@ -193,7 +195,7 @@ def function_problem(name: str) -> FunctionProblem:
         return FunctionProblem(
             name=name, space=model.search_space(), objective=Objective(name="fom"),
             names=[*model.precursors, "temperature"], truth=truth, optimum=float(model.optimum()["fom"]),
-            metric="fraction of optimum", target=0.95,
+            metric="fraction of optimum", target=0.95, failure=DEMO if name == "sim-xrd-fail" else None,
         )
     from botorch.test_functions import Branin, Hartmann
 
@@ -203,7 +205,8 @@ def function_problem(name: str) -> FunctionProblem:
         return _box_problem(name, Hartmann(dim=6), noise_std=0.05, target=0.3)
     from sdl.errors import InvalidInput
 
-    raise InvalidInput("problem", "unknown function problem; allowed: ['branin', 'hartmann6', 'sim-xrd']", name)
+    raise InvalidInput("problem", "unknown function problem; allowed: ['branin', 'hartmann6', 'sim-xrd', "
+                       "'sim-xrd-fail']", name)
 
 
 @dataclass
@@ -218,6 +221,7 @@ class FunctionRun:
     scores: list[float] = field(default_factory=list)  # after each experiment
     rounds: list[int] = field(default_factory=list)  # the round (ask) of each experiment, 0 = the start
     ask_seconds: list[float] = field(default_factory=list)
+    failed: list[bool] = field(default_factory=list)  # the experiment fell in the problem's failure region
 
 
 def start_points(problem: FunctionProblem, seed: int, n_start: int) -> list[dict]:
@@ -249,14 +253,20 @@ def run_function_campaign(
         X = np.array([[float(p[n]) for n in problem.names] for p in points])
         y = problem.measure(X, noise)
         t = problem.truth(X)
+        fail = problem.failure.mask(X, problem.names) if problem.failure is not None else np.zeros(len(X), bool)
         obs = []
-        for p, x, yi, ti in zip(points, X, y, t):
-            obs.append(Observation(params=p, values={problem.objective.name: float(yi)}))
+        for p, x, yi, ti, fi in zip(points, X, y, t, fail):
+            if fi:  # no sample: no value, the experiment is spent
+                obs.append(Observation(params=p, ok=False, extra={"error": "no sample formed"}))
+            else:
+                obs.append(Observation(params=p, values={problem.objective.name: float(yi)}))
+                best = max(best, sign * float(ti))
             run.X.append(x.tolist())
-            run.measured.append(float(yi))
+            run.measured.append(float("nan") if fi else float(yi))
             run.truth.append(float(ti))
-            best = max(best, sign * float(ti))
-            run.scores.append(problem.score(sign * best))
+            run.failed.append(bool(fi))
+            run.scores.append(problem.score(sign * best) if np.isfinite(best) else (0.0 if problem.higher_is_better
+                                                                                  else float("inf")))
             run.rounds.append(round_)
         agent.tell(obs)
 

@@ -283,7 +283,7 @@ class BoTorchAgent(AgentBase):
     name = "botorch"
     option_names = ("n_init", "log_transform", "acquisition", "beta", "kernel", "num_restarts", "raw_samples",
                     "outcome_constraints", "reference_point", "input_warping", "pessimistic_prior",
-                    "pool_input_map", "floor_transform")
+                    "pool_input_map", "floor_transform", "failure_model")
     log_default = "auto"
     plain = False
 
@@ -302,6 +302,9 @@ class BoTorchAgent(AgentBase):
         if options.get("floor_transform") is True and len(self.objectives) == 1 and not self._outcome_constraints:
             raise InvalidInput("floor_transform", "applies with several objectives or with outcome constraints "
                                "(a hypervolume or a constrained noisy EI); one plain objective has neither", True)
+        if options.get("failure_model", "auto") not in ("auto", "ignore"):
+            raise InvalidInput("failure_model", "allowed: 'auto' (model where experiments fail and avoid it), "
+                               "'ignore'", options.get("failure_model"))
         mode = options.get("pool_input_map", "identity")
         if mode not in ("auto", "identity", "quantile"):
             raise InvalidInput("pool_input_map", "allowed: 'auto', 'identity', 'quantile'", mode)
@@ -334,9 +337,11 @@ class BoTorchAgent(AgentBase):
                        pessimistic=bool(self.options.get("pessimistic_prior", False)))
         self._best_f = float(y.max())
         pending = _mapped(xmap, self.encoder.encode_many(self.pending)) if self.pending else None
+        feas = self._feasibility(seed, xmap)
+        kind = str(self.options.get("acquisition", self._default("acquisition")))
 
         def make_acq(pend):
-            return self._acquisition(model, X, pend)
+            return self._with_feasibility(self._acquisition(model, X, pend), feas, log=kind != "ucb")
 
         picks = (self._pool_picks(make_acq, pending, n, xmap) if self.is_pool
                  else self._continuous_picks(make_acq, pending, n, seed))
@@ -345,10 +350,13 @@ class BoTorchAgent(AgentBase):
         out = []
         for key, acq in picks:
             mean, spread = self._predict(model, key, [(name, self.objectives[0].sign, use_log)], xmap)
+            if feas is not None:
+                mean["p_success"] = self._p_success(feas, key, xmap)
             prov = Provenance(
                 agent=self.name,
                 model="SingleTaskGP" + (" on log(y)" if use_log else "")
-                + (" on the pool's quantiles of each input" if xmap is not None else ""),
+                + (" on the pool's quantiles of each input" if xmap is not None else "")
+                + (f" + a feasibility GP classifier ({feas.n_failed} failed)" if feas is not None else ""),
                 acquisition={"ei": "LogEI", "nei": "qLogNoisyEI", "ucb": "UCB"}[
                     str(self.options.get("acquisition", self._default("acquisition")))],
                 acquisition_value=acq,
@@ -361,6 +369,35 @@ class BoTorchAgent(AgentBase):
             )
             out.append((self._as_params(key), prov))
         return out
+
+    # ------------------------------------------------------------------ failures
+    def _feasibility(self, seed: int, xmap):
+        """The feasibility model of every observation (None when nothing failed or the option
+        ``failure_model`` is 'ignore'); in the GP's coordinates (``xmap`` on a pool)."""
+        from sdl.agents.feasibility import FeasibilityModel, is_failure
+
+        if self.options.get("failure_model", "auto") == "ignore":
+            return None
+        names = [o.name for o in self.objectives]
+        failed = [is_failure(o, names) for o in self.observations]
+        if not any(failed):
+            return None
+        obs = [o for o in self.observations if not o.extra.get("transient")]
+        ok = [not is_failure(o, names) for o in obs]
+        X = _mapped(xmap, self.encoder.encode_many([o.params for o in obs]))
+        return FeasibilityModel(X, np.array(ok), seed + 101)
+
+    @staticmethod
+    def _with_feasibility(acq, feas, log: bool):
+        if feas is None:
+            return acq
+        from sdl.agents.feasibility import FeasibilityWeighted
+
+        return FeasibilityWeighted(acq, feas, log=log)
+
+    def _p_success(self, feas, key, xmap) -> float:
+        x = _mapped(xmap, self.pool_matrix()[int(key) : int(key) + 1]) if self.is_pool else np.asarray(key)[None]
+        return float(feas.prob_np(x).reshape(-1)[0])
 
     def _pool_input_map(self):
         """Where the one-objective pool GP lives (option ``pool_input_map``): None for the unit
@@ -467,6 +504,12 @@ class BoTorchAgent(AgentBase):
                     X_pending=None if pend is None else torch.as_tensor(pend),
                 )
             acq_name = "qLogNoisyEI with outcome constraints"
+        feas = self._feasibility(seed, None)
+        if feas is not None:
+            plain_acq = make_acq
+
+            def make_acq(pend):
+                return self._with_feasibility(plain_acq(pend), feas, log=True)
         torch.manual_seed(seed)
         pending = self.encoder.encode_many(self.pending) if self.pending else None
         picks = self._pool_picks(make_acq, pending, n) if self.is_pool else self._continuous_picks(make_acq, pending, n, seed)
@@ -474,9 +517,12 @@ class BoTorchAgent(AgentBase):
         out = []
         for key, acq in picks:
             mean, spread = self._predict(model, key, columns, floors=floors)
+            if feas is not None:
+                mean["p_success"] = self._p_success(feas, key, None)
             prov = Provenance(
                 agent=self.name,
-                model=f"{len(columns) - sum(k is not None for k in known)} SingleTaskGPs"
+                model=(f"feasibility GP classifier ({feas.n_failed} failed) + " if feas is not None else "")
+                + f"{len(columns) - sum(k is not None for k in known)} SingleTaskGPs"
                 + (" (prior mean: the worst measured)" if pess else "")
                 + "".join(f", {c[0]} known exactly" for c, k in zip(columns, known) if k is not None)
                 + "".join(f", {columns[j][0]} on log(distance above its floor)" for j in floors),

@@ -66,7 +66,8 @@ def _sim_xrd(seed: int, time_scale: float, n_slots: int, options: dict) -> Instr
     if "precursors" in options:
         model_kwargs["precursors"] = tuple(options["precursors"])
     model = MaterialsModel(seed=int(options.get("model_seed", 0)), **model_kwargs)
-    lab = SimLab(model, time_scale=time_scale, seed=seed, n_slots=n_slots)
+    lab = SimLab(model, time_scale=time_scale, seed=seed, n_slots=n_slots,
+                 failure_region=options.get("failure_region"))  # sdl.sim_devices.failures
     precursors = list(model.precursors)
     params = {**model.reduction_params(), "two_theta": [float(x) for x in model.two_theta],
               "field": "detector_spectrum"}
@@ -124,6 +125,10 @@ INSTRUMENTS: dict[str, Callable[..., Instrument]] = {
 
 
 def check_instrument_name(name: str) -> str:
+    from sdl.table_instrument import is_table_instrument  # "pool:<file.csv>": any table
+
+    if is_table_instrument(name):
+        return name
     if name not in INSTRUMENTS:
         raise InvalidInput("instrument", f"unknown instrument; allowed: {sorted(INSTRUMENTS)}", name)
     return name
@@ -133,4 +138,8 @@ def make_instrument(
     name: str, *, seed: int = 0, time_scale: float = 0.0, n_slots: int = 24, options: dict | None = None
 ) -> Instrument:
     check_instrument_name(name)
+    if name not in INSTRUMENTS:
+        from sdl.table_instrument import make_table_instrument
+
+        return make_table_instrument(name, seed, time_scale, n_slots, dict(options or {}))
     return INSTRUMENTS[name](seed, time_scale, n_slots, dict(options or {}))
