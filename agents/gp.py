@@ -283,7 +283,7 @@ class BoTorchAgent(AgentBase):
     name = "botorch"
     option_names = ("n_init", "log_transform", "acquisition", "beta", "kernel", "num_restarts", "raw_samples",
                     "outcome_constraints", "reference_point", "input_warping", "pessimistic_prior",
-                    "pool_input_map", "floor_transform", "failure_model")
+                    "pool_input_map", "floor_transform", "failure_model", "exposure")
     log_default = "auto"
     plain = False
 
@@ -305,6 +305,14 @@ class BoTorchAgent(AgentBase):
         if options.get("failure_model", "auto") not in ("auto", "ignore"):
             raise InvalidInput("failure_model", "allowed: 'auto' (model where experiments fail and avoid it), "
                                "'ignore'", options.get("failure_model"))
+        self._exposure = None
+        if options.get("exposure") not in (None, False):
+            from sdl.agents.exposure import check_exposure_option
+
+            if len(self.objectives) > 1 or space.pool is not None or options.get("outcome_constraints"):
+                raise InvalidInput("exposure", "chooses exposures for one objective on a continuous space",
+                                   options.get("exposure"))
+            self._exposure = check_exposure_option(options["exposure"])
         mode = options.get("pool_input_map", "identity")
         if mode not in ("auto", "identity", "quantile"):
             raise InvalidInput("pool_input_map", "allowed: 'auto', 'identity', 'quantile'", mode)
@@ -323,6 +331,8 @@ class BoTorchAgent(AgentBase):
             return self._initial(n, n_init)
         if len(self.objectives) > 1 or self._outcome_constraints:
             return self._suggest_composite(obs, n)
+        if self._exposure is not None:
+            return self._suggest_with_exposure(obs, n)
         X = self.encoder.encode_many([o.params for o in obs])
         raw = np.array([float(o.values[self.objectives[0].name]) for o in obs])
         log = self.options.get("log_transform", self.log_default)
@@ -370,14 +380,57 @@ class BoTorchAgent(AgentBase):
             out.append((self._as_params(key), prov))
         return out
 
+    # ------------------------------------------------------------------ exposure
+    def _suggest_with_exposure(self, obs, n: int):
+        """One objective, continuous: a fixed-noise GP (each value's noise from its exposure),
+        log-EI over the best posterior mean, then the exposure (:mod:`sdl.agents.exposure`)."""
+        from sdl.agents.exposure import best_exposure, fixed_noise_gp
+
+        opt = self._exposure
+        o = self.objectives[0]
+        X = self.encoder.encode_many([ob.params for ob in obs])
+        y = np.array([o.sign * float(ob.values[o.name]) for ob in obs])
+        t = np.array([float(ob.extra.get("exposure", opt.default_s)) for ob in obs])
+        seed = int(np.random.default_rng([self.seed, self.n_seen]).integers(2**31))
+        model = fixed_noise_gp(X, y, opt.noise_sd_at_1s**2 / t, seed)
+        with torch.no_grad():
+            best = float(model.posterior(torch.as_tensor(X)).mean.max())
+        pending = self.encoder.encode_many(self.pending) if self.pending else None
+        feas = self._feasibility(seed, None)
+
+        def make_acq(pend):
+            if pend is None:
+                acq = LogExpectedImprovement(model, best_f=best)
+            else:
+                acq = qLogNoisyExpectedImprovement(model, torch.as_tensor(X), X_pending=torch.as_tensor(pend),
+                                                   prune_baseline=True, cache_root=False)
+            return self._with_feasibility(acq, feas, log=True)
+
+        out = []
+        for key, acq in self._continuous_picks(make_acq, pending, n, seed):
+            with torch.no_grad():
+                post = model.posterior(torch.as_tensor(np.asarray(key)).reshape(1, -1))
+                mu, var = float(post.mean), float(post.variance.clamp_min(0))
+            exposure = best_exposure(var, opt)
+            prov = Provenance(
+                agent=self.name, model="SingleTaskGP with each value's noise from its exposure",
+                acquisition="LogEI" if pending is None else "qLogNoisyEI", acquisition_value=acq,
+                predicted_mean={o.name: o.sign * mu}, predicted_sd={o.name: math.sqrt(var)},
+                n_observations=len(obs), exposure=exposure,
+                reason=f"highest log-EI; exposure {exposure:g} s removes the most model variance per second "
+                f"(posterior sd {math.sqrt(var):.3g}, noise sd at 1 s {opt.noise_sd_at_1s:g})",
+            )
+            out.append((self._as_params(key), prov))
+        return out
+
     # ------------------------------------------------------------------ failures
     def _feasibility(self, seed: int, xmap):
         """The feasibility model of every observation (None when nothing failed or the option
         ``failure_model`` is 'ignore'); in the GP's coordinates (``xmap`` on a pool)."""
         from sdl.agents.feasibility import FeasibilityModel, is_failure
 
-        if self.options.get("failure_model", "auto") == "ignore":
-            return None
+        if self.options.get("failure_model", "ignore" if self.plain else "auto") == "ignore":
+            return None  # gp-ei, the hand-written baseline, ignores failures unless told
         names = [o.name for o in self.objectives]
         failed = [is_failure(o, names) for o in self.observations]
         if not any(failed):
@@ -587,6 +640,9 @@ class BoTorchAgent(AgentBase):
     def _initial(self, n: int, n_init: int):
         rng = self.rng()
         why = Provenance(agent=self.name, reason=f"initial random design ({n_init} points before the model)")
+        if getattr(self, "_exposure", None) is not None:  # the middle exposure until a model says otherwise
+            choices = sorted(self._exposure.choices)
+            why = Provenance(**why.model_dump(), exposure=choices[len(choices) // 2])
         if self.is_pool:
             picks = rng.choice(self.open_candidates(), size=n, replace=False)
             return [(dict(self.space.pool[int(i)]), why) for i in picks]
