@@ -30,7 +30,9 @@ DEFAULT_AGENT = "bo"
 def _bo(space: SearchSpace, objectives: Sequence[Objective], seed: int = 0, **options) -> Agent:
     """Ax where it is the better tool (one objective, continuous), BoTorch where Ax cannot
     express what the measurements need (docs/agents.md has the numbers behind both)."""
-    if space.pool is not None or len(objectives) > 1:
+    # failure_model (sdl.agents.feasibility) lives in the BoTorch agent: asking for it routes there
+    wants_feasibility = options.get("failure_model", "ignore") != "ignore" or options.get("exposure") not in (None, False)
+    if space.pool is not None or len(objectives) > 1 or wants_feasibility:
         from sdl.agents.gp import BoTorchAgent
 
         agent = BoTorchAgent(space, objectives, seed, **options)

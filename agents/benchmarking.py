@@ -23,16 +23,20 @@ from sdl.sim_devices.pool import PoolModel
 
 @dataclass
 class PoolRun:
-    """One campaign: which pool rows were measured in order, and the top-k found after each."""
+    """One campaign: which pool rows were measured in order, and the top-k found after each.
+
+    With several objectives ``found`` stays empty and ``scores`` holds the hypervolume
+    fraction after each experiment (:func:`pool_hypervolume_fraction`)."""
 
     agent: str
     seed: int
     rows: list[int] = field(default_factory=list)
     found: list[int] = field(default_factory=list)  # cumulative count of top rows after each experiment
     n_top: int = 0
+    scores: list[float] = field(default_factory=list)  # the metric after each experiment
 
     def fraction_at(self, n: int) -> float:
-        return self.found[min(n, len(self.found)) - 1] / self.n_top
+        return self.scores[min(n, len(self.scores)) - 1]
 
 
 def start_rows(pool: PoolModel, seed: int, n_start: int) -> list[int]:
@@ -40,25 +44,62 @@ def start_rows(pool: PoolModel, seed: int, n_start: int) -> list[int]:
     return [int(i) for i in np.random.default_rng([seed, 2021]).choice(len(pool), size=n_start, replace=False)]
 
 
+class PoolHypervolume:
+    """Hypervolume of measured pool rows as a fraction of the whole pool's.
+
+    Every objective is scaled to [0, 1] over the pool (best = 1) and the reference point is
+    the pool's worst value of each, so the fraction is 1 once the pool's Pareto front has
+    been measured and does not depend on the objectives' units."""
+
+    def __init__(self, pool: PoolModel):
+        Y = np.asarray(pool.all_values, dtype=float) * np.array([o.sign for o in pool.objectives])
+        lo, hi = Y.min(axis=0), Y.max(axis=0)
+        self.U = (Y - lo) / np.where(hi > lo, hi - lo, 1.0)
+        self.total = self._hv(self.U)
+
+    @staticmethod
+    def _hv(U: np.ndarray) -> float:
+        import torch
+        from botorch.utils.multi_objective.box_decompositions.dominated import DominatedPartitioning
+
+        if len(U) == 0:
+            return 0.0
+        part = DominatedPartitioning(ref_point=torch.zeros(U.shape[1], dtype=torch.float64),
+                                     Y=torch.as_tensor(U, dtype=torch.float64))
+        return float(part.compute_hypervolume())
+
+    def fraction(self, rows: list[int]) -> float:
+        return self._hv(self.U[rows]) / self.total if self.total > 0 else 1.0
+
+
 def run_pool_campaign(
     agent_name: str, pool: PoolModel, seed: int, budget: int = 30, n_start: int = 5, batch_size: int = 1,
     top_fraction: float = 0.05, **agent_options,
 ) -> PoolRun:
-    """Run ``agent_name`` on ``pool`` for ``budget`` experiments (``n_start`` of them random)."""
+    """Run ``agent_name`` on ``pool`` for ``budget`` experiments (``n_start`` of them random).
+
+    One objective: the score is the share of the best ``top_fraction`` of the pool (``k``
+    points) measured, points tied with the k-th best counting as equally good (an ordinal
+    score), capped at 1. Several objectives: the hypervolume fraction."""
     warnings.filterwarnings("ignore")
     logging.getLogger("ax").setLevel(logging.ERROR)
     space = pool.search_space()
-    top = set(int(i) for i in pool.top_indices(top_fraction))
-    agent = make_agent(agent_name, space, [pool.objective], seed=seed, **agent_options)
-    run = PoolRun(agent=agent_name, seed=seed, n_top=len(top))
+    multi = len(pool.objectives) > 1
+    top, k = pool.top_tied(top_fraction)
+    hv = PoolHypervolume(pool) if multi else None
+    agent = make_agent(agent_name, space, list(pool.objectives), seed=seed, **agent_options)
+    run = PoolRun(agent=agent_name, seed=seed, n_top=0 if multi else k)
 
     def record(rows: list[int]) -> None:
         obs = []
         for r in rows:
-            params = pool.as_dict(r)
-            obs.append(Observation(params=params, values={pool.objective.name: float(pool.values[r])}))
+            obs.append(Observation(params=pool.as_dict(r), values=pool.values_at(r)))
             run.rows.append(r)
-            run.found.append(len(top & set(run.rows)))
+            if hv is not None:
+                run.scores.append(hv.fraction(run.rows))
+            else:
+                run.found.append(min(k, len(top & set(run.rows))))
+                run.scores.append(run.found[-1] / k)
         agent.tell(obs)
 
     record(start_rows(pool, seed, n_start))
@@ -102,6 +143,7 @@ class FunctionProblem:
     noise_std: float = 0.0
     metric: str = "simple regret"
     target: float = 0.0  # the level counted by "experiments to target"
+    failure: object = None  # a FailureRegion: points inside fail (no value, ok=False)
 
     def measure(self, X: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         y = self.truth(np.atleast_2d(X))
@@ -138,7 +180,8 @@ def _box_problem(name: str, fn, noise_std: float, target: float) -> FunctionProb
 def function_problem(name: str) -> FunctionProblem:
     """'sim-xrd' (the materials model, seed 0, noise-free FoM), 'branin' (noise sd 1.0) or
     'hartmann6' (noise sd 0.05); the last two minimised, scored by simple regret."""
-    if name == "sim-xrd":
+    if name in ("sim-xrd", "sim-xrd-fail"):
+        from sdl.sim_devices.failures import DEMO
         from sdl.sim_devices.materials import MaterialsModel
         from sdl.space import Objective
 
@@ -152,7 +195,7 @@ def function_problem(name: str) -> FunctionProblem:
         return FunctionProblem(
             name=name, space=model.search_space(), objective=Objective(name="fom"),
             names=[*model.precursors, "temperature"], truth=truth, optimum=float(model.optimum()["fom"]),
-            metric="fraction of optimum", target=0.95,
+            metric="fraction of optimum", target=0.95, failure=DEMO if name == "sim-xrd-fail" else None,
         )
     from botorch.test_functions import Branin, Hartmann
 
@@ -162,7 +205,8 @@ def function_problem(name: str) -> FunctionProblem:
         return _box_problem(name, Hartmann(dim=6), noise_std=0.05, target=0.3)
     from sdl.errors import InvalidInput
 
-    raise InvalidInput("problem", "unknown function problem; allowed: ['branin', 'hartmann6', 'sim-xrd']", name)
+    raise InvalidInput("problem", "unknown function problem; allowed: ['branin', 'hartmann6', 'sim-xrd', "
+                       "'sim-xrd-fail']", name)
 
 
 @dataclass
@@ -177,6 +221,7 @@ class FunctionRun:
     scores: list[float] = field(default_factory=list)  # after each experiment
     rounds: list[int] = field(default_factory=list)  # the round (ask) of each experiment, 0 = the start
     ask_seconds: list[float] = field(default_factory=list)
+    failed: list[bool] = field(default_factory=list)  # the experiment fell in the problem's failure region
 
 
 def start_points(problem: FunctionProblem, seed: int, n_start: int) -> list[dict]:
@@ -208,14 +253,20 @@ def run_function_campaign(
         X = np.array([[float(p[n]) for n in problem.names] for p in points])
         y = problem.measure(X, noise)
         t = problem.truth(X)
+        fail = problem.failure.mask(X, problem.names) if problem.failure is not None else np.zeros(len(X), bool)
         obs = []
-        for p, x, yi, ti in zip(points, X, y, t):
-            obs.append(Observation(params=p, values={problem.objective.name: float(yi)}))
+        for p, x, yi, ti, fi in zip(points, X, y, t, fail):
+            if fi:  # no sample: no value, the experiment is spent
+                obs.append(Observation(params=p, ok=False, extra={"error": "no sample formed"}))
+            else:
+                obs.append(Observation(params=p, values={problem.objective.name: float(yi)}))
+                best = max(best, sign * float(ti))
             run.X.append(x.tolist())
-            run.measured.append(float(yi))
+            run.measured.append(float("nan") if fi else float(yi))
             run.truth.append(float(ti))
-            best = max(best, sign * float(ti))
-            run.scores.append(problem.score(sign * best))
+            run.failed.append(bool(fi))
+            run.scores.append(problem.score(sign * best) if np.isfinite(best) else (0.0 if problem.higher_is_better
+                                                                                  else float("inf")))
             run.rounds.append(round_)
         agent.tell(obs)
 

@@ -155,8 +155,8 @@ class AgentBase:
     def open_candidates(self) -> list[int]:
         """Indices of pool points neither measured nor pending (all of them if none is left)."""
         assert self.space.pool is not None
-        used = {self.space.pool_index(o.params) for o in self.observations}
-        used |= {self.space.pool_index(p) for p in self.pending}
+        used = {self._pool_row(o.params) for o in self.observations}
+        used |= {self._pool_row(p) for p in self.pending}
         open_ = [i for i in range(len(self.space.pool)) if i not in used]
         if self.constraints:
             open_ = [i for i in open_ if self.constraints.satisfied(self.space.pool[i])]
@@ -164,6 +164,19 @@ class AgentBase:
             raise InvalidInput("budget", f"every one of the {len(self.space.pool)} pool points "
                                + ("that meets the parameter constraints " if self.constraints else "") + "has been used")
         return open_
+
+    def _pool_row(self, point: dict) -> int | None:
+        """The pool index of ``point``: a dict lookup of its exact values, else the space's
+        tolerant search (a linear scan, slow on pools of thousands)."""
+        assert self.space.pool is not None
+        names = self.space.names
+        if not hasattr(self, "_pool_keys"):
+            self._pool_keys = {tuple(p.get(n) for n in names): i for i, p in enumerate(self.space.pool)}
+        try:
+            hit = self._pool_keys.get(tuple(point.get(n) for n in names))
+        except TypeError:  # an unhashable value: let the space decide
+            hit = None
+        return hit if hit is not None else self.space.pool_index(point)
 
     def pool_matrix(self) -> np.ndarray:
         assert self.space.pool is not None

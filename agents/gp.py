@@ -202,6 +202,16 @@ def pool_quantile_map(pool_x: np.ndarray):
     return to_quantiles
 
 
+def _columns_map(inner, cols: list[int]):
+    """Apply ``inner`` to the columns ``cols`` of X and leave the others (one-hot blocks) as they are."""
+    def apply(X: np.ndarray) -> np.ndarray:
+        X = np.array(X, dtype=float, copy=True)
+        X[:, cols] = inner(X[:, cols])
+        return X
+
+    return apply
+
+
 def _mapped(xmap, X: np.ndarray) -> np.ndarray:
     return X if xmap is None else xmap(X)
 
@@ -273,7 +283,7 @@ class BoTorchAgent(AgentBase):
     name = "botorch"
     option_names = ("n_init", "log_transform", "acquisition", "beta", "kernel", "num_restarts", "raw_samples",
                     "outcome_constraints", "reference_point", "input_warping", "pessimistic_prior",
-                    "pool_input_map", "floor_transform")
+                    "pool_input_map", "floor_transform", "failure_model", "exposure")
     log_default = "auto"
     plain = False
 
@@ -292,6 +302,17 @@ class BoTorchAgent(AgentBase):
         if options.get("floor_transform") is True and len(self.objectives) == 1 and not self._outcome_constraints:
             raise InvalidInput("floor_transform", "applies with several objectives or with outcome constraints "
                                "(a hypervolume or a constrained noisy EI); one plain objective has neither", True)
+        if options.get("failure_model", "auto") not in ("auto", "ignore"):
+            raise InvalidInput("failure_model", "allowed: 'auto' (model where experiments fail and avoid it), "
+                               "'ignore'", options.get("failure_model"))
+        self._exposure = None
+        if options.get("exposure") not in (None, False):
+            from sdl.agents.exposure import check_exposure_option
+
+            if len(self.objectives) > 1 or space.pool is not None or options.get("outcome_constraints"):
+                raise InvalidInput("exposure", "chooses exposures for one objective on a continuous space",
+                                   options.get("exposure"))
+            self._exposure = check_exposure_option(options["exposure"])
         mode = options.get("pool_input_map", "identity")
         if mode not in ("auto", "identity", "quantile"):
             raise InvalidInput("pool_input_map", "allowed: 'auto', 'identity', 'quantile'", mode)
@@ -310,6 +331,8 @@ class BoTorchAgent(AgentBase):
             return self._initial(n, n_init)
         if len(self.objectives) > 1 or self._outcome_constraints:
             return self._suggest_composite(obs, n)
+        if self._exposure is not None:
+            return self._suggest_with_exposure(obs, n)
         X = self.encoder.encode_many([o.params for o in obs])
         raw = np.array([float(o.values[self.objectives[0].name]) for o in obs])
         log = self.options.get("log_transform", self.log_default)
@@ -324,9 +347,11 @@ class BoTorchAgent(AgentBase):
                        pessimistic=bool(self.options.get("pessimistic_prior", False)))
         self._best_f = float(y.max())
         pending = _mapped(xmap, self.encoder.encode_many(self.pending)) if self.pending else None
+        feas = self._feasibility(seed, xmap)
+        kind = str(self.options.get("acquisition", self._default("acquisition")))
 
         def make_acq(pend):
-            return self._acquisition(model, X, pend)
+            return self._with_feasibility(self._acquisition(model, X, pend), feas, log=kind != "ucb")
 
         picks = (self._pool_picks(make_acq, pending, n, xmap) if self.is_pool
                  else self._continuous_picks(make_acq, pending, n, seed))
@@ -335,10 +360,13 @@ class BoTorchAgent(AgentBase):
         out = []
         for key, acq in picks:
             mean, spread = self._predict(model, key, [(name, self.objectives[0].sign, use_log)], xmap)
+            if feas is not None:
+                mean["p_success"] = self._p_success(feas, key, xmap)
             prov = Provenance(
                 agent=self.name,
                 model="SingleTaskGP" + (" on log(y)" if use_log else "")
-                + (" on the pool's quantiles of each input" if xmap is not None else ""),
+                + (" on the pool's quantiles of each input" if xmap is not None else "")
+                + (f" + a feasibility GP classifier ({feas.n_failed} failed)" if feas is not None else ""),
                 acquisition={"ei": "LogEI", "nei": "qLogNoisyEI", "ucb": "UCB"}[
                     str(self.options.get("acquisition", self._default("acquisition")))],
                 acquisition_value=acq,
@@ -352,6 +380,78 @@ class BoTorchAgent(AgentBase):
             out.append((self._as_params(key), prov))
         return out
 
+    # ------------------------------------------------------------------ exposure
+    def _suggest_with_exposure(self, obs, n: int):
+        """One objective, continuous: a fixed-noise GP (each value's noise from its exposure),
+        log-EI over the best posterior mean, then the exposure (:mod:`sdl.agents.exposure`)."""
+        from sdl.agents.exposure import best_exposure, fixed_noise_gp
+
+        opt = self._exposure
+        o = self.objectives[0]
+        X = self.encoder.encode_many([ob.params for ob in obs])
+        y = np.array([o.sign * float(ob.values[o.name]) for ob in obs])
+        t = np.array([float(ob.extra.get("exposure", opt.default_s)) for ob in obs])
+        seed = int(np.random.default_rng([self.seed, self.n_seen]).integers(2**31))
+        model = fixed_noise_gp(X, y, opt.noise_sd_at_1s**2 / t, seed)
+        with torch.no_grad():
+            best = float(model.posterior(torch.as_tensor(X)).mean.max())
+        pending = self.encoder.encode_many(self.pending) if self.pending else None
+        feas = self._feasibility(seed, None)
+
+        def make_acq(pend):
+            if pend is None:
+                acq = LogExpectedImprovement(model, best_f=best)
+            else:
+                acq = qLogNoisyExpectedImprovement(model, torch.as_tensor(X), X_pending=torch.as_tensor(pend),
+                                                   prune_baseline=True, cache_root=False)
+            return self._with_feasibility(acq, feas, log=True)
+
+        out = []
+        for key, acq in self._continuous_picks(make_acq, pending, n, seed):
+            with torch.no_grad():
+                post = model.posterior(torch.as_tensor(np.asarray(key)).reshape(1, -1))
+                mu, var = float(post.mean), float(post.variance.clamp_min(0))
+            exposure = best_exposure(var, opt)
+            prov = Provenance(
+                agent=self.name, model="SingleTaskGP with each value's noise from its exposure",
+                acquisition="LogEI" if pending is None else "qLogNoisyEI", acquisition_value=acq,
+                predicted_mean={o.name: o.sign * mu}, predicted_sd={o.name: math.sqrt(var)},
+                n_observations=len(obs), exposure=exposure,
+                reason=f"highest log-EI; exposure {exposure:g} s removes the most model variance per second "
+                f"(posterior sd {math.sqrt(var):.3g}, noise sd at 1 s {opt.noise_sd_at_1s:g})",
+            )
+            out.append((self._as_params(key), prov))
+        return out
+
+    # ------------------------------------------------------------------ failures
+    def _feasibility(self, seed: int, xmap):
+        """The feasibility model of every observation (None when nothing failed or the option
+        ``failure_model`` is 'ignore'); in the GP's coordinates (``xmap`` on a pool)."""
+        from sdl.agents.feasibility import FeasibilityModel, is_failure
+
+        if self.options.get("failure_model", "ignore" if self.plain else "auto") == "ignore":
+            return None  # gp-ei, the hand-written baseline, ignores failures unless told
+        names = [o.name for o in self.objectives]
+        failed = [is_failure(o, names) for o in self.observations]
+        if not any(failed):
+            return None
+        obs = [o for o in self.observations if not o.extra.get("transient")]
+        ok = [not is_failure(o, names) for o in obs]
+        X = _mapped(xmap, self.encoder.encode_many([o.params for o in obs]))
+        return FeasibilityModel(X, np.array(ok), seed + 101)
+
+    @staticmethod
+    def _with_feasibility(acq, feas, log: bool):
+        if feas is None:
+            return acq
+        from sdl.agents.feasibility import FeasibilityWeighted
+
+        return FeasibilityWeighted(acq, feas, log=log)
+
+    def _p_success(self, feas, key, xmap) -> float:
+        x = _mapped(xmap, self.pool_matrix()[int(key) : int(key) + 1]) if self.is_pool else np.asarray(key)[None]
+        return float(feas.prob_np(x).reshape(-1)[0])
+
     def _pool_input_map(self):
         """Where the one-objective pool GP lives (option ``pool_input_map``): None for the unit
         cube, or the pool's quantiles of each coordinate ("quantile"; "auto", the default,
@@ -359,8 +459,11 @@ class BoTorchAgent(AgentBase):
         option, so made once."""
         if not hasattr(self, "_pool_map"):
             mode = self.options.get("pool_input_map", self._default("pool_input_map"))
-            use = mode == "quantile" or (mode == "auto" and crowded(self.pool_matrix()))
-            self._pool_map = pool_quantile_map(self.pool_matrix()) if use else None
+            # only range coordinates have an order to map; one-hot blocks of categories stay 0/1
+            cols = [s.start for s in self.encoder.slots if s.kind == "range"]
+            P = self.pool_matrix()
+            use = bool(cols) and (mode == "quantile" or (mode == "auto" and crowded(P[:, cols])))
+            self._pool_map = _columns_map(pool_quantile_map(P[:, cols]), cols) if use else None
         return self._pool_map
 
     # ------------------------------------------------------------------ several outcomes
@@ -454,6 +557,12 @@ class BoTorchAgent(AgentBase):
                     X_pending=None if pend is None else torch.as_tensor(pend),
                 )
             acq_name = "qLogNoisyEI with outcome constraints"
+        feas = self._feasibility(seed, None)
+        if feas is not None:
+            plain_acq = make_acq
+
+            def make_acq(pend):
+                return self._with_feasibility(plain_acq(pend), feas, log=True)
         torch.manual_seed(seed)
         pending = self.encoder.encode_many(self.pending) if self.pending else None
         picks = self._pool_picks(make_acq, pending, n) if self.is_pool else self._continuous_picks(make_acq, pending, n, seed)
@@ -461,9 +570,12 @@ class BoTorchAgent(AgentBase):
         out = []
         for key, acq in picks:
             mean, spread = self._predict(model, key, columns, floors=floors)
+            if feas is not None:
+                mean["p_success"] = self._p_success(feas, key, None)
             prov = Provenance(
                 agent=self.name,
-                model=f"{len(columns) - sum(k is not None for k in known)} SingleTaskGPs"
+                model=(f"feasibility GP classifier ({feas.n_failed} failed) + " if feas is not None else "")
+                + f"{len(columns) - sum(k is not None for k in known)} SingleTaskGPs"
                 + (" (prior mean: the worst measured)" if pess else "")
                 + "".join(f", {c[0]} known exactly" for c, k in zip(columns, known) if k is not None)
                 + "".join(f", {columns[j][0]} on log(distance above its floor)" for j in floors),
@@ -528,6 +640,9 @@ class BoTorchAgent(AgentBase):
     def _initial(self, n: int, n_init: int):
         rng = self.rng()
         why = Provenance(agent=self.name, reason=f"initial random design ({n_init} points before the model)")
+        if getattr(self, "_exposure", None) is not None:  # the middle exposure until a model says otherwise
+            choices = sorted(self._exposure.choices)
+            why = Provenance(**why.model_dump(), exposure=choices[len(choices) // 2])
         if self.is_pool:
             picks = rng.choice(self.open_candidates(), size=n, replace=False)
             return [(dict(self.space.pool[int(i)]), why) for i in picks]

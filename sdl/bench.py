@@ -43,6 +43,11 @@ from sdl.errors import InvalidInput
 POOL_PROBLEMS = {"p3ht": "pool:p3ht", "agnp": "pool:agnp"}
 FUNCTION_PROBLEMS = ("sim-xrd", "branin", "hartmann6")
 PROBLEMS = (*POOL_PROBLEMS, *FUNCTION_PROBLEMS)
+#: Every bundled pool (12 Olympus datasets + P3HT + AgNP): ``sdl bench --suite``.
+from sdl.pools import SUITE, PoolSpec  # noqa: E402
+
+#: The metric of a pool with several objectives (:class:`sdl.agents.benchmarking.PoolHypervolume`).
+HV = "hypervolume fraction"
 
 #: The metric of each problem's curve.
 TOP5 = "top-5 % fraction"
@@ -71,16 +76,53 @@ def higher_is_better(metric: str) -> bool:
     return metric != "simple regret"
 
 
-def quick_settings(problems: Sequence[str]) -> dict:
+def quick_settings(problems: Sequence) -> dict:
     """Seeds and per-problem budgets of ``--quick`` (CI: a few minutes on 2 cores)."""
-    return {"seeds": QUICK["seeds"], "budget": {p: QUICK["budget"].get(p, 20) for p in problems}}
+    return {"seeds": QUICK["seeds"], "budget": {
+        problem_key(p): QUICK["budget"].get(problem_key(p), 30 if is_pool_problem(p) else 20) for p in problems}}
 
 
-def check_problems(problems: Sequence[str]) -> list[str]:
+def check_problems(problems: Sequence) -> list:
+    """Problem names (``PROBLEMS`` and every bundled pool of ``SUITE``) or :class:`PoolSpec` tables."""
     for p in problems:
-        if p not in PROBLEMS:
-            raise InvalidInput("problem", f"unknown problem; allowed: {list(PROBLEMS)}", p)
+        if not isinstance(p, PoolSpec) and p not in PROBLEMS and p not in SUITE:
+            raise InvalidInput("problem", f"unknown problem; allowed: {list(dict.fromkeys([*PROBLEMS, *SUITE]))} "
+                               "or a CSV table (--pool FILE --objective COLUMN[:min|max])", p)
     return list(problems)
+
+
+def table_pools(paths: Sequence, objectives: Sequence[str], categorical: Sequence[str] = ()) -> list[PoolSpec]:
+    """``--pool FILE`` (each) with ``--objective COLUMN[:min|max]`` (every one) as :class:`PoolSpec`;
+    each table is read here once, so a bad column is reported before any campaign runs."""
+    if objectives and not paths:
+        raise InvalidInput("objective", "--objective names a column of a --pool table; give --pool FILE.csv")
+    if categorical and not paths:
+        raise InvalidInput("categorical", "--categorical names a column of a --pool table; give --pool FILE.csv")
+    if paths and not objectives:
+        raise InvalidInput("objective", "--pool needs --objective COLUMN[:min|max] (one per objective)")
+    specs = []
+    for p in paths:
+        path = Path(p)
+        header = None
+        if path.is_file():
+            import csv
+
+            with open(path, newline="", encoding="utf-8-sig") as fh:
+                header = [h.strip() for h in next(csv.reader(fh), [])]
+        cats = tuple(c for c in categorical if len(paths) == 1 or header is None or c in header)
+        spec = PoolSpec(path=str(path.resolve()), objectives=tuple(objectives), categorical=cats)
+        spec.load()  # every error now, naming the column
+        specs.append(spec)
+    return specs
+
+
+def problem_key(problem) -> str:
+    """The name a problem goes by in tables: its own, or a table's ``PoolSpec.key``."""
+    return problem.key if isinstance(problem, PoolSpec) else str(problem)
+
+
+def is_pool_problem(problem) -> bool:
+    return isinstance(problem, PoolSpec) or problem in SUITE
 
 
 def _one_run(agent: str, problem: str, seed: int, budget: int, n_start: int, options: dict,
@@ -89,15 +131,15 @@ def _one_run(agent: str, problem: str, seed: int, budget: int, n_start: int, opt
 
     torch.set_num_threads(1)  # one process per core; threads would only fight
     t0 = time.perf_counter()
-    if problem in POOL_PROBLEMS:
+    if is_pool_problem(problem):
         from sdl.agents.benchmarking import run_pool_campaign
-        from sdl.sim_devices.pool import PoolModel
+        from sdl.pools import load_pool
 
-        pool = PoolModel.bundled(problem)
+        pool = load_pool(problem)
         run = run_pool_campaign(agent, pool, seed, budget=budget, n_start=n_start, batch_size=batch_size, **options)
-        rounds = [0] * n_start + [1 + (i // batch_size) for i in range(len(run.found) - n_start)]
-        return CurveResult(agent, problem, seed, [f / run.n_top for f in run.found], time.perf_counter() - t0,
-                           TOP5, rounds, batch_size)
+        rounds = [0] * n_start + [1 + (i // batch_size) for i in range(len(run.scores) - n_start)]
+        return CurveResult(agent, problem_key(problem), seed, list(run.scores), time.perf_counter() - t0,
+                           HV if len(pool.objectives) > 1 else TOP5, rounds, batch_size)
     from sdl.agents.benchmarking import function_problem, run_function_campaign
 
     prob = function_problem(problem)
@@ -127,8 +169,8 @@ def run_benchmark(
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InvalidInput("batch_size", "must be a positive integer", batch_size)
 
-    def budget_of(p: str) -> int:
-        b = budget.get(p, 50) if isinstance(budget, dict) else budget
+    def budget_of(p) -> int:
+        b = budget.get(problem_key(p), 50) if isinstance(budget, dict) else budget
         if b <= n_start:
             raise InvalidInput("budget", f"must exceed n_start ({n_start})", b)
         return int(b)
@@ -269,15 +311,19 @@ def plot_curves(results: Sequence[CurveResult], path: str | Path) -> Path:
     curves = mean_curves(results)
     metric = {r.problem: r.metric for r in results}
     problems = sorted({p for p, _ in curves})
-    fig, axes = plt.subplots(1, len(problems), figsize=(5 * len(problems), 3.8), squeeze=False)
-    for ax, problem in zip(axes[0], problems):
+    ncol = min(len(problems), 5)
+    nrow = -(-len(problems) // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(5 * ncol, 3.8 * nrow), squeeze=False)
+    for ax in axes.flat[len(problems):]:
+        ax.set_visible(False)
+    for ax, problem in zip(axes.flat, problems):
         for (p, agent), c in sorted(curves.items()):
             if p == problem:
                 ax.plot(np.arange(1, len(c) + 1), c, label=agent, lw=2 if agent == "bo" else 1.2)
         m = metric[problem]
         ax.set_title(f"{problem}: {m}")
         ax.set_xlabel("experiments")
-        ax.set_ylabel({TOP5: "fraction of top 5 % measured"}.get(m, m))
+        ax.set_ylabel({TOP5: "fraction of top 5 % measured", HV: "hypervolume / pool's"}.get(m, m))
         if m == "simple regret":
             ax.set_yscale("log")
         else:
@@ -292,26 +338,44 @@ def plot_curves(results: Sequence[CurveResult], path: str | Path) -> Path:
     return path
 
 
-def write_results(results: Sequence[CurveResult], rows: list[dict], out_dir: str | Path) -> dict[str, Path]:
+def write_results(results: Sequence[CurveResult], rows: list[dict], out_dir: str | Path,
+                  aggregate: dict | None = None) -> dict[str, Path]:
     """``bench.json`` (summary and every run) and the curves (``top5_curves.png`` when only
     pools were run, ``curves.png`` otherwise)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench.json").write_text(json.dumps(
-        {"summary": rows, "runs": [r.__dict__ for r in results]}, indent=1))
-    only_pools = all(r.problem in POOL_PROBLEMS for r in results)
+        {"summary": rows, **({"aggregate": aggregate} if aggregate else {}),
+         "runs": [r.__dict__ for r in results]}, indent=1))
+    only_pools = all(r.metric in (TOP5, HV) for r in results)
     return {"json": out / "bench.json", "plot": plot_curves(results, out / ("top5_curves.png" if only_pools
                                                                               else "curves.png"))}
 
 
 def bench_command(
-    agents: Sequence[str], problems: Sequence[str], seeds: Sequence[int], *, budget: int = 50, n_start: int = 5,
+    agents: Sequence[str], problems: Sequence, seeds: Sequence[int], *, budget: int = 50, n_start: int = 5,
     workers: int | None = None, quick: bool = False, batch_size: int = 1, out: str | Path = "sdl-bench",
-    console=None, progress=None,
+    console=None, progress=None, pools: Sequence[PoolSpec] = (), suite: bool = False,
+    at: Sequence[int] | None = None,
 ) -> tuple[list[dict], dict[str, Path]]:
     """Everything ``sdl bench`` does: run (with a rich progress bar when ``progress`` is a
-    ``rich.progress.Progress``), print the table on ``console``, write JSON and PNG."""
+    ``rich.progress.Progress``), print the table on ``console``, write JSON and PNG.
+
+    ``pools``: CSV tables (:class:`PoolSpec`) run as extra problems; ``suite``: every bundled
+    pool (``SUITE``). With more than one problem the aggregate (mean rank of each agent,
+    wins/ties/losses against each other agent by a Wilcoxon signed-rank test over seeds,
+    :mod:`sdl.bench_stats`) is printed and written to ``bench.json`` too."""
+    problems = list(problems) + [p for p in SUITE if suite and p not in problems] + list(pools)
+    if not problems:
+        problems = ["p3ht"]
     check_problems(problems)
+    if console is not None:
+        for p in problems:
+            if isinstance(p, PoolSpec):
+                console.print(p.load().describe(), markup=False)
+    keys = [problem_key(p) for p in problems]
+    if len(set(keys)) != len(keys):
+        raise InvalidInput("problem", "two problems have the same name; give a table a name", keys)
     seeds = list(seeds)
     budgets: int | dict[str, int] = budget
     if quick:
@@ -331,12 +395,19 @@ def bench_command(
     else:
         results = run()
     lengths = {len(r.curve) for r in results}
-    at = sorted({n for n in (30, 50) if n <= max(lengths)} | {n for n in lengths if n < 30})
+    if at is None:
+        at = sorted({n for n in (30, 50) if n <= max(lengths)} | {n for n in lengths if n < 30})
+    at = [n for n in at if n <= max(lengths)]
     rows = summary_table(results, at=at)
+    aggregate = None
+    if len(keys) > 1 and len(agents) > 1:
+        from sdl.bench_stats import aggregate as _aggregate, print_aggregate
+
+        aggregate = _aggregate(results, at)
     if console is not None:
         from rich.table import Table
 
-        for kind, title in ((True, "top 5 % of the pool found"), (False, "functions: best found / simple regret")):
+        for kind, title in ((True, "top 5 % of the pool found"), (False, "functions (best found / simple regret) and pools with several objectives (hypervolume fraction)")):
             part = [r for r in rows if (r["metric"] == TOP5) == kind]
             if not part:
                 continue
@@ -349,7 +420,9 @@ def bench_command(
             for r in part:
                 table.add_row(*[format_cell(r.get(c)) for c in cols])
             console.print(table, width=max(console.width, 120), crop=False)  # never crop a number
-    paths = write_results(results, rows, out)
+        if aggregate is not None:
+            print_aggregate(aggregate, console)
+    paths = write_results(results, rows, out, aggregate)
     if console is not None:
         console.print(f"wrote {paths['json']} and {paths['plot']}")
     return rows, paths

@@ -318,8 +318,9 @@ def _serve_plugin_double(instrument: str, prefix: str, port: int, seed: int, lis
 @app.command()
 def bench(
     agents: str = typer.Option("bo,gp-ei,random", help="comma-separated agents (random is the baseline for EF/AF)"),
-    problems: str = typer.Option("p3ht", help="comma-separated: p3ht, agnp (real-data pools), sim-xrd, branin, "
-                                              "hartmann6"),
+    problems: str = typer.Option("", help="comma-separated: p3ht, agnp (real-data pools), the Olympus pools "
+                                          "(sdl.pools.OLYMPUS), sim-xrd, branin, hartmann6 (default p3ht when "
+                                          "no --pool or --suite)"),
     seeds: int = typer.Option(10, min=1, help="number of seeds (first-seed .. first-seed + seeds - 1)"),
     first_seed: int = typer.Option(0, min=0, help="first seed"),
     budget: int = typer.Option(50, min=6, help="experiments per campaign"),
@@ -328,9 +329,16 @@ def bench(
     workers: int = typer.Option(0, min=0, help="processes (0: one per core)"),
     quick: bool = typer.Option(False, "--quick", help="CI size: 2 seeds, pools to 30 experiments, functions to 20"),
     out: Path = typer.Option(Path("sdl-bench"), help="folder for bench.json and the plot"),
+    pool: list[Path] = typer.Option([], "--pool", help="a CSV table as a pool (repeatable); needs --objective"),
+    objective: list[str] = typer.Option([], "--objective", help="COLUMN[:min|max] of every --pool (repeatable: "
+                                                                 "several objectives)"),
+    categorical: list[str] = typer.Option([], "--categorical", help="a numeric column of --pool to treat as "
+                                                                     "categories (repeatable)"),
+    suite: bool = typer.Option(False, "--suite", help="every bundled pool: 12 Olympus + P3HT + AgNP"),
 ) -> None:
     """Benchmark agents: top-5 % found on the pools (Liang et al. 2021 metrics: enhancement
-    and acceleration against random), best found / regret on the functions; a table and a PNG."""
+    and acceleration against random), best found / regret on the functions; a table and a PNG.
+    Several problems: mean rank and wins/ties/losses of each agent (Wilcoxon over seeds)."""
     _quiet_libraries()
     from sdl.bench import bench_command
 
@@ -338,8 +346,12 @@ def bench(
     problem_list = [p.strip() for p in problems.split(",") if p.strip()]
     seed_list = list(range(first_seed, first_seed + seeds))
     try:
+        from sdl.bench import table_pools
+
+        pools = table_pools(pool, objective, categorical)
         bench_command(agent_list, problem_list, seed_list, budget=budget, n_start=n_start, workers=workers or None,
-                      quick=quick, batch_size=batch_size, out=out, console=console, progress=_progress())
+                      quick=quick, batch_size=batch_size, out=out, console=console, progress=_progress(),
+                      pools=pools, suite=suite)
     except SdlError as exc:
         _fail(exc)
 

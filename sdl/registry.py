@@ -15,6 +15,7 @@ the error) and reported by ``sdl instruments list``; the others work.
 
 from __future__ import annotations
 
+import fnmatch
 import importlib.metadata as md
 import logging
 import os
@@ -116,10 +117,19 @@ class Registry:
     def names(self, kind: str = "instruments") -> list[str]:
         return sorted(self.entries[kind])
 
+    def entry(self, kind: str, name: str) -> Entry | None:
+        """The entry registered as ``name``, or else the family whose name is a glob pattern
+        matching it (``"pool:*.csv"``: one factory for many instruments, told the name)."""
+        entry = self.entries[kind].get(name)
+        if entry is None:
+            family = [e for n, e in sorted(self.entries[kind].items()) if "*" in n and fnmatch.fnmatchcase(name, n)]
+            entry = family[0] if family else None
+        return entry
+
     def get(self, kind: str, name: str) -> Any:
         """The loaded object, or :class:`InvalidInput` naming what is allowed (and why a
         broken one is broken)."""
-        entry = self.entries[kind].get(name)
+        entry = self.entry(kind, name)
         singular = kind[:-1]
         if entry is None:
             broken = [b for b in self.broken if b.kind == kind and b.name == name]
@@ -140,7 +150,7 @@ class Registry:
         return self.names("reductions")
 
     def source(self, kind: str, name: str) -> str:
-        e = self.entries[kind].get(name)
+        e = self.entry(kind, name)
         return e.source if e else ""
 
     def build(self, name: str, *, seed: int = 0, time_scale: float = 0.0, n_slots: int = 24,
@@ -149,8 +159,9 @@ class Registry:
         from sdl.plugin import BuildContext, Instrument, PluginError
 
         factory = self.get("instruments", name)
-        entry = self.entries["instruments"][name]
-        ctx = BuildContext(seed=seed, time_scale=time_scale, n_slots=n_slots, options=dict(options or {}))
+        entry = self.entry("instruments", name)
+        ctx = BuildContext(seed=seed, time_scale=time_scale, n_slots=n_slots, options=dict(options or {}),
+                           name=name)
         try:
             inst = factory(ctx) if callable(factory) and not isinstance(factory, Instrument) else factory
         except (PluginError, InvalidInput):

@@ -389,10 +389,15 @@ class SimLab:
         time_scale: float = 0.0,
         seed: int = 0,
         n_slots: int = 24,
+        failure_region: Any = None,
     ):
         if not isinstance(model, (MaterialsModel, PoolModel)):
             raise InvalidInput("model", "must be a MaterialsModel or a PoolModel", type(model).__name__)
+        from sdl.sim_devices.failures import failure_region as _region
+
         self.model = model
+        #: Points where no sample forms (:mod:`sdl.sim_devices.failures`); None: every point forms.
+        self.failure_region = _region(failure_region)
         self.clock = Clock(time_scale)
         self.rng = np.random.default_rng(seed)
         self.registry = SampleRegistry(n_slots)
@@ -503,6 +508,8 @@ class SimLab:
             raise DeviceFault("robot", f"invalid input: {exc}") from exc
         params = {p: float(v) for p, v in zip(self.materials.precursors, x)}
         params["temperature"] = temp
+        if self.failure_region is not None and self.failure_region.fails(params):
+            raise DeviceFault("robot", f"{self.failure_region.reason}: {params}")
         return SampleRecord(sample_id, x.tolist(), temp, params, slot=None)
 
     def sample(self, sample_id: str) -> SampleRecord:

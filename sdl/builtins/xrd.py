@@ -87,7 +87,8 @@ def sim_xrd(ctx: BuildContext) -> Instrument:
     if "precursors" in options:
         model_kwargs["precursors"] = tuple(options["precursors"])
     model = MaterialsModel(seed=int(options.get("model_seed", 0)), **model_kwargs)
-    lab = SimLab(model, time_scale=ctx.time_scale, seed=ctx.seed, n_slots=ctx.n_slots)
+    lab = SimLab(model, time_scale=ctx.time_scale, seed=ctx.seed, n_slots=ctx.n_slots,
+                 failure_region=options.get("failure_region"))  # sdl.sim_devices.failures
     precursors = list(model.precursors)
     params = {**model.reduction_params(), "two_theta": [float(x) for x in model.two_theta],
               "field": "detector_spectrum"}

@@ -1,0 +1,45 @@
+"""Cost-aware measurement: the agent's exposure choice per point."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sdl.agents.exposure import ExposureOption, best_exposure, check_exposure_option
+from sdl.errors import InvalidInput
+from sdl.models import Observation
+from sdl.space import Objective, RangeParameter, SearchSpace
+
+
+def test_short_exposure_where_the_model_knows_little_long_where_it_knows_much():
+    opt = ExposureOption(choices=[0.01, 0.1, 1.0], noise_sd_at_1s=0.01, overhead_s=0.1)
+    assert best_exposure(0.3**2, opt) == 0.01  # unsure: even a noisy value removes most of it
+    assert best_exposure(0.003**2, opt) == 1.0  # sure: only a precise value adds anything
+    # no overhead: counting information adds up, so the shortest exposure is never worse per second
+    assert best_exposure(0.003**2, ExposureOption(choices=[0.01, 0.1, 1.0], noise_sd_at_1s=0.01)) == 0.01
+
+
+def test_option_errors_name_the_field():
+    for bad in ({"choices": [-1.0]}, {"noise_sd_at_1s": 0}, {"colour": 1}, "long"):
+        with pytest.raises(InvalidInput) as err:
+            check_exposure_option(bad)
+        assert err.value.field == "exposure"
+
+
+def test_agent_suggests_an_exposure_and_models_each_values_noise():
+    from sdl.agents import make_agent
+
+    space = SearchSpace(parameters=[RangeParameter(name="x", lower=0, upper=1)])
+    agent = make_agent("bo", space, [Objective(name="f")], seed=0,
+                       exposure={"choices": [0.01, 0.1, 1.0], "noise_sd_at_1s": 0.05}, raw_samples=64, num_restarts=2)
+    first = agent.ask(1)[0]
+    assert first.provenance.exposure == 0.1  # the random start: the middle choice
+    rng = np.random.default_rng(0)
+    obs = [Observation(params={"x": float(x)}, values={"f": float(np.sin(6 * x) + 0.05 / np.sqrt(t) * rng.normal())},
+                       extra={"exposure": t}) for x, t in zip(np.linspace(0, 1, 8), [0.01, 1.0] * 4)]
+    agent.tell(obs)
+    s = agent.ask(1)[0]
+    assert s.provenance.exposure in (0.01, 0.1, 1.0) and "exposure" in s.provenance.reason
+    with pytest.raises(InvalidInput) as err:
+        make_agent("bo", space, [Objective(name="f"), Objective(name="g")], exposure=True)
+    assert err.value.field == "exposure"

@@ -1,0 +1,138 @@
+"""Any CSV is a pool: categorical, integer and continuous inputs, several objectives, clear
+errors; through ``sdl bench --pool`` and through a campaign (instrument ``pool:<file.csv>``)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from sdl.errors import InvalidInput
+from sdl.sim_devices.pool import PoolModel
+
+CATALYSTS = ["Pd(OAc)2", "PdCl2", "Ni(cod)2"]
+SOLVENTS = ["CCO", "CC(C)=O", "ClCCl", "c1ccccc1"]  # SMILES
+
+
+def _categorical_csv(path, bom=True):
+    rows = ["catalyst,solvent,ligand,yield"]
+    for i, c in enumerate(CATALYSTS):
+        for j, s in enumerate(SOLVENTS):
+            for k, lig in enumerate(["L1", "L2"]):
+                rows.append(f"{c},{s},{lig},{10 + 20 * i + 5 * j + k}")
+    rows.append(rows[1])  # a repeated row
+    rows.append("PdCl2,CCO,L1,")  # no yield: dropped
+    path.write_text("\ufeff" * bom + "\n".join(rows) + "\n", encoding="utf-8")
+    return path
+
+
+def _mixed_csv(path, n=40):
+    rng = np.random.default_rng(0)
+    lines = ["temperature (C),equiv,base,yield,cost"]
+    for i in range(n):
+        t, e, b = rng.uniform(20, 120), int(rng.integers(1, 5)), ["K2CO3", "Cs2CO3", "DBU"][i % 3]
+        lines.append(f"{t:.2f},{e},{b},{50 - ((t - 80) / 20) ** 2 + 5 * e + 10 * (b == 'DBU'):.3f},{2 * e + 5 * (b == 'Cs2CO3')}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_categorical_table_with_bom_repeats_and_missing_values(tmp_path):
+    pool = PoolModel.from_csv(_categorical_csv(tmp_path / "cat.csv"), objectives=["yield:max"])
+    assert pool.inputs == ["catalyst", "solvent", "ligand"]  # the BOM is not part of the first name
+    assert [c.kind for c in pool.columns] == ["categorical"] * 3
+    assert len(pool) == 24 and pool.repeats.sum() == 25  # the repeat is averaged into its point
+    notes = " ".join(pool.notes)
+    assert "SMILES" in notes and "repeat" in notes and "without a value of 'yield'" in notes
+    space = pool.search_space()
+    assert space.parameter("solvent").values == SOLVENTS[:1] + SOLVENTS[1:] or set(space.parameter("solvent").values) == set(SOLVENTS)
+    best, value = pool.best()
+    assert best["catalyst"] == "Ni(cod)2" and best["solvent"] == "c1ccccc1" and value == 10 + 40 + 15 + 1
+    assert pool.index_of(best) == pool.index_of({**best, "catalyst": 2.0})  # a label or its code
+    with pytest.raises(InvalidInput, match="must be one of"):
+        pool.index_of({**best, "catalyst": "Rh"})
+
+
+def test_mixed_table_types_and_few_levels(tmp_path):
+    pool = PoolModel.from_csv(_mixed_csv(tmp_path / "mixed.csv"), objectives=["yield", "cost:min"])
+    kinds = {c.name: c.kind for c in pool.columns}
+    assert kinds == {"temperature": "continuous", "equiv": "integer", "base": "categorical"}
+    assert any("'equiv': numeric with only 4 levels" in n for n in pool.notes)
+    assert [o.direction for o in pool.objectives] == ["maximize", "minimize"]
+    assert pool.all_values.shape == (len(pool), 2) and pool.units["temperature"] == "C"
+    forced = PoolModel.from_csv(tmp_path / "mixed.csv", objectives=["yield"], categorical=["equiv"],
+                                input_columns=["temperature (C)", "equiv", "base"])
+    assert forced.search_space().parameter("equiv").values == ["1", "2", "3", "4"]
+
+
+@pytest.mark.parametrize("kwargs, field, match", [
+    ({"objectives": ["nope"]}, "objective", "'nope' is not a column"),
+    ({"objectives": ["yield"], "input_columns": ["base", "colour"]}, "input_columns", "'colour' is not a column"),
+    ({"objectives": ["base"]}, "objective", "column 'base' cannot be read"),
+    ({"objectives": ["yield", "cost"], "categorical": ["cost"]}, "categorical", "not an input column"),
+    ({"objectives": ["yield:best"]}, "objective", "is not a column"),
+])
+def test_bad_columns_are_named(tmp_path, kwargs, field, match):
+    with pytest.raises(InvalidInput, match=match) as err:
+        PoolModel.from_csv(_mixed_csv(tmp_path / "mixed.csv"), **kwargs)
+    assert err.value.field == field
+
+
+def test_unreadable_numeric_column_is_named(tmp_path):
+    p = _mixed_csv(tmp_path / "m.csv")
+    lines = p.read_text().splitlines()
+    lines[5] = "n/a," + lines[5].split(",", 1)[1]
+    p.write_text("\n".join(lines) + "\n")
+    with pytest.raises(InvalidInput, match=r"column 'temperature \(C\)' cannot be read: .* line 6 holds 'n/a'"):
+        PoolModel.from_csv(p, objectives=["yield"])
+
+
+def test_sdl_bench_pool_runs_categorical_and_mixed_tables(tmp_path):
+    from sdl.cli import app
+
+    cat, mixed = _categorical_csv(tmp_path / "cat.csv"), _mixed_csv(tmp_path / "mixed.csv")
+    runner = CliRunner()
+    res = runner.invoke(app, ["bench", "--pool", str(cat), "--objective", "yield:max", "--agents", "bo,random",
+                              "--seeds", "1", "--budget", "8", "--workers", "1", "--out", str(tmp_path / "a")])
+    assert res.exit_code == 0, res.output
+    assert "categorical (4 SMILES strings)" in res.output
+    rows = json.loads((tmp_path / "a" / "bench.json").read_text())["summary"]
+    assert {r["problem"] for r in rows} == {"cat"} and all("top5@8" in r for r in rows)
+    res = runner.invoke(app, ["bench", "--pool", str(mixed), "--objective", "yield:max", "--objective", "cost:min",
+                              "--agents", "bo,random", "--seeds", "1", "--budget", "7", "--workers", "1",
+                              "--out", str(tmp_path / "b")])
+    assert res.exit_code == 0, res.output
+    saved = json.loads((tmp_path / "b" / "bench.json").read_text())
+    assert saved["summary"][0]["metric"] == "hypervolume fraction"
+    assert all(0 <= v <= 1 for r in saved["runs"] for v in r["curve"])
+    res = runner.invoke(app, ["bench", "--pool", str(mixed), "--objective", "colour", "--out", str(tmp_path / "c")])
+    assert res.exit_code != 0 and "'colour' is not a column" in res.output
+
+
+@pytest.mark.parametrize("agent", ["bo", "random"])
+def test_campaign_on_categorical_and_mixed_tables(store, tmp_path, agent):
+    from sdl.campaign import CampaignRunner, create_campaign
+
+    for path, objective in ((_categorical_csv(tmp_path / "cat.csv"), "yield:max"),
+                            (_mixed_csv(tmp_path / "mixed.csv"), "cost:min")):
+        cid = create_campaign(store, {"instrument": f"pool:{path}", "instrument_options": {"objective": objective},
+                                      "agent": agent, "budget": 7})
+        assert CampaignRunner(store, cid).run() == "completed"
+        obs = store.observations(cid)
+        assert len(obs) == 7 and all(o.ok for o in obs)
+        name = objective.split(":")[0]
+        for o in obs:
+            assert o.values[name] == pytest.approx(o.extra["truth"])
+            assert isinstance(o.params["base" if "mixed" in str(path) else "catalyst"], str)
+
+
+def test_campaign_refuses_several_objectives_and_unknown_options(store, tmp_path):
+    from sdl.campaign import create_campaign
+    from sdl.instruments import make_instrument
+
+    path = _mixed_csv(tmp_path / "mixed.csv")
+    with pytest.raises(InvalidInput, match="one objective"):
+        make_instrument(f"pool:{path}", options={"objective": ["yield", "cost:min"]})
+    with pytest.raises(InvalidInput, match="unknown option"):
+        make_instrument(f"pool:{path}", options={"objective": "yield", "colour": 1})
