@@ -50,10 +50,13 @@ def make_lab_plans(devices, composition_names: list[str], temperature_name: str 
     def _signature(fn):
         # the point's parameters are keyword arguments of the plan (its signature says so)
         import inspect
+        import keyword
 
-        params = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, annotation=float)
-                  for n in composition_names + ([temperature_name] if temperature_name else [])]
-        rest = [p for p in inspect.signature(fn).parameters.values() if p.name != "point"]
+        names = composition_names + ([temperature_name] if temperature_name else [])
+        named = [n for n in names if n.isidentifier() and not keyword.iskeyword(n)]
+        params = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, annotation=float) for n in named]
+        # names that cannot be Python arguments ('yield', 'd1 (mM)') come through **point
+        rest = [p for p in inspect.signature(fn).parameters.values() if p.name != "point" or len(named) < len(names)]
         fn.__signature__ = inspect.Signature(params + rest)
         return fn
 
