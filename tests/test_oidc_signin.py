@@ -89,6 +89,19 @@ def test_browser_sign_in_gives_the_linked_account_a_token(lab, alice):
     assert audit and audit[0]["detail"]["subject"] == "alice@uni.example"
 
 
+def test_signing_in_again_and_again_stays_within_the_token_cap(lab, alice):
+    cap = lab.service.settings.max_tokens_per_account
+    tokens = []
+    for _ in range(cap + 2):
+        _, _, r = browser_sign_in(lab, "alice@uni.example")
+        assert r.status_code == 302, r.text
+        tokens.append(r.headers["location"].split("=", 1)[1])
+    mine = Client(lab.url, tokens[-1]).get("/api/tokens")
+    assert len([t for t in mine if t["revoked_at"] is None]) <= cap
+    assert Client(lab.url, tokens[-1]).me()["id"] == alice["id"]
+    assert Client(lab.url, tokens[0]).http.get("/api/me").status_code == 401  # the oldest made room
+
+
 def test_unlinked_subject_is_refused(lab):
     _, _, r = browser_sign_in(lab, "mallory@elsewhere.example")
     assert r.status_code == 403 and r.json()["error"] == "forbidden" and "link" in r.json()["detail"]

@@ -44,7 +44,7 @@ from sqlalchemy import select
 
 from sdl.models import new_id
 from sdl.service.auth import Authenticator
-from sdl.service.db import IdentityRow, UserRow, audit, iso
+from sdl.service.db import IdentityRow, TokenRow, UserRow, audit, iso
 from sdl.service.errors import Conflict, Forbidden, NotFound, Unauthorized
 from sdl.store import utcnow
 
@@ -215,12 +215,28 @@ class OIDCSignIn:
             if user is None or not user.active:
                 raise Forbidden("the linked sdl account is deactivated")
             ident.last_login_at = utcnow()
+            self._make_room(s, user.id, st.max_tokens_per_account)
             tok, token = Authenticator.issue(s, user.id, f"sign-in ({via})", st.oidc_token_ttl_days)
             audit(s, SimpleNamespace(user_id=user.id, name=user.name), "auth.sign_in", "token", tok.id, issuer=self.issuer, subject=sub, user_id=user.id,
                   expires_at=iso(tok.expires_at))
             out = {"token": token, "token_id": tok.id, "expires_at": iso(tok.expires_at),
                    "user": {"id": user.id, "name": user.name, "role": user.role}}
         return out
+
+    @staticmethod
+    def _make_room(s, user_id: str, cap: int) -> None:
+        """Keep the account under its cap of live tokens: the oldest sign-in tokens are revoked
+        (signing in again replaces them); named tokens are never touched."""
+        live = list(s.scalars(select(TokenRow).where(
+            TokenRow.user_id == user_id, TokenRow.revoked_at.is_(None),
+            TokenRow.expires_at.is_(None) | (TokenRow.expires_at > utcnow())).order_by(TokenRow.created_at)))
+        excess = len(live) - cap + 1
+        for t in [t for t in live if t.name.startswith("sign-in (")][:max(0, excess)]:
+            t.revoked_at = utcnow()
+            excess -= 1
+        if excess > 0:
+            raise Conflict(f"the account has {len(live)} live tokens, the most it may have ({cap}); "
+                           "revoke one first (DELETE /api/tokens/ID)")
 
     @staticmethod
     def _new_name(s, claims: dict) -> str:
