@@ -171,3 +171,21 @@ def test_sign_in_is_not_there_without_a_provider(tmp_path):
     finally:
         lab.close()
         lab.server.stop()
+
+
+def test_an_unreachable_provider_is_a_502_not_a_500(tmp_path):
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    lab = start_lab(tmp_path, ["sim-xrd"], start_workers=False, oidc_issuer=f"http://127.0.0.1:{port}",
+                    oidc_client_id=CLIENT_ID)
+    try:
+        r = httpx.get(lab.url + "/api/auth/login", follow_redirects=False)
+        assert r.status_code == 502 and r.json()["error"] == "identity_provider_unavailable", r.text
+        r = httpx.post(lab.url + "/api/auth/token", json={"id_token": "a.b.c" * 5})
+        assert r.status_code == 502, r.text
+    finally:
+        lab.close()
+        lab.server.stop()

@@ -45,7 +45,7 @@ from sqlalchemy import select
 from sdl.models import new_id
 from sdl.service.auth import Authenticator
 from sdl.service.db import IdentityRow, TokenRow, UserRow, audit, iso
-from sdl.service.errors import Conflict, Forbidden, NotFound, Unauthorized
+from sdl.service.errors import Conflict, Forbidden, NotFound, ServiceError, Unauthorized
 from sdl.store import utcnow
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,13 @@ log = logging.getLogger(__name__)
 STATE_TTL_S = 600.0
 BINDING_COOKIE = "sdl_oidc"
 ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"]
+
+
+class ProviderUnavailable(ServiceError):
+    """The identity provider could not be reached or answered nonsense (502, not a 500)."""
+
+    status = 502
+    code = "identity_provider_unavailable"
 
 
 def _h(text: str) -> str:
@@ -85,21 +92,28 @@ class OIDCSignIn:
             raise NotFound("sign-in through an identity provider is not configured here (oidc_issuer, oidc_client_id)")
 
     # ------------------------------------------------------------ the provider
+    def _fetch(self, url: str) -> dict:
+        try:
+            r = httpx.get(url, timeout=10)
+            r.raise_for_status()
+            return r.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            raise ProviderUnavailable(f"the identity provider did not answer ({url}): {exc}") from None
+
     def metadata(self) -> dict:
         if self._meta is None:
-            r = httpx.get(f"{self.issuer}/.well-known/openid-configuration", timeout=10)
-            r.raise_for_status()
-            meta = r.json()
-            if meta.get("issuer", "").rstrip("/") != self.issuer:
-                raise RuntimeError(f"the provider at {self.issuer} calls itself {meta.get('issuer')!r}")
+            meta = self._fetch(f"{self.issuer}/.well-known/openid-configuration")
+            if str(meta.get("issuer", "")).rstrip("/") != self.issuer:
+                raise ProviderUnavailable(f"the provider at {self.issuer} calls itself {meta.get('issuer')!r}")
             self._meta = meta
         return self._meta
 
     def keys(self, refresh: bool = False) -> KeySet:
         if self._keys is None or refresh:
-            r = httpx.get(self.metadata()["jwks_uri"], timeout=10)
-            r.raise_for_status()
-            self._keys = KeySet.import_key_set(r.json())
+            try:
+                self._keys = KeySet.import_key_set(self._fetch(self.metadata()["jwks_uri"]))
+            except (KeyError, ValueError, jose_errors.JoseError) as exc:
+                raise ProviderUnavailable(f"the identity provider's keys are unreadable: {exc}") from None
         return self._keys
 
     def _session(self, redirect_uri: str, state: str | None = None):
