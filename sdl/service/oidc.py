@@ -231,7 +231,8 @@ class OIDCSignIn:
             ident.last_login_at = utcnow()
             self._make_room(s, user.id, st.max_tokens_per_account)
             tok, token = Authenticator.issue(s, user.id, f"sign-in ({via})", st.oidc_token_ttl_days)
-            audit(s, SimpleNamespace(user_id=user.id, name=user.name), "auth.sign_in", "token", tok.id, issuer=self.issuer, subject=sub, user_id=user.id,
+            audit(s, SimpleNamespace(user_id=user.id, name=user.name), "auth.sign_in", "token", tok.id,
+                  issuer=self.issuer, subject=sub, user_id=user.id,
                   expires_at=iso(tok.expires_at))
             out = {"token": token, "token_id": tok.id, "expires_at": iso(tok.expires_at),
                    "user": {"id": user.id, "name": user.name, "role": user.role}}
