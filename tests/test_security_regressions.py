@@ -191,6 +191,17 @@ def test_413_with_content_length_and_chunked_body(w):
         assert b"too_large" in answer
 
 
+def test_websocket_messages_are_small(w):
+    lab, alice = w["lab"], w["alice"]
+    with ws(lab, alice.token) as conn:
+        assert recv_json(conn, 10)["type"] == "hello"
+        conn.send("x" * 200_000)
+        with pytest.raises(ConnectionClosed):
+            for _ in range(100):
+                conn.recv(timeout=5)
+        assert conn.close_code == 1009  # message too big
+
+
 # -------------------------------------------------- decide before acting
 def test_staff_cannot_start_a_proprietary_campaign_and_halting_reveals_nothing(w):
     alice, sci, p = w["alice"], w["sci"], w["p"]
