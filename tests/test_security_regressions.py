@@ -191,6 +191,26 @@ def test_413_with_content_length_and_chunked_body(w):
         assert b"too_large" in answer
 
 
+def test_live_streams_per_account_are_capped(w):
+    lab = w["lab"]
+    hal = lab.user("sr-hal")
+    cap = lab.service.settings.max_streams_per_account
+    conns = [ws(lab, hal.token) for _ in range(cap)]
+    try:
+        assert all(recv_json(c, 10)["type"] == "hello" for c in conns)
+        with ws(lab, hal.token) as extra:
+            err, code = wait_closed(extra, 5)
+            assert code == 4429 and err["status"] == 429, (err, code)
+        with ws(lab, w["bob"].token) as other:  # other accounts are not affected
+            assert recv_json(other, 10)["type"] == "hello"
+    finally:
+        for c in conns:
+            c.close()
+    time.sleep(0.3)
+    with ws(lab, hal.token) as again:  # closing gives the slots back
+        assert recv_json(again, 10)["type"] == "hello"
+
+
 def test_websocket_messages_are_small(w):
     lab, alice = w["lab"], w["alice"]
     with ws(lab, alice.token) as conn:
