@@ -51,7 +51,8 @@ def start_server(folder: Path) -> tuple[subprocess.Popen, str, str]:
     port = _free_port()
     token = "sdl_bench_" + secrets.token_urlsafe(16)
     env = {**os.environ, "SDL_ADMIN_TOKEN": token, "SDL_RATE_LIMIT_PER_MINUTE": "1e9",
-           "SDL_RATE_LIMIT_BURST": "1000000", "SDL_TIME_SCALE": "0", "SDL_INSTRUMENTS": "sim-xrd,pool:p3ht"}
+           "SDL_RATE_LIMIT_BURST": "1000000", "SDL_RATE_LIMIT_PER_ADDRESS_PER_MINUTE": "1e9",
+           "SDL_RATE_LIMIT_ADDRESS_BURST": "1000000", "SDL_TIME_SCALE": "0", "SDL_INSTRUMENTS": "sim-xrd,pool:p3ht"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "sdl.service.server", "--port", str(port), "--host", "127.0.0.1",
          "--store", f"sqlite:///{folder / 'bench.sqlite'}"],

@@ -89,6 +89,19 @@ def test_browser_sign_in_gives_the_linked_account_a_token(lab, alice):
     assert audit and audit[0]["detail"]["subject"] == "alice@uni.example"
 
 
+def test_signing_in_again_and_again_stays_within_the_token_cap(lab, alice):
+    cap = lab.service.settings.max_tokens_per_account
+    tokens = []
+    for _ in range(cap + 2):
+        _, _, r = browser_sign_in(lab, "alice@uni.example")
+        assert r.status_code == 302, r.text
+        tokens.append(r.headers["location"].split("=", 1)[1])
+    mine = Client(lab.url, tokens[-1]).get("/api/tokens")
+    assert len([t for t in mine if t["revoked_at"] is None]) <= cap
+    assert Client(lab.url, tokens[-1]).me()["id"] == alice["id"]
+    assert Client(lab.url, tokens[0]).http.get("/api/me").status_code == 401  # the oldest made room
+
+
 def test_unlinked_subject_is_refused(lab):
     _, _, r = browser_sign_in(lab, "mallory@elsewhere.example")
     assert r.status_code == 403 and r.json()["error"] == "forbidden" and "link" in r.json()["detail"]
@@ -155,6 +168,24 @@ def test_sign_in_is_not_there_without_a_provider(tmp_path):
     try:
         r = httpx.get(lab.url + "/api/auth/login", follow_redirects=False)
         assert r.status_code == 404 and r.json()["error"] == "not_found"
+    finally:
+        lab.close()
+        lab.server.stop()
+
+
+def test_an_unreachable_provider_is_a_502_not_a_500(tmp_path):
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    lab = start_lab(tmp_path, ["sim-xrd"], start_workers=False, oidc_issuer=f"http://127.0.0.1:{port}",
+                    oidc_client_id=CLIENT_ID)
+    try:
+        r = httpx.get(lab.url + "/api/auth/login", follow_redirects=False)
+        assert r.status_code == 502 and r.json()["error"] == "identity_provider_unavailable", r.text
+        r = httpx.post(lab.url + "/api/auth/token", json={"id_token": "a.b.c" * 5})
+        assert r.status_code == 502, r.text
     finally:
         lab.close()
         lab.server.stop()

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import json
 import logging
 from contextlib import asynccontextmanager
 from typing import Any, Literal, Optional
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Request, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Depends, FastAPI, Query, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -285,7 +284,7 @@ def create_app(settings: ServiceSettings | None = None, service: LabService | No
                          status: Optional[Literal["queued", "running", "done", "failed", "aborted",
                                                   "cancelled"]] = None,
                          campaign_id: Optional[str] = None, limit: int = Query(100, ge=1, le=5000),
-                         offset: int = Query(0, ge=0), p: Principal = P) -> list[dict]:
+                         offset: int = Query(0, ge=0, le=1_000_000_000), p: Principal = P) -> list[dict]:
         return svc.list_items(p, proposal_id=proposal_id, instrument=instrument, status=status,
                               campaign_id=campaign_id, limit=limit, offset=offset)
 

@@ -73,6 +73,8 @@ class GuardMiddleware:
                 extra = [(k, v) for k, v in SECURITY_HEADERS if k not in names]
                 if b"content-security-policy" not in names:
                     extra.append((b"content-security-policy", API_CSP.encode()))
+                if scope.get("scheme") == "https":  # behind a TLS proxy that says so (--proxy-headers)
+                    extra.append((b"strict-transport-security", b"max-age=31536000"))
                 msg = {**msg, "headers": headers + extra}
             await send(msg)
 

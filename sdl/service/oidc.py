@@ -44,8 +44,8 @@ from sqlalchemy import select
 
 from sdl.models import new_id
 from sdl.service.auth import Authenticator
-from sdl.service.db import IdentityRow, UserRow, audit, iso
-from sdl.service.errors import Conflict, Forbidden, NotFound, Unauthorized
+from sdl.service.db import IdentityRow, TokenRow, UserRow, audit, iso
+from sdl.service.errors import Conflict, Forbidden, NotFound, ServiceError, Unauthorized
 from sdl.store import utcnow
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,13 @@ log = logging.getLogger(__name__)
 STATE_TTL_S = 600.0
 BINDING_COOKIE = "sdl_oidc"
 ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"]
+
+
+class ProviderUnavailable(ServiceError):
+    """The identity provider could not be reached or answered nonsense (502, not a 500)."""
+
+    status = 502
+    code = "identity_provider_unavailable"
 
 
 def _h(text: str) -> str:
@@ -85,21 +92,28 @@ class OIDCSignIn:
             raise NotFound("sign-in through an identity provider is not configured here (oidc_issuer, oidc_client_id)")
 
     # ------------------------------------------------------------ the provider
+    def _fetch(self, url: str) -> dict:
+        try:
+            r = httpx.get(url, timeout=10)
+            r.raise_for_status()
+            return r.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            raise ProviderUnavailable(f"the identity provider did not answer ({url}): {exc}") from None
+
     def metadata(self) -> dict:
         if self._meta is None:
-            r = httpx.get(f"{self.issuer}/.well-known/openid-configuration", timeout=10)
-            r.raise_for_status()
-            meta = r.json()
-            if meta.get("issuer", "").rstrip("/") != self.issuer:
-                raise RuntimeError(f"the provider at {self.issuer} calls itself {meta.get('issuer')!r}")
+            meta = self._fetch(f"{self.issuer}/.well-known/openid-configuration")
+            if str(meta.get("issuer", "")).rstrip("/") != self.issuer:
+                raise ProviderUnavailable(f"the provider at {self.issuer} calls itself {meta.get('issuer')!r}")
             self._meta = meta
         return self._meta
 
     def keys(self, refresh: bool = False) -> KeySet:
         if self._keys is None or refresh:
-            r = httpx.get(self.metadata()["jwks_uri"], timeout=10)
-            r.raise_for_status()
-            self._keys = KeySet.import_key_set(r.json())
+            try:
+                self._keys = KeySet.import_key_set(self._fetch(self.metadata()["jwks_uri"]))
+            except (KeyError, ValueError, jose_errors.JoseError) as exc:
+                raise ProviderUnavailable(f"the identity provider's keys are unreadable: {exc}") from None
         return self._keys
 
     def _session(self, redirect_uri: str, state: str | None = None):
@@ -215,12 +229,29 @@ class OIDCSignIn:
             if user is None or not user.active:
                 raise Forbidden("the linked sdl account is deactivated")
             ident.last_login_at = utcnow()
+            self._make_room(s, user.id, st.max_tokens_per_account)
             tok, token = Authenticator.issue(s, user.id, f"sign-in ({via})", st.oidc_token_ttl_days)
-            audit(s, SimpleNamespace(user_id=user.id, name=user.name), "auth.sign_in", "token", tok.id, issuer=self.issuer, subject=sub, user_id=user.id,
+            audit(s, SimpleNamespace(user_id=user.id, name=user.name), "auth.sign_in", "token", tok.id,
+                  issuer=self.issuer, subject=sub, user_id=user.id,
                   expires_at=iso(tok.expires_at))
             out = {"token": token, "token_id": tok.id, "expires_at": iso(tok.expires_at),
                    "user": {"id": user.id, "name": user.name, "role": user.role}}
         return out
+
+    @staticmethod
+    def _make_room(s, user_id: str, cap: int) -> None:
+        """Keep the account under its cap of live tokens: the oldest sign-in tokens are revoked
+        (signing in again replaces them); named tokens are never touched."""
+        live = list(s.scalars(select(TokenRow).where(
+            TokenRow.user_id == user_id, TokenRow.revoked_at.is_(None),
+            TokenRow.expires_at.is_(None) | (TokenRow.expires_at > utcnow())).order_by(TokenRow.created_at)))
+        excess = len(live) - cap + 1
+        for t in [t for t in live if t.name.startswith("sign-in (")][:max(0, excess)]:
+            t.revoked_at = utcnow()
+            excess -= 1
+        if excess > 0:
+            raise Conflict(f"the account has {len(live)} live tokens, the most it may have ({cap}); "
+                           "revoke one first (DELETE /api/tokens/ID)")
 
     @staticmethod
     def _new_name(s, claims: dict) -> str:

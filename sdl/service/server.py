@@ -12,6 +12,9 @@ import uvicorn
 
 from sdl.service.settings import ServiceSettings
 
+#: the largest WebSocket message a client may send (it only sends "ping"); uvicorn's default is 16 MiB
+WS_MAX = 64 * 1024
+
 
 class LiveServer:
     """A real uvicorn server on ``host`` (a free port unless given) in a background thread.
@@ -33,6 +36,7 @@ class LiveServer:
         self.sock.bind((host, port))
         self.host, self.port = self.sock.getsockname()[:2]
         config = uvicorn.Config(self.app, log_level=log_level, ws="websockets-sansio", lifespan="on",
+                                ws_max_size=WS_MAX,
                                 timeout_graceful_shutdown=5)
         self.server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._run, name="sdl-uvicorn", daemon=True)
@@ -86,6 +90,7 @@ def serve_forever(settings: ServiceSettings, *, on_ready: Any = None, log_level:
     if on_ready is not None:
         on_ready(app)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=log_level, ws="websockets-sansio",
+                ws_max_size=WS_MAX,
                 timeout_graceful_shutdown=5)
 
 

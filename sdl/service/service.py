@@ -80,7 +80,8 @@ class LabService:
         self.auth = Authenticator(self.db)
         self.members = MembershipCache(self.db)
         self.limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
-        self.address_limiter = RateLimiter(settings.rate_limit_per_address_per_minute, settings.rate_limit_address_burst)
+        self.address_limiter = RateLimiter(settings.rate_limit_per_address_per_minute,
+                                           settings.rate_limit_address_burst)
         self.failure_limiter = RateLimiter(settings.auth_failures_per_minute, settings.auth_failures_burst)
         self.origin = new_id()[:12]
         self.dispatcher = Dispatcher(self.db, lease_timeout_s=settings.lease_timeout_s,

@@ -142,6 +142,7 @@ class ServiceSettings(BaseSettings):
         30.0, gt=0, description="requests with a wrong token per minute per client address (429 beyond)")
     auth_failures_burst: int = Field(30, ge=1)
     max_tokens_per_account: int = Field(20, ge=1, description="live (not revoked, not expired) tokens per account")
+    max_streams_per_account: int = Field(20, ge=1, description="live streams (WebSockets) open at once per account")
     oidc_issuer: str | None = Field(None, description="OpenID Connect provider (issuer URL) to sign in with")
     oidc_client_id: str | None = Field(None, description="this service's client id at the provider")
     oidc_client_secret: SecretStr | None = Field(None, description="this service's client secret")

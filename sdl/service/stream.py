@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from typing import Any
 
@@ -59,6 +60,41 @@ async def serve_stream(svc: Any, websocket: WebSocket, token: str | None, campai
         ok, wait = limiter.allow(key)
         if not ok:
             return await _close(websocket, 429, f"rate limit: retry in {wait:.2f} s")
+    if not _OPEN.enter(p.user_id, svc.settings.max_streams_per_account):
+        return await _close(websocket, 429, f"at most {svc.settings.max_streams_per_account} live streams per "
+                                             "account; close one first")
+    try:
+        await _serve(svc, websocket, p, tok, campaign_id, instrument, types)
+    finally:
+        _OPEN.leave(p.user_id)
+
+
+class _OpenStreams:
+    """Streams open per account (in this process)."""
+
+    def __init__(self) -> None:
+        self._n: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def enter(self, user_id: str, cap: int) -> bool:
+        with self._lock:
+            if self._n.get(user_id, 0) >= cap:
+                return False
+            self._n[user_id] = self._n.get(user_id, 0) + 1
+            return True
+
+    def leave(self, user_id: str) -> None:
+        with self._lock:
+            self._n[user_id] = self._n.get(user_id, 1) - 1
+            if self._n[user_id] <= 0:
+                del self._n[user_id]
+
+
+_OPEN = _OpenStreams()
+
+
+async def _serve(svc: Any, websocket: WebSocket, p: Any, tok: str, campaign_id: str | None,
+                 instrument: str | None, types: str | None) -> None:
     access = StreamAccess(svc.db, p, members=svc.members)
     campaign_pid = None
     if campaign_id is not None:
