@@ -28,6 +28,12 @@ def sdl(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess
                           env={**os.environ, **(env or {})})
 
 
+def test_alignment_conforms():
+    from sdl.testing import assert_instrument_conforms
+
+    assert_instrument_conforms(NAME, points=2)
+
+
 def test_cli_lists_runs_resumes_and_replays_the_plugin_instrument(tmp_path, store_url):
     out = sdl("instruments", "list", "--json")
     listed = {i["name"]: i for i in json.loads(out.stdout)["instruments"]}

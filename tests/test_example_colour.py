@@ -22,6 +22,12 @@ NAME = "colour-station"
 SDL = [sys.executable, "-m", "sdl.cli"]
 
 
+def test_colour_station_conforms():
+    from sdl.testing import assert_instrument_conforms
+
+    assert_instrument_conforms(NAME, points=2)
+
+
 def test_colour_station_campaign_measures_the_mix_it_asked_for(store):
     from sdl.campaign import CampaignRunner, create_campaign
     from sdl.instruments import make_instrument

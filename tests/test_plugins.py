@@ -253,3 +253,28 @@ def test_toml_profile_errors_name_the_instrument_the_key_and_what_is_allowed(tmp
         p.write_text(textwrap.dedent(text))
         with pytest.raises(PluginError, match=pattern):
             parse_profile(p)
+
+
+# --------------------------------------------------------- instrument conformance
+def test_instrument_conformance_kit_passes_a_good_plugin_and_names_what_a_bad_one_lacks(monkeypatch):
+    import bluesky.plans as bp
+    from ophyd.sim import SynAxis, SynGauss
+
+    from sdl.testing import assert_instrument_conforms, check_instrument
+
+    monkeypatch.setenv("SDL_PROFILE", str(PY_PROFILE))
+    reg_mod.reset()
+    assert_instrument_conforms("gauss-scan", points=2)
+    assert_instrument_conforms("sim-xrd", points=1)
+
+    motor = SynAxis(name="m")
+    det = SynGauss("d", motor, "m", center=0, Imax=1, sigma=1)
+
+    def forgets_md(*, md=None):  # opens its run without sdl's metadata
+        yield from bp.count([det])
+
+    bad = _instrument(plans={"p": forgets_md}, dofs={"x": motor})
+    out = check_instrument(bad, points=1)
+    assert out["runs"] == "ok" and "lacks 'reduction'" in out["start_document"] and "does the plan pass md" in \
+        out["start_document"]
+    assert out["refuses_bad_points"] == "ok"
