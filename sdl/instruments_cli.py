@@ -148,3 +148,21 @@ def show_instrument(
     for p in inst.plan_names:
         console.print(f"\nplan [bold]{p}[/]{' (default)' if p == inst.default_plan else ''}")
         console.print_json(json.dumps(out["plans"][p], default=str))
+
+
+@instruments_app.command("check")
+def check(
+    name: str = typer.Argument(..., help="instrument name"),
+    points: int = typer.Option(2, min=1, max=50, help="points of its space to run"),
+    seed: int = typer.Option(0, min=0),
+) -> None:
+    """Conformance of an instrument: schemas, one run per point, start document, reduction, replay, limits."""
+    from sdl.instrument_check import check_instrument
+
+    results = check_instrument(name, points=points, seed=seed)
+    table = Table("check", "result")
+    for k, v in results.items():
+        table.add_row(k, "[green]ok[/]" if v == "ok" else f"[red]{v}[/]")
+    console.print(table)
+    if any(v != "ok" for v in results.values()):
+        raise typer.Exit(1)

@@ -29,6 +29,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
+# the instrument-level kit (a plug-in instrument run end to end)
+from sdl.instrument_check import assert_instrument_conforms, check_instrument  # noqa: F401,E402
+
 # Channel Access on loopback lives in sdl.ca_env (production code uses it too); kept importable from here
 from sdl.ca_env import LOOPBACK, configure_loopback_ca, free_port, libca_started, unique_prefix  # noqa: F401
 

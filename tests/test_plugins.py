@@ -4,6 +4,7 @@ reductions, and the clear errors of bad plug-ins. In-process only (fast)."""
 from __future__ import annotations
 
 import math
+import os
 import textwrap
 from pathlib import Path
 from typing import Annotated, Literal
@@ -253,3 +254,63 @@ def test_toml_profile_errors_name_the_instrument_the_key_and_what_is_allowed(tmp
         p.write_text(textwrap.dedent(text))
         with pytest.raises(PluginError, match=pattern):
             parse_profile(p)
+
+
+# --------------------------------------------------------- instrument conformance
+def test_instrument_conformance_kit_passes_a_good_plugin_and_names_what_a_bad_one_lacks(monkeypatch):
+    import bluesky.plans as bp
+    from ophyd.sim import SynAxis, SynGauss
+
+    from sdl.testing import assert_instrument_conforms, check_instrument
+
+    monkeypatch.setenv("SDL_PROFILE", str(PY_PROFILE))
+    reg_mod.reset()
+    assert_instrument_conforms("gauss-scan", points=2)
+    assert_instrument_conforms("sim-xrd", points=1)
+
+    motor = SynAxis(name="m")
+    det = SynGauss("d", motor, "m", center=0, Imax=1, sigma=1)
+
+    def forgets_md(*, md=None):  # opens its run without sdl's metadata
+        yield from bp.count([det])
+
+    bad = _instrument(plans={"p": forgets_md}, dofs={"x": motor})
+    out = check_instrument(bad, points=1)
+    assert out["runs"] == "ok" and "lacks 'reduction'" in out["start_document"] and "does the plan pass md" in \
+        out["start_document"]
+    assert out["refuses_bad_points"] == "ok"
+
+
+def test_agents_and_reductions_from_a_profile(tmp_path, monkeypatch, store):
+    from sdl.campaign import CampaignRunner, create_campaign
+    from sdl.registry import agent_names
+
+    prof = tmp_path / "extras.py"
+    prof.write_text(textwrap.dedent('''
+        import numpy as np
+
+        def make(space, objectives, seed=0, **options):
+            from sdl.agents import make_agent
+            agent = make_agent("sobol", space, objectives, seed)
+            agent.name = "my-sobol"
+            return agent
+
+        def peak(start, events, params):
+            return {params["objective"]: float(np.max([np.max(e["data"][params["field"]]) for e in events]))}
+
+        AGENTS = {"my-sobol": make}
+        REDUCTIONS = {"peak": peak}
+        '''))
+    monkeypatch.setenv("SDL_PROFILE", os.pathsep.join([str(PY_PROFILE), str(prof)]))
+    reg_mod.reset()
+    assert "my-sobol" in agent_names() and "peak" in reg_mod.registry().reduction_names()
+    with pytest.raises(InvalidInput, match=r"agent: unknown agent; allowed: \[.*'my-sobol'"):
+        create_campaign(store, {"instrument": "gauss-scan", "agent": "nope"})
+    cid = create_campaign(store, {"instrument": "gauss-scan", "agent": "my-sobol", "budget": 3})
+    inst = reg_mod.registry().build("gauss-scan")
+    inst.reduction = reduction_spec("peak", field="det", objective="intensity")  # the profile's reduction
+    assert CampaignRunner(store, cid, instrument=inst).run() == "completed"
+    obs = store.observations(cid)
+    assert [o.extra.get("error") for o in obs] == [None] * 3
+    assert store.documents(obs[0].run_uid)[0][1]["reduction"]["name"] == "peak"
+    assert store.suggestions(cid)[0].provenance["agent"] == "my-sobol"
