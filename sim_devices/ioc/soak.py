@@ -206,8 +206,10 @@ class PyepicsClient:
         done = 0
         for i in range(n):
             x = a + (b - a) * i / max(1, n - 1)
-            if self.m.move(x, wait=True, timeout=30) != 0:
-                raise RuntimeError(f"pyepics Motor.move({x}) did not finish OK")
+            code = self.m.move(x, wait=True, timeout=30)
+            if code != 0:
+                raise RuntimeError(f"pyepics Motor.move({x}) returned {code}, not 0 (done OK); "
+                                   f"LVIO={self.m.get('LVIO')} HLS={self.m.get('HLS')} LLS={self.m.get('LLS')}")
             self.position()
             done += 1
         return done
