@@ -20,10 +20,11 @@ Same PVs (``docs/pv-layout.md``) and the same document keys as the classic class
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any
 
 import numpy as np
-from ophyd_async.core import Array1D, AsyncStatus, StandardReadable, StandardReadableFormat
+from ophyd_async.core import Array1D, AsyncStatus, Device, StandardReadable, StandardReadableFormat
 from ophyd_async.epics.core import epics_signal_r, epics_signal_rw
 
 from sdl.errors import DeviceFault
@@ -40,7 +41,47 @@ def _pv(protocol: str, name: str) -> str:
     return f"{protocol}://{name}"
 
 
-class AsyncDetector(StandardReadable):
+class _Handshake(StandardReadable):
+    """STATE / BUSY / ERR_CODE / ERR_MSG and the command handshake (as :class:`sdl.devices.CommandDevice`)."""
+
+    def _handshake_signals(self, pv: Any) -> None:
+        self.busy = epics_signal_r(int, pv("BUSY"))
+        self.error_code = epics_signal_r(int, pv("ERR_CODE"))
+        self.error_message = epics_signal_r(str, pv("ERR_MSG"))
+        self.state = epics_signal_r(str, pv("STATE"))
+
+    def set_name(self, name: str, *, child_name_separator: str | None = None) -> None:
+        # "detector_spectrum", as the classic device: reductions read those keys
+        super().set_name(name, child_name_separator=child_name_separator or "_")
+
+    async def run_command(self, command: Any, value: Any, timeout: float | None) -> None:
+        """Write ``command`` with put-completion, then check BUSY / ERR_CODE / STATE; a failure
+        raises :class:`DeviceFault` ``(name, ERR_MSG)``."""
+        if await self.busy.get_value():
+            raise DeviceFault(self.name, "busy: the previous command has not finished")
+        await command.set(value, timeout=timeout)
+        while await self.busy.get_value():  # hardware that completes the put early
+            await asyncio.sleep(0.02)
+        code, state = await asyncio.gather(self.error_code.get_value(), self.state.get_value())
+        if code or state == "error":
+            message = (await self.error_message.get_value()).strip()
+            raise DeviceFault(self.name, message or f"{command.name} failed (state {state})")
+
+
+class AsyncCommand(Device):
+    """A command PV as a movable child (``bps.mv(robot.make, slot)``): the handshake of its parent."""
+
+    def __init__(self, pv: str, name: str = "", timeout: float | None = 3600.0):
+        self.command = epics_signal_rw(int, pv, wait=True)
+        self.timeout = timeout
+        super().__init__(name=name)
+
+    @AsyncStatus.wrap
+    async def set(self, value: int) -> None:
+        await self.parent.run_command(self.command, int(value), self.timeout)
+
+
+class AsyncDetector(_Handshake):
     """The XRD detector at ``prefix`` (``SDL:DET:``), as :class:`sdl.devices.Detector`."""
 
     #: seconds allowed for readout on top of the exposure
@@ -58,28 +99,120 @@ class AsyncDetector(StandardReadable):
         with self.add_children_as_readables(StandardReadableFormat.HINTED_SIGNAL):
             self.total_counts = epics_signal_r(float, pv("TOTAL_COUNTS"))
         self.acquire = epics_signal_rw(int, pv("ACQUIRE"), wait=True)
-        self.busy = epics_signal_r(int, pv("BUSY"))
-        self.error_code = epics_signal_r(int, pv("ERR_CODE"))
-        self.error_message = epics_signal_r(str, pv("ERR_MSG"))
-        self.state = epics_signal_r(str, pv("STATE"))
+        self._handshake_signals(pv)
         super().__init__(name=name)
-
-    def set_name(self, name: str, *, child_name_separator: str | None = None) -> None:
-        # "detector_spectrum", as the classic device: reductions read that key
-        super().set_name(name, child_name_separator=child_name_separator or "_")
 
     @AsyncStatus.wrap
     async def trigger(self) -> None:
-        if await self.busy.get_value():
-            raise DeviceFault(self.name, "busy: the previous command has not finished")
         exposure = await self.exposure_time.get_value()
-        await self.acquire.set(1, timeout=2 * exposure + self.readout_timeout)
-        while await self.busy.get_value():  # hardware that completes the put early
-            await asyncio.sleep(0.02)
-        code, state = await asyncio.gather(self.error_code.get_value(), self.state.get_value())
-        if code or state == "error":
-            message = (await self.error_message.get_value()).strip()
-            raise DeviceFault(self.name, message or f"acquire failed (state {state})")
+        await self.run_command(self.acquire, 1, 2 * exposure + self.readout_timeout)
+
+
+class AsyncSynthesisRobot(_Handshake):
+    """The synthesis robot at ``prefix`` (``SDL:ROBOT:``), as :class:`sdl.devices.SynthesisRobot`."""
+
+    def __init__(self, prefix: str, name: str = "", *, protocol: str = "ca"):
+        def pv(suffix: str) -> str:
+            return _pv(protocol, prefix + suffix)
+
+        with self.add_children_as_readables():
+            self.composition = epics_signal_rw(Float1D, pv("COMPOSITION"))
+            self.temperature = epics_signal_rw(float, pv("TEMPERATURE"))
+            self.sample_id = epics_signal_rw(str, pv("SAMPLE_ID"))
+        self.make = AsyncCommand(pv("MAKE"))
+        self.total_volume = epics_signal_rw(float, pv("TOTAL_VOLUME"))
+        self.precursor_names = epics_signal_r(str, pv("PRECURSORS"))
+        self._handshake_signals(pv)
+        super().__init__(name=name)
+
+
+class AsyncSampleChanger(_Handshake):
+    """The sample changer at ``prefix`` (``SDL:CHANGER:``), as :class:`sdl.devices.SampleChanger`."""
+
+    def __init__(self, prefix: str, name: str = "", *, protocol: str = "ca"):
+        def pv(suffix: str) -> str:
+            return _pv(protocol, prefix + suffix)
+
+        with self.add_children_as_readables():
+            self.mounted_sample = epics_signal_r(str, pv("MOUNTED"))
+        self.load = AsyncCommand(pv("LOAD"))
+        self.unload = AsyncCommand(pv("UNLOAD"))
+        self.home = AsyncCommand(pv("HOME"))
+        self.slot = epics_signal_r(int, pv("SLOT_RBV"))
+        self.n_slots = epics_signal_r(int, pv("N_SLOTS"))
+        self.door = epics_signal_r(str, pv("DOOR"))
+        self._handshake_signals(pv)
+        super().__init__(name=name)
+
+
+class AsyncShutter(StandardReadable):
+    """The shutter at ``prefix``: ``set('open' | 'close')`` completes when STATE follows."""
+
+    timeout: float = 10.0
+
+    def __init__(self, prefix: str, name: str = "", *, protocol: str = "ca"):
+        def pv(suffix: str) -> str:
+            return _pv(protocol, prefix + suffix)
+
+        with self.add_children_as_readables():
+            self.state = epics_signal_r(str, pv("STATE"))
+        self.open_cmd = epics_signal_rw(int, pv("OPEN"), wait=False)
+        self.close_cmd = epics_signal_rw(int, pv("CLOSE"), wait=False)
+        super().__init__(name=name)
+
+    def set_name(self, name: str, *, child_name_separator: str | None = None) -> None:
+        super().set_name(name, child_name_separator=child_name_separator or "_")
+
+    @AsyncStatus.wrap
+    async def set(self, value: str) -> None:
+        from ophyd_async.core import wait_for_value
+
+        if value not in ("open", "close"):
+            from sdl.errors import InvalidInput
+
+            raise InvalidInput(self.name, "allowed values: 'open', 'close'", value)
+        target = "open" if value == "open" else "closed"
+        await (self.open_cmd if value == "open" else self.close_cmd).set(1)
+        try:
+            await wait_for_value(self.state, target, timeout=self.timeout)
+        except asyncio.TimeoutError as exc:
+            raise DeviceFault(self.name, f"did not report {target!r} within {self.timeout:g} s") from exc
+
+
+class AsyncRingCurrent(StandardReadable):
+    """Storage-ring current (``CURRENT``, read under the device's own name) and ``BEAM``."""
+
+    def __init__(self, prefix: str, name: str = "", *, protocol: str = "ca"):
+        with self.add_children_as_readables(StandardReadableFormat.HINTED_SIGNAL):
+            self.current = epics_signal_r(float, _pv(protocol, prefix + "CURRENT"))
+        with self.add_children_as_readables(StandardReadableFormat.CONFIG_SIGNAL):
+            self.beam = epics_signal_r(str, _pv(protocol, prefix + "BEAM"))
+        super().__init__(name=name)
+
+    def set_name(self, name: str, *, child_name_separator: str | None = None) -> None:
+        super().set_name(name, child_name_separator=child_name_separator or "_")
+        self.current.set_name(name)  # "ring_current", as the classic device
+
+
+def async_lab_devices(prefix: str, *, protocol: str = "ca", connect: bool = True, timeout: float = 10.0):
+    """:class:`sdl.plans.LabDevices` of ophyd-async devices over ``protocol`` ('ca' or 'pva')."""
+    from sdl.epics_lab import DEVICE_PREFIXES
+    from sdl.plans import LabDevices
+
+    devices = {
+        "robot": AsyncSynthesisRobot(prefix + DEVICE_PREFIXES["robot"], name="robot", protocol=protocol),
+        "changer": AsyncSampleChanger(prefix + DEVICE_PREFIXES["changer"], name="changer", protocol=protocol),
+        "shutter": AsyncShutter(prefix + DEVICE_PREFIXES["shutter"], name="shutter", protocol=protocol),
+        "detector": AsyncDetector(prefix + DEVICE_PREFIXES["detector"], name="detector", protocol=protocol),
+        "ring_current": AsyncRingCurrent(prefix + DEVICE_PREFIXES["ring_current"], name="ring_current",
+                                         protocol=protocol),
+        "stage_x": motor(prefix + DEVICE_PREFIXES["stage_x"], name="stage_x", protocol=protocol),
+        "stage_y": motor(prefix + DEVICE_PREFIXES["stage_y"], name="stage_y", protocol=protocol),
+    }
+    if connect:
+        connect_async(*devices.values(), timeout=timeout)
+    fields = {f.name for f in dataclasses.fields(LabDevices)}
+    return LabDevices(**{k: v for k, v in devices.items() if k in fields})
 
 
 def motor(prefix: str, name: str = "", *, protocol: str = "ca"):
@@ -209,4 +342,5 @@ async def _call(method: Any) -> Any:
     return await result if asyncio.iscoroutine(result) or isinstance(result, (asyncio.Future, AsyncStatus)) else result
 
 
-__all__ = ["AsyncDetector", "Blocking", "connect_async", "in_bluesky_loop", "motor"]
+__all__ = ["AsyncCommand", "AsyncDetector", "AsyncRingCurrent", "AsyncSampleChanger", "AsyncShutter",
+           "AsyncSynthesisRobot", "Blocking", "async_lab_devices", "connect_async", "in_bluesky_loop", "motor"]
