@@ -105,7 +105,8 @@ class Detector(CommandDevice):
     """
 
     acquire = Cpt(CommandSignal, "ACQUIRE", kind="omitted")
-    exposure_time = Cpt(EpicsSignal, "EXPOSURE", kind="config", put_complete=True, limits=True)
+    exposure_time = Cpt(EpicsSignal, "EXPOSURE", kind="config", put_complete=True, limits=True,
+                        auto_monitor=True)
     two_theta = Cpt(EpicsSignalRO, "TWO_THETA", kind="config")
     spectrum = Cpt(EpicsSignalRO, "SPECTRUM", kind="normal")
     total_counts = Cpt(EpicsSignalRO, "TOTAL_COUNTS", kind="hinted")
@@ -122,7 +123,8 @@ class PoolProbe(CommandDevice):
     """The pool instruments' probe (``VALUE``): as :class:`sdl.sim_devices.lab.SimPoolProbe`."""
 
     acquire = Cpt(CommandSignal, "ACQUIRE", kind="omitted")
-    exposure_time = Cpt(EpicsSignal, "EXPOSURE", kind="config", put_complete=True, limits=True)
+    exposure_time = Cpt(EpicsSignal, "EXPOSURE", kind="config", put_complete=True, limits=True,
+                        auto_monitor=True)
     value = Cpt(EpicsSignalRO, "VALUE", kind="hinted")
 
     readout_timeout: float = 60.0

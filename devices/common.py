@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterable
 
 from ophyd import Component as Cpt
@@ -59,7 +60,9 @@ class CommandSignal(EpicsSignal):
         if timeout is None:
             timeout = self.command_timeout or getattr(device, "command_timeout", DEFAULT_COMMAND_TIMEOUT)
         try:
-            if int(device.busy.get(use_monitor=False)):
+            # BUSY is monitored: 0 there is enough (the IOC refuses a command while busy
+            # anyway); a 1 may be stale, so it is confirmed with a get before refusing.
+            if int(device.busy.get()) and int(device.busy.get(use_monitor=False)):
                 finish_status(status, DeviceFault(device.name, "busy: the previous command has not finished"))
                 return status
         except Exception as exc:  # noqa: BLE001 - a disconnected IOC
@@ -75,8 +78,7 @@ class CommandSignal(EpicsSignal):
 
         def put_done(**kwargs: Any) -> None:
             # Not in the CA callback thread: reading PVs from there is not allowed.
-            threading.Thread(target=self._conclude, args=(status,), daemon=True,
-                             name=f"{self.name}-conclude").start()
+            _conclusions().submit(self._conclude, status)
 
         try:
             self.put(value, use_complete=True, callback=put_done)
@@ -88,13 +90,15 @@ class CommandSignal(EpicsSignal):
         device = self.parent
         try:
             # With put-completion BUSY is already 0; hardware that completes the put early
-            # keeps BUSY at 1 until the action is over.
-            while int(device.busy.get(use_monitor=False)):
+            # keeps BUSY at 1 until the action is over. BUSY, ERR_CODE and STATE are read
+            # fresh, in one round trip.
+            busy, code, state = fresh_values([device.busy, device.error_code, device.state])
+            while int(busy):
                 if status.done:  # the watchdog gave up
                     return
                 time.sleep(0.02)
-            code = int(device.error_code.get(use_monitor=False))
-            state = str(device.state.get(use_monitor=False))
+                busy, code, state = fresh_values([device.busy, device.error_code, device.state])
+            code, state = int(code), str(state)
             if code or state == "error":
                 message = str(device.error_message.get(use_monitor=False)).strip()
                 finish_status(status, DeviceFault(device.name, message or f"{self.attr_name} failed (state {state})"))
@@ -109,11 +113,52 @@ class CommandDevice(Device):
 
     state = Cpt(EpicsSignalRO, "STATE", string=True, kind="config")
     error_message = Cpt(EpicsSignalRO, "ERR_MSG", string=True, kind="config")
-    busy = Cpt(EpicsSignalRO, "BUSY", kind="omitted")
+    busy = Cpt(EpicsSignalRO, "BUSY", kind="omitted", auto_monitor=True)
     error_code = Cpt(EpicsSignalRO, "ERR_CODE", kind="omitted")
 
     #: seconds a command may take before its Status fails
     command_timeout: float = DEFAULT_COMMAND_TIMEOUT
+
+
+_EXECUTOR: ThreadPoolExecutor | None = None
+_EXECUTOR_LOCK = threading.Lock()
+
+
+def _conclusions() -> ThreadPoolExecutor:
+    """Worker threads that conclude commands (one thread per command cost ~0.2 ms each)."""
+    global _EXECUTOR
+    with _EXECUTOR_LOCK:
+        if _EXECUTOR is None:
+            _EXECUTOR = ThreadPoolExecutor(max_workers=8, thread_name_prefix="sdl-command",
+                                           initializer=_ca_thread)
+        return _EXECUTOR
+
+
+def _ca_thread() -> None:
+    import epics.ca
+
+    epics.ca.use_initial_context()
+
+
+def fresh_values(signals: list[Any], timeout: float = 5.0) -> list[Any]:
+    """Read several EPICS signals fresh (not from monitors) in one round trip: every CA get
+    is sent, then one flush, then the answers (``string=True`` signals as strings)."""
+    import epics.ca as ca
+
+    pvs = [sig._read_pv for sig in signals]
+    if not all(getattr(pv, "chid", None) is not None and pv.connected for pv in pvs):
+        return [sig.get(use_monitor=False) for sig in signals]  # raises the usual disconnection error
+    ftypes = [ca.dbr.STRING if getattr(sig, "as_string", False) else None for sig in signals]
+    for pv, ftype in zip(pvs, ftypes):
+        ca.get(pv.chid, ftype=ftype, wait=False)
+    ca.poll()
+    values = []
+    for sig, pv, ftype in zip(signals, pvs, ftypes):
+        value = ca.get_complete(pv.chid, ftype=ftype, timeout=timeout)
+        if value is None:
+            raise TimeoutError(f"{pv.pvname}: no answer to a get within {timeout:g} s")
+        values.append(value)
+    return values
 
 
 def connection_fault(device: str, exc: BaseException) -> DeviceFault:

@@ -265,6 +265,8 @@ def ioc(
     time_scale: float = typer.Option(1.0, min=0.0, help="1: real-time robots and motors, 0: instant"),
     list_only: bool = typer.Option(False, "--list", help="list the PVs and exit"),
     as_json: bool = typer.Option(False, "--json", help="with --list: print the PVs as JSON"),
+    pva_port: Optional[int] = typer.Option(None, "--pva-port", min=1, max=65535,
+                                           help="serve the same PVs over PVAccess too (UDP search port)"),
 ) -> None:
     """Serve the simulated lab as soft IOCs on 127.0.0.1 (Ctrl-C stops) and list their PVs."""
     from sdl.epics_lab import list_pvs, run_ioc, use_loopback_ca
@@ -285,7 +287,7 @@ def ioc(
         return
     use_loopback_ca(port)
     console.print(f"serving {len(pvs)} PVs on 127.0.0.1:{port} (Ctrl-C stops)")
-    run_ioc(names, prefix, instrument_name=instrument, seed=seed, port=port, time_scale=time_scale)
+    run_ioc(names, prefix, instrument_name=instrument, seed=seed, port=port, time_scale=time_scale, pva_port=pva_port)
 
 
 def _serve_plugin_double(instrument: str, prefix: str, port: int, seed: int, list_only: bool) -> bool:

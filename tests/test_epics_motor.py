@@ -1,5 +1,6 @@
-"""Stock ophyd EpicsMotor against the soft motor-record IOC: moves the simulated axis,
-reports DMOV, honours limits, stops on STOP. Real time (time scale 1) so moves last."""
+"""ophyd's EpicsMotor (sdl.devices.motor: the stock class with its move/done race closed,
+see tests/test_motor_race.py) against the soft motor-record IOC: moves the simulated
+axis, reports DMOV, honours limits, stops on STOP. Real time (time scale 1) so moves last."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ PORT = configure_loopback_ca()  # before ophyd/epics start libca
 import time  # noqa: E402
 
 import pytest  # noqa: E402
-from ophyd import EpicsMotor  # noqa: E402
 from ophyd.utils import LimitError  # noqa: E402
 
+from sdl.devices.motor import EpicsMotor  # noqa: E402
 from sdl.sim_devices.ioc import serve_sim_lab  # noqa: E402
 
 pytestmark = pytest.mark.timeout(60)

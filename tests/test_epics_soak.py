@@ -25,7 +25,7 @@ BAD = ("hangs", "callback_errors", "double_completions", "early_completions")
 @pytest.fixture(scope="module")
 def ioc():
     with serve_sim_lab("sim-xrd", seed=0, prefix=unique_prefix("K"), port=PORT, time_scale=1.0,
-                       names="motors", mode="process") as served:
+                       names="motors,detector", mode="process") as served:
         yield served
 
 
@@ -48,6 +48,15 @@ def test_soak_short(ioc):
     _check(results)
 
 
+@pytest.mark.timeout(120)
+def test_command_soak_short(ioc):
+    """DET:ACQUIRE back to back (put-completion + BUSY handshake), overlapping commands too."""
+    results = run_soak(CLIENTS, runs=1, moves=40, seed=3, pv=ioc.prefix, env=_env(), hang_s=20,
+                       record="detector")
+    assert all(r["moves"] == 40 for r in results)
+    _check(results)
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(4 * 3600)
 def test_soak_full(ioc):
@@ -55,3 +64,5 @@ def test_soak_full(ioc):
     results = run_soak(CLIENTS, runs=20, moves=500, seed=100, pv=ioc.prefix + "STAGE:X", env=_env())
     assert len(results) == 20 * len(CLIENTS)
     _check(results)
+    commands = run_soak(CLIENTS, runs=5, moves=500, seed=200, pv=ioc.prefix, env=_env(), record="detector")
+    _check(commands)

@@ -22,6 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--time-scale", type=float, default=0.0)
     ap.add_argument("--n-slots", type=int, default=24)
     ap.add_argument("--options", default=None, help="instrument options as JSON")
+    ap.add_argument("--pva-port", type=int, default=None, help="serve PVAccess too, on this UDP search port")
     ap.add_argument("--list-pvs", action="store_true", help="print the PVs and exit")
     args = ap.parse_args(argv)
     try:
@@ -31,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         run_ioc(args.names, args.prefix, instrument_name=args.instrument, seed=args.seed, port=args.port,
                 host=args.host, time_scale=args.time_scale, n_slots=args.n_slots,
-                options=json.loads(args.options) if args.options else None)
+                options=json.loads(args.options) if args.options else None, pva_port=args.pva_port)
     except SdlError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

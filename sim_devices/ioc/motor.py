@@ -91,6 +91,7 @@ class MotorAxisIOC(PVGroup):
         self._stop_requested = False
         self._homing = False
         self._wake: asyncio.Event | None = None
+        self._leg: object | None = None
         #: complete motions (DMOV 0 -> 1), for tests: one per motion, never two
         self.motions_completed = 0
 
@@ -243,32 +244,42 @@ class MotorAxisIOC(PVGroup):
         f = self.motor.field_inst
         assert self._wake is not None
         positive = target >= start
-        await self._set(f.direction_of_travel, int(positive))
-        await self._set(f.motor_is_moving, 1)
-        await self._set(f.motion_in_progress, 1)
-        await self._set(f.motor_status, MSTA_MOVING | MSTA_HOMED | (MSTA_DIRECTION if positive else 0))
         duration = self.clock.delay(abs(target - start) / float(self.sim.velocity.get()))
+        await self._set(f.direction_of_travel, int(positive))
+        if duration > 0:  # an instant move ends before a polling record could see it move
+            await self._set(f.motor_is_moving, 1)
+            await self._set(f.motion_in_progress, 1)
+            await self._set(f.motor_status, MSTA_MOVING | MSTA_HOMED | (MSTA_DIRECTION if positive else 0))
         t0 = time.monotonic()
         status = self.sim.move(target, wait=False)
-        if not status.done:
+        # The SimMotor lands (moving -> False) in the caller at time scale 0, or on its timer
+        # thread; its Status reports that later, from a callback thread.
+        if self.sim.moving:
             loop = asyncio.get_running_loop()
             wake = self._wake
-            status.add_callback(lambda st: loop.call_soon_threadsafe(wake.set))
-            while not status.done:
+            leg = self._leg = object()
+            status.add_callback(lambda st: loop.call_soon_threadsafe(self._arrived, leg))
+            while self.sim.moving:
                 frac = 1.0 if duration <= 0 else min(1.0, (time.monotonic() - t0) / duration)
                 await self._publish_position(start + frac * (target - start))
                 try:
                     await asyncio.wait_for(wake.wait(), self.tick_s)
                 except asyncio.TimeoutError:
                     continue
-                if status.done:
+                if not self.sim.moving:
                     if self._target == target and not self._stop_requested and self._spmg() != "Pause":
                         wake.clear()  # the arrival woke us, nothing else
                     break
                 self.sim.stop()  # kicked: stop, retarget or pause lands the axis where it is
                 break
+        self._leg = None
         await self._publish_position(float(self.sim.position))
         await self._set(f.motor_is_moving, 0)
+
+    def _arrived(self, leg: object) -> None:
+        """The SimMotor's Status of ``leg`` finished: wake the motion if that leg still runs."""
+        if leg is self._leg and self._wake is not None:
+            self._wake.set()
 
     async def _stop(self) -> None:
         """STOP / SPMG Stop: end the motion where the motor is (VAL = RBV), then DMOV 1."""

@@ -110,6 +110,8 @@ class SimLabIOC:
         self.groups: dict[str, PVGroup] = {}
         #: the in-process motors behind the motor records (mono_energy is the IOC's own)
         self.motors: dict[str, Any] = {}
+        #: the PVAccess mirror (:meth:`start_pva`), None when serving CA only
+        self.pva: Any = None
         p = {n: self.prefix + IOC_PREFIXES[n] for n in self.names}
         common = {"bridge": self.bridge}
         for n in self.names:
@@ -149,7 +151,18 @@ class SimLabIOC:
     async def startup(self, async_lib: Any = None) -> None:
         await self.bridge.start()
 
+    def start_pva(self, host: str, pva_port: int) -> None:
+        """Serve the same PVs over PVAccess (p4p), UDP search port ``pva_port`` (call in the loop)."""
+        from sdl.sim_devices.ioc.pva import PvaServer, pva_channels
+
+        self.pva = PvaServer(pva_channels(self.groups.values()), asyncio.get_running_loop(), host=host,
+                             broadcast_port=pva_port)
+
     async def shutdown(self) -> None:
+        if self.pva is not None:
+            with contextlib.suppress(Exception):
+                self.pva.stop()
+            self.pva = None
         for group in self.groups.values():
             if isinstance(group, MotorAxisIOC):
                 with contextlib.suppress(Exception):
@@ -263,6 +276,8 @@ class RunningIOC:
     seed: int
     time_scale: float
     mode: str
+    #: UDP search port of the PVAccess server (None: CA only)
+    pva_port: int | None = None
     #: the in-process lab and instrument behind the PVs (thread mode only)
     lab: Any = None
     instrument: Any = None
@@ -380,13 +395,15 @@ def start_ioc(
     mode: str = "thread",
     lab: Any = None,
     startup_timeout: float = 30.0,
+    pva_port: int | None = None,
 ) -> RunningIOC:
     """Start the soft IOCs of a simulated instrument on ``host:port``; returns once they serve.
 
     ``mode='thread'`` runs the caproto server in a daemon thread of this process (its
     SimLab is ``.lab``; fast to start, shares the GIL); ``mode='process'`` runs
     ``python -m sdl.sim_devices.ioc`` in a subprocess. ``lab`` (thread mode) serves an
-    existing SimLab instead of building one.
+    existing SimLab instead of building one. ``pva_port``: serve the same PVs over
+    PVAccess too, with that UDP search port (:mod:`sdl.sim_devices.ioc.pva`).
     """
     check_prefix(prefix)
     if mode not in ("thread", "process"):
@@ -396,14 +413,15 @@ def start_ioc(
     selected = resolve_names(names)
     if mode == "process":
         return _start_process(instrument_name, seed, prefix, port, host, selected, time_scale, n_slots, options,
-                              startup_timeout)
+                              startup_timeout, pva_port)
     instrument = None
     if lab is None:
         instrument = _build(instrument_name, seed, time_scale, n_slots, options)
         lab = instrument.lab
     ioc = SimLabIOC(lab, prefix=prefix, names=selected, instrument_name=instrument_name, seed=seed)
     handle = RunningIOC(prefix=prefix, port=port, host=host, names=selected, instrument_name=instrument_name,
-                        seed=seed, time_scale=lab.time_scale, mode="thread", lab=lab, instrument=instrument, ioc=ioc)
+                        seed=seed, time_scale=lab.time_scale, mode="thread", lab=lab, instrument=instrument, ioc=ioc,
+                        pva_port=pva_port)
     for key, value in loopback_environment(host).items():
         if key.startswith("EPICS_CAS_"):
             os.environ.setdefault(key, value)
@@ -423,6 +441,8 @@ def start_ioc(
             async def startup(async_lib: Any) -> None:
                 await ioc.startup(async_lib)
                 await _wait_motors_ready(ioc)
+                if pva_port is not None:
+                    ioc.start_pva(host, pva_port)
                 ready.set()
 
             try:
@@ -533,7 +553,7 @@ async def _wait_motors_ready(ioc: SimLabIOC, timeout: float = 10.0) -> None:
 
 
 def _start_process(instrument_name, seed, prefix, port, host, names, time_scale, n_slots, options,
-                   startup_timeout) -> RunningIOC:
+                   startup_timeout, pva_port=None) -> RunningIOC:
     import json
 
     cmd = [sys.executable, "-m", "sdl.sim_devices.ioc", "--instrument", instrument_name, "--seed", str(seed),
@@ -541,10 +561,12 @@ def _start_process(instrument_name, seed, prefix, port, host, names, time_scale,
            "--time-scale", repr(float(time_scale)), "--n-slots", str(n_slots)]
     if options:
         cmd += ["--options", json.dumps(options)]
+    if pva_port is not None:
+        cmd += ["--pva-port", str(int(pva_port))]
     env = {**os.environ, **loopback_environment(host, port)}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=None, env=env, text=True)
     handle = RunningIOC(prefix=prefix, port=port, host=host, names=list(names), instrument_name=instrument_name,
-                        seed=seed, time_scale=time_scale, mode="process", _process=proc)
+                        seed=seed, time_scale=time_scale, mode="process", _process=proc, pva_port=pva_port)
     deadline = time.monotonic() + startup_timeout
     ready = threading.Event()
 
@@ -568,10 +590,12 @@ def _start_process(instrument_name, seed, prefix, port, host, names, time_scale,
 def serve_sim_lab(instrument_name: str = "sim-xrd", seed: int = 0, prefix: str = DEFAULT_PREFIX, *,
                   port: int = DEFAULT_PORT, host: str = "127.0.0.1", names: Iterable[str] | str | None = None,
                   time_scale: float = 0.0, n_slots: int = 24, options: dict | None = None, mode: str = "thread",
-                  lab: Any = None) -> Iterator[RunningIOC]:
-    """Serve a simulated instrument's lab over CA for the ``with`` block (see :func:`start_ioc`)."""
+                  lab: Any = None, pva_port: int | None = None) -> Iterator[RunningIOC]:
+    """Serve a simulated instrument's lab over CA (and PVA with ``pva_port``) for the ``with``
+    block (see :func:`start_ioc`)."""
     handle = start_ioc(instrument_name, seed=seed, prefix=prefix, port=port, host=host, names=names,
-                       time_scale=time_scale, n_slots=n_slots, options=options, mode=mode, lab=lab)
+                       time_scale=time_scale, n_slots=n_slots, options=options, mode=mode, lab=lab,
+                       pva_port=pva_port)
     try:
         yield handle
     finally:
@@ -581,7 +605,7 @@ def serve_sim_lab(instrument_name: str = "sim-xrd", seed: int = 0, prefix: str =
 def run_ioc(names: Iterable[str] | str | None = None, prefix: str = DEFAULT_PREFIX, *,
             instrument_name: str = "sim-xrd", seed: int = 0, port: int = DEFAULT_PORT, host: str = "127.0.0.1",
             time_scale: float = 0.0, n_slots: int = 24, options: dict | None = None,
-            ready_message: bool = True) -> None:
+            ready_message: bool = True, pva_port: int | None = None) -> None:
     """Serve until interrupted (Ctrl-C / SIGINT / SIGTERM): the body of ``sdl ioc``."""
     check_prefix(prefix)
     selected = resolve_names(names)
@@ -604,6 +628,8 @@ def run_ioc(names: Iterable[str] | str | None = None, prefix: str = DEFAULT_PREF
         async def startup(async_lib: Any) -> None:
             await ioc.startup(async_lib)
             await _wait_motors_ready(ioc)
+            if pva_port is not None:
+                ioc.start_pva(host, pva_port)
             if ready_message:
                 print(f"READY {prefix} {host}:{ctx.port} udp {port} {len(ioc.pvdb)} PVs", flush=True)
 

@@ -206,8 +206,10 @@ class PyepicsClient:
         done = 0
         for i in range(n):
             x = a + (b - a) * i / max(1, n - 1)
-            if self.m.move(x, wait=True, timeout=30) != 0:
-                raise RuntimeError(f"pyepics Motor.move({x}) did not finish OK")
+            code = self.m.move(x, wait=True, timeout=30)
+            if code != 0:
+                raise RuntimeError(f"pyepics Motor.move({x}) returned {code}, not 0 (done OK); "
+                                   f"LVIO={self.m.get('LVIO')} HLS={self.m.get('HLS')} LLS={self.m.get('LLS')}")
             self.position()
             done += 1
         return done
@@ -398,16 +400,120 @@ def soak(client: Any, tally: Tally, moves: int, seed: int, velocity: float, dog:
     return tally
 
 
+# ---------------------------------------------------------------------- command records
+def command_soak(kind: str, prefix: str, tally: Tally, commands: int, seed: int, dog: Watchdog,
+                 timeout: float = 30.0) -> Tally:
+    """Back-to-back ``DET:ACQUIRE`` commands (put-completion + BUSY handshake), and for the
+    device classes a second command at once after the first (refused as busy or run after
+    it; each completes once, the first unharmed).
+    After each completion BUSY must already read 0 and ERR_CODE 0 (the IOC's contract)."""
+    import epics
+
+    rng = random.Random(seed)
+    busy = epics.PV(prefix + "DET:BUSY", auto_monitor=False)
+    err = epics.PV(prefix + "DET:ERR_CODE", auto_monitor=False)
+    busy.wait_for_connection(10)
+    err.wait_for_connection(10)
+
+    if kind == "ophyd":
+        from sdl.devices import Detector
+
+        det = Detector(prefix + "DET:", name="detector")
+        det.wait_for_connection(timeout=10)
+        det.exposure_time.set(0.01).wait(10)
+
+        def start() -> Any:
+            once = _Once()
+            st = det.trigger()
+            st.add_callback(once)
+            return st, once
+
+        def result(handle: Any) -> bool:
+            return bool(handle[0].success)
+    elif kind == "ophyd-async":
+        from sdl.devices.async_devices import AsyncDetector, connect_async, in_bluesky_loop
+
+        det = AsyncDetector(prefix + "DET:", name="detector")
+        connect_async(det)
+
+        async def expose() -> None:
+            await det.exposure_time.set(0.01)
+        in_bluesky_loop(expose())
+
+        def start() -> Any:
+            once = _Once()
+
+            async def go() -> Any:
+                st = det.trigger()
+                st.add_callback(once)
+                return st
+            return in_bluesky_loop(go()), once
+
+        def result(handle: Any) -> bool:
+            return bool(handle[0].success)
+    elif kind == "pyepics":
+        acquire = epics.PV(prefix + "DET:ACQUIRE")
+        acquire.wait_for_connection(10)
+        epics.caput(prefix + "DET:EXPOSURE", 0.01, wait=True)
+
+        def start() -> Any:
+            once = _Once()
+            acquire.put(1, use_complete=True, callback=once)
+            return None, once
+
+        def result(handle: Any) -> bool:
+            return True
+    else:
+        raise SystemExit(f"--client: one of ophyd, pyepics, ophyd-async (got {kind!r})")
+
+    while tally.moves < commands:
+        op = "overlap" if kind != "pyepics" and rng.random() < 0.2 else "acquire"
+        dog.beat(op)
+        tally.ops[op] = tally.ops.get(op, 0) + 1
+        try:
+            first = start()
+            if op == "overlap":
+                second = start()
+                if not second[1].event.wait(timeout):
+                    raise TimeoutError("the second command never completed")
+                # refused as busy, or (the put queued behind the first on the circuit, as EPICS
+                # base queues a put-callback on a busy record) run after it: both are fine
+                outcome = "overlap_ran_after" if result(second) else "overlap_refused"
+                tally.ops[outcome] = tally.ops.get(outcome, 0) + 1
+                if second[1].calls != 1:
+                    tally.double_completions += 1
+                    tally.error("double", f"{op}: second completion ran {second[1].calls} times")
+            if not first[1].event.wait(timeout):
+                raise TimeoutError("command did not complete")
+            time.sleep(0)
+            if first[1].calls != 1:
+                tally.double_completions += 1
+                tally.error("double", f"{op}: completion ran {first[1].calls} times")
+            if not result(first):
+                tally.error("failed", f"{op}: the command failed: {getattr(first[0], 'exception', lambda: '')()}")
+            if busy.get(use_monitor=False) != 0 or err.get(use_monitor=False) != 0:
+                tally.early_completions += 1
+                tally.error("early", f"{op}: completed with BUSY={busy.get()} ERR_CODE={err.get()}")
+            tally.moves += 1
+        except TimeoutError as exc:
+            tally.hangs += 1
+            tally.error("hang", f"{op}: {exc}")
+        except Exception as exc:  # noqa: BLE001
+            tally.error("exception", f"{op}: {type(exc).__name__}: {exc}"[:200])
+    return tally
+
+
 #: the stock clients the soak drives (``ophyd`` is sdl's race-free EpicsMotor)
 CLIENTS = ("ophyd", "pyepics", "ophyd-async")
 
 
 def run_soak(clients: tuple[str, ...] = CLIENTS, *, runs: int = 1, moves: int = 500, seed: int = 0,
              pv: str, env: dict[str, str] | None = None, hang_s: float = 30.0,
-             velocity: float = 100.0) -> list[dict]:
+             velocity: float = 100.0, record: str = "motor") -> list[dict]:
     """Run the soak ``runs`` times per client, each run in its own process; one tally each.
 
-    ``pv`` is the motor record of an IOC already serving (e.g. ``start_ioc(mode='process')``);
+    ``pv`` is the motor record of an IOC already serving (e.g. ``start_ioc(mode='process')``),
+    or with ``record='detector'`` the lab prefix (the detector's ACQUIRE command is soaked);
     ``env`` the Channel Access environment of the client processes.
     """
     import subprocess
@@ -417,7 +523,7 @@ def run_soak(clients: tuple[str, ...] = CLIENTS, *, runs: int = 1, moves: int = 
         for client in clients:
             cmd = [sys.executable, "-m", "sdl.sim_devices.ioc.soak", "--client", client, "--pv", pv,
                    "--moves", str(moves), "--seed", str(seed + run), "--hang-s", str(hang_s),
-                   "--velocity", str(velocity)]
+                   "--velocity", str(velocity), "--record", record]
             try:
                 proc = subprocess.run(cmd, env={**os.environ, **(env or {})}, capture_output=True, text=True,
                                       timeout=hang_s + 60 + moves * 2.0)
@@ -442,6 +548,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--velocity", type=float, default=100.0, help="VELO for the soak (EGU/s)")
     ap.add_argument("--hang-s", type=float, default=30.0, help="no progress for this long = a hang")
+    ap.add_argument("--record", choices=("motor", "detector"), default="motor",
+                    help="motor: --pv is the motor record; detector: --pv is the lab prefix (DET:ACQUIRE)")
     args = ap.parse_args(argv)
     t0 = time.monotonic()
     tally = Tally(client=args.client)
@@ -455,9 +563,12 @@ def main(argv: list[str] | None = None) -> int:
 
     threading.excepthook = hook
     dog = Watchdog(tally, args.hang_s, t0)
-    client = make_client(args.client, args.pv)
-    dog.beat("connected")
-    soak(client, tally, args.moves, args.seed, args.velocity, dog)
+    if args.record == "detector":
+        command_soak(args.client, args.pv, tally, args.moves, args.seed, dog)
+    else:
+        client = make_client(args.client, args.pv)
+        dog.beat("connected")
+        soak(client, tally, args.moves, args.seed, args.velocity, dog)
     tally.seconds = round(time.monotonic() - t0, 1)
     print(json.dumps(asdict(tally)), flush=True)
     sys.stdout.flush()
