@@ -206,7 +206,9 @@ class CampaignRunner:
         }
         plan = self.instrument.step_plan(
             suggestion, slot=row.seq % max(24, self.spec.budget + self.spec.batch_size) + 1,
-            sample_id=sample_id, exposure=self.spec.exposure, md=md,
+            sample_id=sample_id, md=md,
+            # an agent that chooses the exposure per point (option "exposure") says so in the provenance
+            exposure=float(getattr(suggestion.provenance, "exposure", None) or self.spec.exposure),
         )
         self._current_suggestion = suggestion
         self._attempt_run = None  # the run this attempt opened, if it got that far
@@ -260,7 +262,8 @@ class CampaignRunner:
                                   campaign_id=self.campaign_id)
             return
         obs = Observation(suggestion_id=start.get("suggestion_id"), params=start.get("params", {}),
-                          values=values, run_uid=uid, extra={"sample_id": start.get("sample_id")})
+                          values=values, run_uid=uid, extra={"sample_id": start.get("sample_id"),
+                                                             "exposure": start.get("exposure")})
         if self.instrument.truth is not None:
             try:
                 obs.extra["truth"] = float(self.instrument.truth(obs.params))
