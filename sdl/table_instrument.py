@@ -8,7 +8,8 @@ The campaign spec names the file and the objective column::
 The simulated lab (robot, changer, a probe that reads the table) measures one value per
 sample, so a campaign on a table has one objective; several objectives of a table run
 through ``sdl bench --pool`` or :func:`sdl.agents.benchmarking.run_pool_campaign`.
-Categorical inputs travel to the robot as their codes (the index of the label) and come
+A service that lets remote users name tables should set ``SDL_POOL_DIRS`` (the folders
+tables may come from). Categorical inputs travel to the robot as their codes (the index of the label) and come
 back as labels in every stored point.
 """
 
@@ -27,6 +28,20 @@ PREFIX = "pool:"
 
 def is_table_instrument(name: str) -> bool:
     return isinstance(name, str) and name.startswith(PREFIX) and name[len(PREFIX):].lower().endswith(".csv")
+
+
+def check_table_path(path: str) -> str:
+    """With ``SDL_POOL_DIRS`` set (folders, ``os.pathsep``-separated), a table must lie in one
+    of them: a service must not let remote users read any CSV of the server by its path."""
+    import os
+    from pathlib import Path
+
+    allowed = [Path(d).resolve() for d in os.environ.get("SDL_POOL_DIRS", "").split(os.pathsep) if d.strip()]
+    if allowed:
+        p = Path(path).resolve()
+        if not any(p.is_relative_to(d) for d in allowed):
+            raise InvalidInput("instrument", "a table pool must lie in one of the folders of SDL_POOL_DIRS", path)
+    return path
 
 
 @dataclass
@@ -49,7 +64,7 @@ def make_table_instrument(name: str, seed: int, time_scale: float, n_slots: int,
     from sdl.pools import PoolSpec
     from sdl.sim_devices.lab import SimLab
 
-    path = name[len(PREFIX):]
+    path = check_table_path(name[len(PREFIX):])
     unknown = set(options) - {"objective", "categorical", "input_columns"}
     if unknown:
         raise InvalidInput("instrument_options", f"unknown option(s) {sorted(unknown)} for a table pool; allowed: "

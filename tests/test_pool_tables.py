@@ -173,3 +173,14 @@ def test_paired_outcome_and_mean_rank():
     agg = aggregate(res, [3])["3"]
     assert agg["mean_rank"] == {"bad": 2.0, "good": 1.0}
     assert agg["vs"]["good"]["bad"]["win"] == 2 and agg["vs"]["bad"]["good"]["losses_on"] == ["x", "y"]
+
+
+def test_table_paths_can_be_confined(tmp_path, monkeypatch):
+    from sdl.instruments import make_instrument
+
+    path = _mixed_csv(tmp_path / "mixed.csv")
+    monkeypatch.setenv("SDL_POOL_DIRS", str(tmp_path / "elsewhere"))
+    with pytest.raises(InvalidInput, match="SDL_POOL_DIRS"):
+        make_instrument(f"pool:{path}", options={"objective": "yield"})
+    monkeypatch.setenv("SDL_POOL_DIRS", str(tmp_path))
+    assert len(make_instrument(f"pool:{path}", options={"objective": "yield"}).space.pool) == 40
