@@ -26,8 +26,8 @@ import numpy as np
 
 VARIANTS = {
     "bo+failure_model": ("bo", {"failure_model": "auto"}),
-    "botorch, failures ignored": ("botorch", {"failure_model": "ignore"}),
-    "bo (Ax: failed trials)": ("bo", {}),
+    "botorch-failures-ignored": ("botorch", {"failure_model": "ignore"}),
+    "bo-ax-failed-trials": ("bo", {}),
 }
 
 
