@@ -40,6 +40,9 @@ def _bo(space: SearchSpace, objectives: Sequence[Objective], seed: int = 0, **op
         return agent
     from sdl.agents.ax_agent import AxAgent
 
+    # "ignore" / false say what Ax does anyway (a failed trial is marked failed)
+    options = {k: v for k, v in options.items() if k not in ("failure_model", "exposure")}
+
     agent = AxAgent(space, objectives, seed, **options)
     agent.name = "bo"
     return agent

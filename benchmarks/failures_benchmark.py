@@ -26,8 +26,8 @@ import numpy as np
 
 VARIANTS = {
     "bo+failure_model": ("bo", {"failure_model": "auto"}),
-    "botorch, failures ignored": ("botorch", {"failure_model": "ignore"}),
-    "bo (Ax: failed trials)": ("bo", {}),
+    "botorch-failures-ignored": ("botorch", {"failure_model": "ignore"}),
+    "bo-ax-failed-trials": ("bo", {}),
 }
 
 
@@ -58,7 +58,12 @@ def main() -> None:
     variants = [v.strip() for v in a.variants.split(",") if v.strip()]
     jobs = [(v, s, a.budget, a.n_start) for s in range(a.first_seed, a.first_seed + a.seeds) for v in variants]
     if a.workers == 1:
-        rows = [one(*j) for j in jobs]
+        rows = []
+        for j in jobs:
+            rows.append(one(*j))
+            r = rows[-1]
+            print(f"  {r['variant']:28s} seed {r['seed']}: failed {r['failed_after_start']}, "
+                  f"best/opt {r['scores'][-1]:.3f}, {r['seconds']:.0f} s", flush=True)
     else:
         with ProcessPoolExecutor(a.workers, mp_context=multiprocessing.get_context("spawn")) as ex:
             rows = list(ex.map(one, *zip(*jobs)))

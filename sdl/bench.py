@@ -156,10 +156,13 @@ def run_benchmark(
     agents: Sequence[str], problems: Sequence[str], seeds: Sequence[int], *, budget: int | dict[str, int] = 50,
     n_start: int = 5, workers: int | None = None, agent_options: dict[str, dict] | None = None,
     on_result: Callable[[CurveResult], None] | None = None, batch_size: int = 1,
+    done: Sequence[CurveResult] = (),
 ) -> list[CurveResult]:
     """Run every (agent, problem, seed) in a process pool; results in completion order.
 
-    ``budget``: experiments per campaign, one number or one per problem.
+    ``budget``: experiments per campaign, one number or one per problem. ``done``: results
+    of an earlier run (``runs.jsonl``): campaigns they hold with at least the budget are not
+    run again, and are returned with the others.
     """
     from sdl.agents import check_agent_name
 
@@ -176,8 +179,16 @@ def run_benchmark(
         return int(b)
 
     jobs = [(a, p, s, budget_of(p)) for p in problems for s in seeds for a in agents]
-    workers = workers or max(1, min(len(jobs), os.cpu_count() or 1))
+    have = {(r.agent, r.problem, r.seed): r for r in done if r.batch_size == batch_size}
     out: list[CurveResult] = []
+    for a, p, s, b in list(jobs):
+        r = have.get((a, problem_key(p), s))
+        if r is not None and len(r.curve) >= b:
+            out.append(CurveResult(**{**r.__dict__, "curve": r.curve[:b], "rounds": r.rounds[:b]}))
+            jobs.remove((a, p, s, b))
+    if not jobs:
+        return out
+    workers = workers or max(1, min(len(jobs), os.cpu_count() or 1))
     opts = agent_options or {}
     if workers == 1:
         for a, p, s, b in jobs:
@@ -356,7 +367,7 @@ def bench_command(
     agents: Sequence[str], problems: Sequence, seeds: Sequence[int], *, budget: int = 50, n_start: int = 5,
     workers: int | None = None, quick: bool = False, batch_size: int = 1, out: str | Path = "sdl-bench",
     console=None, progress=None, pools: Sequence[PoolSpec] = (), suite: bool = False,
-    at: Sequence[int] | None = None,
+    at: Sequence[int] | None = None, resume: bool = False,
 ) -> tuple[list[dict], dict[str, Path]]:
     """Everything ``sdl bench`` does: run (with a rich progress bar when ``progress`` is a
     ``rich.progress.Progress``), print the table on ``console``, write JSON and PNG.
@@ -384,9 +395,25 @@ def bench_command(
         budgets = q["budget"]
     total = len(agents) * len(problems) * len(seeds)
 
+    # every finished campaign is appended to runs.jsonl at once, so a long run (the suite) that
+    # stops keeps what it did; ``resume`` runs only the campaigns that file does not hold
+    Path(out).mkdir(parents=True, exist_ok=True)
+    log_path = Path(out) / "runs.jsonl"
+    done = []
+    if resume and log_path.exists():
+        done = [CurveResult(**json.loads(line)) for line in log_path.read_text().splitlines() if line.strip()]
+    elif log_path.exists():
+        log_path.unlink()
+
     def run(on_result=None):
+        def record(r: CurveResult) -> None:
+            with open(log_path, "a") as fh:
+                fh.write(json.dumps(r.__dict__) + "\n")
+            if on_result:
+                on_result(r)
+
         return run_benchmark(agents, problems, seeds, budget=budgets, n_start=n_start, workers=workers,
-                             on_result=on_result, batch_size=batch_size)
+                             on_result=record, batch_size=batch_size, done=done)
 
     if progress is not None:
         with progress:

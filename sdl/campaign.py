@@ -115,6 +115,12 @@ class Progress:
 class CampaignRunner:
     """Runs one stored campaign to its budget or stopping rule."""
 
+    @staticmethod
+    def _chosen_exposure(suggestion: Any) -> dict[str, float]:
+        """``{"exposure": s}`` when the agent chose this point's exposure (sdl.agents.exposure)."""
+        chosen = getattr(suggestion.provenance, "exposure", None)
+        return {} if chosen is None else {"exposure": float(chosen)}
+
     def __init__(self, store: Store, campaign_id: str, *, progress: Progress | None = None,
                  run_engine: Any = None, instrument: Any = None):
         from sdl.instruments import make_instrument
@@ -217,7 +223,9 @@ class CampaignRunner:
         }
         plan = self.instrument.step_plan(
             suggestion, slot=row.seq % max(24, self.spec.budget + self.spec.batch_size) + 1,
-            sample_id=sample_id, md=md, plan=self.spec.plan or None, **self.spec.context(),
+            sample_id=sample_id, md=md, plan=self.spec.plan or None,
+            # an agent that chooses the exposure per point (option "exposure") says so in the provenance
+            **{**self.spec.context(), **self._chosen_exposure(suggestion)},
         )
         self._current_suggestion = suggestion
         self._attempt_run = None  # the run this attempt opened, if it got that far
@@ -271,7 +279,8 @@ class CampaignRunner:
                                   campaign_id=self.campaign_id)
             return
         obs = Observation(suggestion_id=start.get("suggestion_id"), params=start.get("params", {}),
-                          values=values, run_uid=uid, extra={"sample_id": start.get("sample_id")})
+                          values=values, run_uid=uid, extra={"sample_id": start.get("sample_id"),
+                                                             "exposure": start.get("exposure")})
         if self.instrument.truth is not None:
             try:
                 obs.extra["truth"] = float(self.instrument.truth(obs.params))

@@ -337,6 +337,7 @@ def bench(
     categorical: list[str] = typer.Option([], "--categorical", help="a numeric column of --pool to treat as "
                                                                      "categories (repeatable)"),
     suite: bool = typer.Option(False, "--suite", help="every bundled pool: 12 Olympus + P3HT + AgNP"),
+    resume: bool = typer.Option(False, "--resume", help="keep the campaigns OUT/runs.jsonl already holds"),
 ) -> None:
     """Benchmark agents: top-5 % found on the pools (Liang et al. 2021 metrics: enhancement
     and acceleration against random), best found / regret on the functions; a table and a PNG.
@@ -353,7 +354,7 @@ def bench(
         pools = table_pools(pool, objective, categorical)
         bench_command(agent_list, problem_list, seed_list, budget=budget, n_start=n_start, workers=workers or None,
                       quick=quick, batch_size=batch_size, out=out, console=console, progress=_progress(),
-                      pools=pools, suite=suite)
+                      pools=pools, suite=suite, resume=resume)
     except SdlError as exc:
         _fail(exc)
 

@@ -11,7 +11,8 @@ The simulated lab (robot, changer, a probe that reads the table) measures one va
 sample, so a campaign on a table has one objective; several objectives of a table run
 through ``sdl bench --pool`` or :func:`sdl.agents.benchmarking.run_pool_campaign`.
 Categorical inputs travel to the robot as their codes (the index of the label) and come
-back as labels in every stored point.
+back as labels in every stored point. A service that lets remote users name tables
+should set ``SDL_POOL_DIRS`` (the folders tables may come from).
 """
 
 from __future__ import annotations
@@ -29,6 +30,20 @@ OPTIONS = ("objective", "categorical", "input_columns")
 
 def is_table_instrument(name: str) -> bool:
     return isinstance(name, str) and name.startswith(PREFIX) and name[len(PREFIX):].lower().endswith(".csv")
+
+
+def check_table_path(path: str) -> str:
+    """With ``SDL_POOL_DIRS`` set (folders, ``os.pathsep``-separated), a table must lie in one
+    of them: a service must not let remote users read any CSV of the server by its path."""
+    import os
+    from pathlib import Path
+
+    allowed = [Path(d).resolve() for d in os.environ.get("SDL_POOL_DIRS", "").split(os.pathsep) if d.strip()]
+    if allowed:
+        p = Path(path).resolve()
+        if not any(p.is_relative_to(d) for d in allowed):
+            raise InvalidInput("instrument", "a table pool must lie in one of the folders of SDL_POOL_DIRS", path)
+    return path
 
 
 def _coded(plan, pool, inputs: list[str]):
@@ -67,7 +82,7 @@ def table_pool(ctx: BuildContext) -> Instrument:
         objective = objective[0]
     if not isinstance(objective, str):
         raise InvalidInput("instrument_options.objective", "name the objective column: 'COLUMN[:min|max]'", objective)
-    spec = PoolSpec(path=name[len(PREFIX):], objectives=(objective,),
+    spec = PoolSpec(path=check_table_path(name[len(PREFIX):]), objectives=(objective,),
                     categorical=tuple(options.get("categorical", ())),
                     input_columns=tuple(options["input_columns"]) if options.get("input_columns") else None)
     pool = spec.load()

@@ -43,3 +43,17 @@ def test_agent_suggests_an_exposure_and_models_each_values_noise():
     with pytest.raises(InvalidInput) as err:
         make_agent("bo", space, [Objective(name="f"), Objective(name="g")], exposure=True)
     assert err.value.field == "exposure"
+
+
+def test_campaign_measures_each_point_at_the_exposure_the_agent_chose(store):
+    from sdl.campaign import CampaignRunner, create_campaign
+
+    cid = create_campaign(store, {"instrument": "sim-xrd", "agent": "bo", "budget": 7, "exposure": 2.0,
+                                  "agent_options": {"exposure": {"choices": [0.05, 0.5]}, "n_init": 5,
+                                                    "raw_samples": 64, "num_restarts": 2}})
+    assert CampaignRunner(store, cid).run() == "completed"
+    obs = store.observations(cid)
+    assert [o.extra["exposure"] for o in obs[:5]] == [0.5] * 5  # the starts: the middle choice, not the spec's 2 s
+    assert all(o.extra["exposure"] in (0.05, 0.5) for o in obs)
+    for o in obs:
+        assert store.documents(o.run_uid)[0][1]["exposure"] == o.extra["exposure"]

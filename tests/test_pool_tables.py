@@ -23,6 +23,7 @@ def _categorical_csv(path, bom=True):
             for k, lig in enumerate(["L1", "L2"]):
                 rows.append(f"{c},{s},{lig},{10 + 20 * i + 5 * j + k}")
     rows.append(rows[1])  # a repeated row
+    rows.insert(6, rows[0])  # a header line again (concatenated files)
     rows.append("PdCl2,CCO,L1,")  # no yield: dropped
     path.write_text("\ufeff" * bom + "\n".join(rows) + "\n", encoding="utf-8")
     return path
@@ -45,6 +46,7 @@ def test_categorical_table_with_bom_repeats_and_missing_values(tmp_path):
     assert len(pool) == 24 and pool.repeats.sum() == 25  # the repeat is averaged into its point
     notes = " ".join(pool.notes)
     assert "SMILES" in notes and "repeat" in notes and "without a value of 'yield'" in notes
+    assert "repeats the header" in notes
     space = pool.search_space()
     assert space.parameter("solvent").values == SOLVENTS[:1] + SOLVENTS[1:] or set(space.parameter("solvent").values) == set(SOLVENTS)
     best, value = pool.best()
@@ -136,3 +138,49 @@ def test_campaign_refuses_several_objectives_and_unknown_options(store, tmp_path
         make_instrument(f"pool:{path}", options={"objective": ["yield", "cost:min"]})
     with pytest.raises(InvalidInput, match="unknown option"):
         make_instrument(f"pool:{path}", options={"objective": "yield", "colour": 1})
+
+
+def test_suite_names_and_resume_keeps_finished_campaigns(tmp_path):
+    from sdl.bench import bench_command
+    from sdl.pools import OLYMPUS, SUITE, load_pool
+
+    assert len(OLYMPUS) == 12 and len(SUITE) == 14
+    lnp = load_pool("lnp3")
+    assert len(lnp.objectives) == 3 and all(c.kind == "categorical" for c in lnp.columns)
+    vap = load_pool("vapdiff_crystal")
+    assert set(vap.values) == {0.0, 1.0, 2.0, 3.0}  # the ordinal score, ranked
+    rows, paths = bench_command(["random", "sobol"], ["snar", "alkox"], [0, 1], budget=8, workers=1, out=tmp_path)
+    saved = json.loads(paths["json"].read_text())
+    assert set(saved["aggregate"]) == {"8"} and saved["aggregate"]["8"]["problems"] == 2
+    lines = (tmp_path / "runs.jsonl").read_text().splitlines()
+    assert len(lines) == 8
+    before = paths["json"].read_text()
+    bench_command(["random", "sobol"], ["snar", "alkox"], [0, 1], budget=8, workers=1, out=tmp_path, resume=True)
+    assert len((tmp_path / "runs.jsonl").read_text().splitlines()) == 8  # nothing ran again
+    assert json.loads(paths["json"].read_text())["summary"] == json.loads(before)["summary"]
+
+
+def test_paired_outcome_and_mean_rank():
+    from sdl.bench import CurveResult
+    from sdl.bench_stats import aggregate, paired_outcome
+
+    assert paired_outcome([1.0] * 10, [0.0] * 10)[0] == "win"
+    assert paired_outcome([0.0] * 10, [1.0] * 10)[0] == "loss"
+    assert paired_outcome([0.5] * 10, [0.5] * 10) == ("tie", None)
+    assert paired_outcome([1, 0, 1, 0], [0, 1, 0, 1])[0] == "tie"
+    res = [CurveResult(a, p, s, [v + 0.01 * s] * 3, 1.0) for p in ("x", "y") for s in range(8)
+           for a, v in (("good", 0.9), ("bad", 0.1))]
+    agg = aggregate(res, [3])["3"]
+    assert agg["mean_rank"] == {"bad": 2.0, "good": 1.0}
+    assert agg["vs"]["good"]["bad"]["win"] == 2 and agg["vs"]["bad"]["good"]["losses_on"] == ["x", "y"]
+
+
+def test_table_paths_can_be_confined(tmp_path, monkeypatch):
+    from sdl.instruments import make_instrument
+
+    path = _mixed_csv(tmp_path / "mixed.csv")
+    monkeypatch.setenv("SDL_POOL_DIRS", str(tmp_path / "elsewhere"))
+    with pytest.raises(InvalidInput, match="SDL_POOL_DIRS"):
+        make_instrument(f"pool:{path}", options={"objective": "yield"})
+    monkeypatch.setenv("SDL_POOL_DIRS", str(tmp_path))
+    assert len(make_instrument(f"pool:{path}", options={"objective": "yield"}).space.pool) == 40
