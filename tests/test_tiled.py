@@ -111,23 +111,36 @@ def test_campaign_reaches_tiled_through_an_outage(tmp_path, store_url):
         store.close()
 
 
-def test_a_half_written_run_is_rewritten(tmp_path, store_url):
-    """The connection broke in the middle of a run: the next connection rewrites it whole."""
+def test_a_half_written_run_is_rewritten_and_a_refused_one_holds_up_nothing(tmp_path, store_url):
+    """The connection broke in the middle of a run: the next connection rewrites it whole.
+    A run the server keeps refusing is skipped after max_attempts; the others go on."""
     store = Store(store_url)
-    cid = create_campaign(store, {"instrument": "sim-xrd", "agent": "sobol", "budget": 1})
+    cid = create_campaign(store, {"instrument": "sim-xrd", "agent": "sobol", "budget": 3})
     assert CampaignRunner(store, cid).run() == "completed"
-    uid = store.runs(cid)[0].uid
+    half, refused, fine = (r.uid for r in store.runs(cid))
     server = EmbeddedTiled(tmp_path / "tiled", store_url).start()
     try:
         client = server.feed_login()
-        start = dict(store.documents(uid)[0][1])
-        client.create_container(key=uid, metadata={"start": start}, access_tags=["sdl:no-proposal"])
-        feed = TiledFeed(store, server.feed_login, ping=server.alive, poll_s=0.1).start()
+        start = dict(store.documents(half)[0][1])
+        client.create_container(key=half, metadata={"start": start}, access_tags=["sdl:no-proposal"])
+
+        class Refusing(TiledFeed):
+            def send(self, uid):
+                if uid == refused:
+                    raise ValueError("the server refused this run")
+                return super().send(uid)
+
+        feed = Refusing(store, server.feed_login, ping=server.alive, poll_s=0.1, backoff_max_s=0.2).start()
         try:
             assert feed.wait_caught_up(60), feed.status()
+            status = feed.status()
         finally:
             feed.stop()
-        assert_same_as_store(server.feed_login(), store, uid)
+        assert feed.attempts[refused] == 3 and "refused this run" in status["refused"][refused]
+        client = server.feed_login()
+        for uid in (half, fine):
+            assert_same_as_store(client, store, uid)
+        assert refused not in client
     finally:
         server.stop()
         store.close()
