@@ -197,3 +197,52 @@ def test_tiled_follows_sdl_read_rules(tmp_path):
     finally:
         lab.close()
         lab.server.stop()
+
+
+def test_settings_take_one_tiled_or_the_other():
+    from sdl.errors import InvalidInput
+    from sdl.service.settings import load_settings
+
+    with pytest.raises(InvalidInput) as info:
+        load_settings(None, tiled=True, tiled_url="http://127.0.0.1:1")
+    assert "tiled" in str(info.value) and "not both" in str(info.value)
+    assert load_settings(None).tiled is False and load_settings(None).tiled_url is None
+
+
+def test_feeds_an_existing_tiled_server_with_an_api_key(tmp_path, store_url):
+    """--tiled-url: a facility's server (here `tiled serve catalog` with one API key)."""
+    import subprocess
+    import sys
+    from types import SimpleNamespace
+
+    from sdl.data_views.service_hook import start_data_views
+    from sdl.data_views.tiled_server import free_port
+    from sdl.service.settings import ServiceSettings
+
+    store = Store(store_url)
+    cid = create_campaign(store, {"instrument": "sim-xrd", "agent": "sobol", "budget": 2})
+    assert CampaignRunner(store, cid).run() == "completed"
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "tiled", "serve", "catalog", "--temp", "--api-key", "k3y",
+                             "--host", "127.0.0.1", "--port", str(port)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, cwd=tmp_path)
+    views = None
+    try:
+        url = f"http://127.0.0.1:{port}"
+        settings = ServiceSettings(store_url=store_url, instruments=[], tiled_url=url, tiled_api_key="k3y")
+        svc = SimpleNamespace(settings=settings, store=store, _run_proposal=lambda uid: "P-ext")
+        views = start_data_views(svc)  # the feed waits for the server: it is not up yet
+        assert views.server is None and views.url == url
+        assert views.feed.wait_caught_up(120), views.feed.status()
+        from tiled.client import from_uri
+
+        client = from_uri(url, api_key="k3y", remember_me=False)
+        for r in store.runs(cid):
+            assert_same_as_store(client, store, r.uid)
+            assert client[r.uid].metadata["sdl"]["proposal_id"] == "P-ext"
+    finally:
+        if views is not None:
+            views.stop()
+        proc.terminate()
+        proc.wait(20)
+        store.close()
