@@ -116,7 +116,7 @@ def test_compose_has_the_facility_services(compose):
 def test_images_are_stages_of_the_dockerfile(compose, stages):
     assert next(iter(stages.values())) == "python:3.11-slim"  # the base stage
     text = DOCKERFILE.read_text()
-    assert "torch==2.13.0" in text and "--extra-index-url https://download.pytorch.org/whl/cpu" in text
+    assert "--extra-index-url https://download.pytorch.org/whl/cpu" in text  # torch 2.13.0+cpu of the lock
     built = {name: svc["build"] for name, svc in compose["services"].items() if "build" in svc}
     assert {"service", "iocs"} <= set(built)
     for name, build in built.items():
@@ -134,6 +134,19 @@ def test_images_are_stages_of_the_dockerfile(compose, stages):
     package_dirs = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
     copied = set(" ".join(re.findall(r"^COPY\s+(.+?)\s+\S+$", text, re.MULTILINE)).split())
     assert set(package_dirs.values()) <= copied, set(package_dirs.values()) - copied
+
+
+def test_the_image_installs_exactly_the_lock():
+    """Issue 15: the images install requirements/lock.txt, and sdl itself without resolving again."""
+    text = DOCKERFILE.read_text().replace("\\\n", " ")
+    installs = re.findall(r"pip install ([^&\n]+)", text)
+    assert installs, "the Dockerfile installs nothing"
+    assert any("-r requirements/lock.txt" in line for line in installs), installs
+    for line in installs:
+        assert "-r requirements/lock.txt" in line or "--no-deps" in line, f"pip install {line}: not from the lock"
+    assert "pip check" in text
+    ignore = (DOCKER / "Dockerfile.dockerignore").read_text().splitlines()
+    assert "!requirements/lock.txt" in ignore, "the lock is not sent to the build"
 
 
 @pytest.mark.parametrize("where", ["compose", "Dockerfile"])
