@@ -111,23 +111,36 @@ def test_campaign_reaches_tiled_through_an_outage(tmp_path, store_url):
         store.close()
 
 
-def test_a_half_written_run_is_rewritten(tmp_path, store_url):
-    """The connection broke in the middle of a run: the next connection rewrites it whole."""
+def test_a_half_written_run_is_rewritten_and_a_refused_one_holds_up_nothing(tmp_path, store_url):
+    """The connection broke in the middle of a run: the next connection rewrites it whole.
+    A run the server keeps refusing is skipped after max_attempts; the others go on."""
     store = Store(store_url)
-    cid = create_campaign(store, {"instrument": "sim-xrd", "agent": "sobol", "budget": 1})
+    cid = create_campaign(store, {"instrument": "sim-xrd", "agent": "sobol", "budget": 3})
     assert CampaignRunner(store, cid).run() == "completed"
-    uid = store.runs(cid)[0].uid
+    half, refused, fine = (r.uid for r in store.runs(cid))
     server = EmbeddedTiled(tmp_path / "tiled", store_url).start()
     try:
         client = server.feed_login()
-        start = dict(store.documents(uid)[0][1])
-        client.create_container(key=uid, metadata={"start": start}, access_tags=["sdl:no-proposal"])
-        feed = TiledFeed(store, server.feed_login, ping=server.alive, poll_s=0.1).start()
+        start = dict(store.documents(half)[0][1])
+        client.create_container(key=half, metadata={"start": start}, access_tags=["sdl:no-proposal"])
+
+        class Refusing(TiledFeed):
+            def send(self, uid):
+                if uid == refused:
+                    raise ValueError("the server refused this run")
+                return super().send(uid)
+
+        feed = Refusing(store, server.feed_login, ping=server.alive, poll_s=0.1, backoff_max_s=0.2).start()
         try:
             assert feed.wait_caught_up(60), feed.status()
+            status = feed.status()
         finally:
             feed.stop()
-        assert_same_as_store(server.feed_login(), store, uid)
+        assert feed.attempts[refused] == 3 and "refused this run" in status["refused"][refused]
+        client = server.feed_login()
+        for uid in (half, fine):
+            assert_same_as_store(client, store, uid)
+        assert refused not in client
     finally:
         server.stop()
         store.close()
@@ -184,3 +197,52 @@ def test_tiled_follows_sdl_read_rules(tmp_path):
     finally:
         lab.close()
         lab.server.stop()
+
+
+def test_settings_take_one_tiled_or_the_other():
+    from sdl.errors import InvalidInput
+    from sdl.service.settings import load_settings
+
+    with pytest.raises(InvalidInput) as info:
+        load_settings(None, tiled=True, tiled_url="http://127.0.0.1:1")
+    assert "tiled" in str(info.value) and "not both" in str(info.value)
+    assert load_settings(None).tiled is False and load_settings(None).tiled_url is None
+
+
+def test_feeds_an_existing_tiled_server_with_an_api_key(tmp_path, store_url):
+    """--tiled-url: a facility's server (here `tiled serve catalog` with one API key)."""
+    import subprocess
+    import sys
+    from types import SimpleNamespace
+
+    from sdl.data_views.service_hook import start_data_views
+    from sdl.data_views.tiled_server import free_port
+    from sdl.service.settings import ServiceSettings
+
+    store = Store(store_url)
+    cid = create_campaign(store, {"instrument": "sim-xrd", "agent": "sobol", "budget": 2})
+    assert CampaignRunner(store, cid).run() == "completed"
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "tiled", "serve", "catalog", "--temp", "--api-key", "k3y",
+                             "--host", "127.0.0.1", "--port", str(port)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, cwd=tmp_path)
+    views = None
+    try:
+        url = f"http://127.0.0.1:{port}"
+        settings = ServiceSettings(store_url=store_url, instruments=[], tiled_url=url, tiled_api_key="k3y")
+        svc = SimpleNamespace(settings=settings, store=store, _run_proposal=lambda uid: "P-ext")
+        views = start_data_views(svc)  # the feed waits for the server: it is not up yet
+        assert views.server is None and views.url == url
+        assert views.feed.wait_caught_up(120), views.feed.status()
+        from tiled.client import from_uri
+
+        client = from_uri(url, api_key="k3y", remember_me=False)
+        for r in store.runs(cid):
+            assert_same_as_store(client, store, r.uid)
+            assert client[r.uid].metadata["sdl"]["proposal_id"] == "P-ext"
+    finally:
+        if views is not None:
+            views.stop()
+        proc.terminate()
+        proc.wait(20)
+        store.close()

@@ -88,6 +88,7 @@ class SdlAccessPolicy(AccessPolicy):
         self.provider = provider
         self.ttl_s = ttl_s
         self._ids: dict[str, tuple[float, str | None]] = {}
+        self._cache: dict[str, tuple[float, set[str]]] = {}
 
     # ---------------------------------------------------------------- who
     @staticmethod
@@ -118,15 +119,22 @@ class SdlAccessPolicy(AccessPolicy):
         return uid
 
     def _readable(self, principal: Any) -> set[str]:
-        """The proposals whose data this Tiled principal may read, by sdl's rule."""
+        """The proposals whose data this Tiled principal may read, by sdl's rule (kept ``ttl_s``)."""
         from sdl.service.access import AccessView
 
         name = self._name(principal)
+        hit = self._cache.get(name) if name else None
+        if hit is not None and time.monotonic() - hit[0] < self.ttl_s:
+            return hit[1]
         uid = None if name is None else self._user_id(name)
         if uid is None:
             return set()
         db, _, members = _SdlDB.get(self.store_url)
-        return AccessView(db, _Who(uid, name), members).readable_ids()
+        readable = AccessView(db, _Who(uid, name), members).readable_ids()
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[name] = (time.monotonic(), readable)
+        return readable
 
     # ------------------------------------------------------------ protocol
     async def init_node(self, principal: Any, authn_access_tags: Any, authn_scopes: Any,

@@ -11,7 +11,9 @@ to send is *computed*, not remembered: the finished runs of the store that Tiled
 not hold complete. So nothing is lost when Tiled is down or slow, or when sdl restarts:
 on every (re)connection the feed compares the store with Tiled, removes a run Tiled
 holds half-written (the connection broke mid-run) and sends what is missing, oldest
-first. A slow or dead Tiled only delays the feed; the lab never waits for it.
+first. A slow or dead Tiled only delays the feed; the lab never waits for it. A run the
+server keeps refusing while it answers otherwise (``max_attempts`` times) is skipped
+and reported in :meth:`TiledFeed.status`, so one bad run does not hold up the others.
 
 Searchable metadata, beside ``start`` and ``stop`` (the documents as stored)::
 
@@ -52,7 +54,7 @@ class TiledFeed:
     def __init__(self, store: Store, connect: Callable[[], Any], *,
                  proposal_of: Callable[[str], str | None] | None = None, access_tags: bool = True,
                  ping: Callable[[], bool] | None = None, poll_s: float = 0.5, backoff_max_s: float = 5.0,
-                 overlap_s: float = 120.0):
+                 overlap_s: float = 120.0, max_attempts: int = 3):
         self.store = store
         self.connect = connect
         self.proposal_of = proposal_of
@@ -62,6 +64,9 @@ class TiledFeed:
         self.backoff_max_s = backoff_max_s
         self.overlap_s = overlap_s
         self.client: Any = None
+        self.max_attempts = max_attempts
+        self.attempts: dict[str, int] = {}
+        self.failed: dict[str, str] = {}  # run uid -> why Tiled refused it (max_attempts times)
         self.sent: set[str] = set()
         self.skipped: set[str] = set()
         self.last_error: str = ""
@@ -94,7 +99,7 @@ class TiledFeed:
 
     def status(self) -> dict:
         return {"connected": self.client is not None, "sent": self.sent_total, "pending": len(self.pending()),
-                "outages": self.outages, "last_error": self.last_error}
+                "outages": self.outages, "last_error": self.last_error, "refused": dict(self.failed)}
 
     def wait_caught_up(self, timeout: float = 60.0) -> bool:
         """Until every finished run of the store is in Tiled (tests, shutdown)."""
@@ -173,7 +178,19 @@ class TiledFeed:
             # a quick look first: tiled's client retries a dead server for up to 45 s
             if self.ping is not None and not self.ping():
                 raise ConnectionError("the Tiled server does not answer")
-            self.send(uid)
+            try:
+                self.send(uid)
+            except Exception as exc:
+                if self.ping is None or not self.ping():
+                    raise  # the server went away: an outage, not this run's fault
+                self.attempts[uid] = self.attempts.get(uid, 0) + 1
+                if self.attempts[uid] < self.max_attempts:
+                    raise  # reconnect: the half-written run is removed and written again
+                log.error("tiled feed: run %s refused %d times, skipped (still in the store): %s", uid,
+                          self.attempts[uid], exc)
+                with self._lock:
+                    self.skipped.add(uid)
+                self.failed[uid] = f"{type(exc).__name__}: {exc}"
             n += 1
         self._since = looked_at
         return n
