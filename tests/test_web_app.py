@@ -315,6 +315,12 @@ def test_campaign_approve_before_run_veto_live_plots_and_rocrate(open_as, lab, t
     dl.value.save_as(tmp_path / "t.csv")
     assert (tmp_path / "t.csv").read_text().splitlines()[0].startswith("seq,suggestion_id,status")
 
+    with page.expect_download() as dl:
+        page.click("button[data-dl=json]")
+    dl.value.save_as(tmp_path / "c.json")
+    export = json.loads((tmp_path / "c.json").read_text())
+    assert export["id"] == cid and len(export["runs"]) == 3 and export["runs"][0]["documents"]
+
     # the run's documents, one click away
     page.locator("#suggestions-table a[href^='#/runs/']").first.click()
     page.wait_for_selector("#run-events tbody tr")
@@ -347,7 +353,15 @@ def test_add_a_point_shows_the_field_error_then_runs_it(open_as, lab):
             break
         time.sleep(0.2)
     assert done and done[0]["status"] == "done" and done[0]["params"]["temperature"] == 300
-    user.campaign_action(camp["id"], "stop")
+    # pause, resume, stop from the page; the state follows live
+    for action, st in (("pause", "paused"), ("resume", "running"), ("stop", "stopped")):
+        page.click(f"#camp-control button[value={action}]")
+        page.wait_for_selector(f"#control-result:has-text('{action}: now {st}')")
+        page.wait_for_selector(f"#camp-state:has-text('{st}')")
+        assert user.campaign(camp["id"])["state"] == st
+    s.expected.append(r"status of 409")
+    page.click("#camp-control button[value=resume]")  # a stopped campaign cannot resume: the 409 is shown
+    page.wait_for_selector("#control-result:has-text('campaign is stopped')")
 
 
 def test_a_scientist_pauses_and_resumes_an_instrument(open_as, lab):
