@@ -146,8 +146,8 @@ def test_sign_in_with_the_form_and_a_wrong_token(open_as, lab):
 
 
 def test_a_user_creates_a_proposal_and_an_admin_approves_it(open_as, lab):
-    user = lab.user()
-    lab.user("web-colleague") if "web-colleague" not in {u["name"] for u in lab.admin.get("/api/users")} else None
+    user, colleague = lab.user(), lab.user()
+    mate = colleague.user["name"]
     s = open_as(user)
     page = s.go("#/proposals", "#proposal-form")
     page.fill("#p-title", "phase search from the browser")
@@ -158,14 +158,14 @@ def test_a_user_creates_a_proposal_and_an_admin_approves_it(open_as, lab):
     page.click("#proposal-form button[type=submit]")  # 422 on members.0: shown on the members field
     page.wait_for_selector(".field-error[data-field=members]:has-text('no such user')")
     assert page.get_attribute("#p-members", "aria-invalid") == "true"
-    page.fill("#p-members", "web-colleague")
+    page.fill("#p-members", mate)
     page.click("#proposal-form button[type=submit]")
     page.wait_for_selector("#proposal-status:has-text('pending')")
     pid = page.evaluate("location.hash").split("/")[-1]
     s.shot("proposal-created")
     prop = user.get(f"/api/proposals/{pid}")
     assert prop["status"] == "pending" and prop["instruments"] == ["sim-xrd"]
-    assert {m["name"] for m in prop["members"]} == {user.user["name"], "web-colleague"}
+    assert {m["name"] for m in prop["members"]} == {user.user["name"], mate}
 
     a = open_as(lab.admin)
     apage = a.go("#/proposals", "#pending-note")
