@@ -27,6 +27,7 @@ else:
                                          reason="pip install playwright (the Python package only)")
 
 from sdl.client import Client  # noqa: E402
+from sdl.service.settings import InstrumentConfig  # noqa: E402
 from sdl.service.testing import Lab, start_lab  # noqa: E402
 
 CHROMIUM = next((p for p in (os.environ.get("SDL_CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium"),
@@ -38,6 +39,7 @@ if CHROMIUM is None:
 
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--no-first-run", "--disable-sync"]
+SLOW = "pool:agnp"  # a run takes a few seconds here (time_scale 0.05)
 LAPTOP = {"width": 1366, "height": 900}
 TABLET = {"width": 768, "height": 1024}
 ARTIFACTS = Path(os.environ.get("SDL_ARTIFACTS") or Path(__file__).resolve().parents[1] / "test-artifacts") / "web"
@@ -45,7 +47,7 @@ ARTIFACTS = Path(os.environ.get("SDL_ARTIFACTS") or Path(__file__).resolve().par
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    lab = start_lab(tmp_path_factory.mktemp("web"), ("sim-xrd", "pool:p3ht"))
+    lab = start_lab(tmp_path_factory.mktemp("web"), ("sim-xrd", "pool:p3ht", InstrumentConfig(name=SLOW, time_scale=0.05)))
     yield lab
     lab.close()
     lab.server.stop()
@@ -292,7 +294,8 @@ def test_campaign_approve_before_run_veto_live_plots_and_rocrate(open_as, lab, t
     # live: the page shows every measurement and the plots, without a reload
     page.wait_for_selector("#shown-n[data-n='3']")
     page.wait_for_selector("#camp-state:has-text('completed')")
-    assert page.locator("#chart-best circle.obs").count() == 3
+    # the plots are redrawn at most 4 times a second: wait for the last redraw
+    page.wait_for_function("document.querySelectorAll('#chart-best circle.obs').length === 3")
     assert page.locator("#chart-pairs svg").count() == 6  # 4 parameters: 6 pairs
     assert page.locator("#chart-best path.best").count() == 1
     best = max(o["values"]["fom"] for o in user.get(f"/api/campaigns/{cid}/observations"))
@@ -405,6 +408,25 @@ def test_a_scientist_pauses_and_resumes_an_instrument(open_as, lab):
     u.shot("instrument-live-run")
     # a user sees no controls
     assert u.page.locator("#control-form").count() == 0
+
+
+def test_a_scientist_aborts_a_running_experiment_in_two_steps(open_as, lab):
+    user, prop = _approved(lab, "aborted", (SLOW,))
+    point = dict(lab.service.workers[SLOW].instrument.space.pool[3])
+    item = user.submit(prop["id"], SLOW, point)
+    sci = lab.user(role="scientist")
+    s = open_as(sci)
+    page = s.go("#/instruments/pool%3Aagnp", "#control-form")
+    page.wait_for_selector("#inst-state:has-text('running')", timeout=20_000)
+    page.click("#control-form button[value=abort]")
+    page.wait_for_selector("#control-form button[value=abort]:has-text('Confirm abort')")
+    assert user.experiment(item["id"])["status"] == "running"  # the first press aborts nothing
+    page.fill("#c-reason", "sample holder jammed")
+    page.click("#control-form button[value=abort]")
+    page.wait_for_selector(f"#control-result:has-text('aborted {item['id'][:8]}')", timeout=20_000)
+    done = user.wait(item["id"], timeout=30)
+    assert done["status"] == "aborted"
+    s.shot("instrument-aborted")
 
 
 def test_an_admin_reads_utilisation(open_as, lab):
