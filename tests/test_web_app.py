@@ -106,6 +106,19 @@ def open_as(browser, lab):
         s.close()
 
 
+def wait_js(page, expr: str, arg=None, timeout: float = 30.0):
+    """Poll a JavaScript expression until it is truthy. (Playwright's wait_for_function
+    evaluates its predicate with eval inside the page, which the page's CSP forbids.)"""
+    deadline = time.time() + timeout
+    while True:
+        value = page.evaluate(expr, arg)
+        if value:
+            return value
+        if time.time() > deadline:
+            raise playwright_api.TimeoutError(f"timed out after {timeout} s waiting for {expr}")
+        time.sleep(0.05)
+
+
 def _approved(lab: Lab, name: str, instruments=("sim-xrd", "pool:p3ht")) -> tuple[Client, dict]:
     user = lab.user(f"{name}-{int(time.time() * 1000) % 10**7}")
     return user, lab.proposal(user, list(instruments))
@@ -228,7 +241,7 @@ def test_submit_an_experiment_through_the_generated_form(open_as, lab):
     page = s.go(f"#/submit?proposal={prop['id']}&instrument=pool:p3ht", "[data-pick]")
     n_all = page.locator("[data-pick]").count()
     page.locator("#x-params input[type=search]").fill("75")
-    page.wait_for_function(f"document.querySelectorAll('[data-pick]').length < {n_all}")
+    wait_js(page, f"document.querySelectorAll('[data-pick]').length < {n_all}")
     page.locator("[data-pick]").first.click()
     picked = page.locator("#x-params input[name=p3ht_content]").input_value()
     assert picked != ""
@@ -269,13 +282,12 @@ def test_campaign_approve_before_run_veto_live_plots_and_rocrate(open_as, lab, t
     while user.campaign(cid)["state"] != "completed":
         decided = [sid for _, sid in decisions]
         try:  # the first suggestion shown as waiting that was not decided yet
-            handle = page.wait_for_function("""(decided) => {
+            sid = wait_js(page, """(decided) => {
                 const r = [...document.querySelectorAll("#suggestions-table tr[data-status='waiting']")]
                   .find((tr) => !decided.includes(tr.dataset.id));
-                return r ? r.dataset.id : null; }""", arg=decided, timeout=5_000)
+                return r ? r.dataset.id : null; }""", decided, timeout=5)
         except playwright_api.TimeoutError:
             continue
-        sid = handle.json_value()
         veto = len(decisions) == 1  # the second suggestion is vetoed, every other one approved
         page.fill("#sug-reason", "too hot for the furnace" if veto else "looks fine")
         page.click(f"#suggestions-table tr[data-id='{sid}'] button[data-{'veto' if veto else 'approve'}]")
@@ -295,7 +307,7 @@ def test_campaign_approve_before_run_veto_live_plots_and_rocrate(open_as, lab, t
     page.wait_for_selector("#shown-n[data-n='3']")
     page.wait_for_selector("#camp-state:has-text('completed')")
     # the plots are redrawn at most 4 times a second: wait for the last redraw
-    page.wait_for_function("document.querySelectorAll('#chart-best circle.obs').length === 3")
+    wait_js(page, "document.querySelectorAll('#chart-best circle.obs').length === 3")
     assert page.locator("#chart-pairs svg").count() == 6  # 4 parameters: 6 pairs
     assert page.locator("#chart-best path.best").count() == 1
     best = max(o["values"]["fom"] for o in user.get(f"/api/campaigns/{cid}/observations"))
@@ -500,7 +512,7 @@ def test_the_live_view_keeps_up_with_a_fast_campaign(open_as, lab):
         pytest.skip(f"the campaign ran at {rate:.1f} experiments/s here, below the {MIN_RATE:g}/s to check against")
     # a sample is taken after the server's count and before the page's: one in flight is allowed
     assert max(lags) <= 3, samples
-    page.wait_for_function(f"document.querySelectorAll('#chart-best circle.obs').length === {N_FAST}")
+    wait_js(page, f"document.querySelectorAll('#chart-best circle.obs').length === {N_FAST}")
     s.shot("campaign-live")
 
 
@@ -518,7 +530,7 @@ def test_model_prediction_along_a_parameter(open_as, lab):
     s = open_as(user)
     page = s.go(f"#/campaigns/{camp['id']}", "#chart-pred svg")
     page.select_option("#pred-param", "temperature")
-    page.wait_for_function("document.querySelectorAll('#chart-pred path.pred-pt').length === 2")
+    wait_js(page, "document.querySelectorAll('#chart-pred path.pred-pt').length === 2")
     assert page.locator("#chart-pred line.pred").count() == 2
     assert page.locator("#chart-pred circle.obs").count() == 4
     titles = page.locator("#chart-pred path.pred-pt title").all_text_contents()
