@@ -245,6 +245,15 @@ def test_submit_an_experiment_through_the_generated_form(open_as, lab):
     page.locator("[data-pick]").first.click()
     picked = page.locator("#x-params input[name=p3ht_content]").input_value()
     assert picked != ""
+    # switching instrument redraws the form from the other schema (and drops the old one's listeners)
+    page.select_option("#x-instrument", "sim-xrd")
+    page.locator("#x-params input[name=A]").fill("0.5")
+    page.locator("#x-params input[name=B]").fill("0.5")
+    page.locator("#x-params input[name=C]").fill("0.1")
+    assert "now 1.1 ✗ must sum to 1" in page.inner_text("#x-params")
+    page.click("#x-params [data-normalise]")
+    assert float(page.locator("#x-params input[name=C]").input_value()) == pytest.approx(0.1 / 1.1, rel=1e-5)
+    assert "✓ sums to 1" in page.inner_text("#x-params")
 
 
 def _rows(page, status):
