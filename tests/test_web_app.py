@@ -27,6 +27,7 @@ else:
                                          reason="pip install playwright (the Python package only)")
 
 from sdl.client import Client  # noqa: E402
+from sdl.service.settings import InstrumentConfig  # noqa: E402
 from sdl.service.testing import Lab, start_lab  # noqa: E402
 
 CHROMIUM = next((p for p in (os.environ.get("SDL_CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium"),
@@ -38,6 +39,7 @@ if CHROMIUM is None:
 
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--no-first-run", "--disable-sync"]
+SLOW = "pool:agnp"  # a run takes a few seconds here (time_scale 0.05)
 LAPTOP = {"width": 1366, "height": 900}
 TABLET = {"width": 768, "height": 1024}
 ARTIFACTS = Path(os.environ.get("SDL_ARTIFACTS") or Path(__file__).resolve().parents[1] / "test-artifacts") / "web"
@@ -45,7 +47,7 @@ ARTIFACTS = Path(os.environ.get("SDL_ARTIFACTS") or Path(__file__).resolve().par
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    lab = start_lab(tmp_path_factory.mktemp("web"), ("sim-xrd", "pool:p3ht"))
+    lab = start_lab(tmp_path_factory.mktemp("web"), ("sim-xrd", "pool:p3ht", InstrumentConfig(name=SLOW, time_scale=0.05)))
     yield lab
     lab.close()
     lab.server.stop()
@@ -104,6 +106,19 @@ def open_as(browser, lab):
         s.close()
 
 
+def wait_js(page, expr: str, arg=None, timeout: float = 30.0):
+    """Poll a JavaScript expression until it is truthy. (Playwright's wait_for_function
+    evaluates its predicate with eval inside the page, which the page's CSP forbids.)"""
+    deadline = time.time() + timeout
+    while True:
+        value = page.evaluate(expr, arg)
+        if value:
+            return value
+        if time.time() > deadline:
+            raise playwright_api.TimeoutError(f"timed out after {timeout} s waiting for {expr}")
+        time.sleep(0.05)
+
+
 def _approved(lab: Lab, name: str, instruments=("sim-xrd", "pool:p3ht")) -> tuple[Client, dict]:
     user = lab.user(f"{name}-{int(time.time() * 1000) % 10**7}")
     return user, lab.proposal(user, list(instruments))
@@ -146,8 +161,8 @@ def test_sign_in_with_the_form_and_a_wrong_token(open_as, lab):
 
 
 def test_a_user_creates_a_proposal_and_an_admin_approves_it(open_as, lab):
-    user = lab.user()
-    lab.user("web-colleague") if "web-colleague" not in {u["name"] for u in lab.admin.get("/api/users")} else None
+    user, colleague = lab.user(), lab.user()
+    mate = colleague.user["name"]
     s = open_as(user)
     page = s.go("#/proposals", "#proposal-form")
     page.fill("#p-title", "phase search from the browser")
@@ -158,14 +173,14 @@ def test_a_user_creates_a_proposal_and_an_admin_approves_it(open_as, lab):
     page.click("#proposal-form button[type=submit]")  # 422 on members.0: shown on the members field
     page.wait_for_selector(".field-error[data-field=members]:has-text('no such user')")
     assert page.get_attribute("#p-members", "aria-invalid") == "true"
-    page.fill("#p-members", "web-colleague")
+    page.fill("#p-members", mate)
     page.click("#proposal-form button[type=submit]")
     page.wait_for_selector("#proposal-status:has-text('pending')")
     pid = page.evaluate("location.hash").split("/")[-1]
     s.shot("proposal-created")
     prop = user.get(f"/api/proposals/{pid}")
     assert prop["status"] == "pending" and prop["instruments"] == ["sim-xrd"]
-    assert {m["name"] for m in prop["members"]} == {user.user["name"], "web-colleague"}
+    assert {m["name"] for m in prop["members"]} == {user.user["name"], mate}
 
     a = open_as(lab.admin)
     apage = a.go("#/proposals", "#pending-note")
@@ -226,10 +241,19 @@ def test_submit_an_experiment_through_the_generated_form(open_as, lab):
     page = s.go(f"#/submit?proposal={prop['id']}&instrument=pool:p3ht", "[data-pick]")
     n_all = page.locator("[data-pick]").count()
     page.locator("#x-params input[type=search]").fill("75")
-    page.wait_for_function(f"document.querySelectorAll('[data-pick]').length < {n_all}")
+    wait_js(page, f"document.querySelectorAll('[data-pick]').length < {n_all}")
     page.locator("[data-pick]").first.click()
     picked = page.locator("#x-params input[name=p3ht_content]").input_value()
     assert picked != ""
+    # switching instrument redraws the form from the other schema (and drops the old one's listeners)
+    page.select_option("#x-instrument", "sim-xrd")
+    page.locator("#x-params input[name=A]").fill("0.5")
+    page.locator("#x-params input[name=B]").fill("0.5")
+    page.locator("#x-params input[name=C]").fill("0.1")
+    assert "now 1.1 ✗ must sum to 1" in page.inner_text("#x-params")
+    page.click("#x-params [data-normalise]")
+    assert float(page.locator("#x-params input[name=C]").input_value()) == pytest.approx(0.1 / 1.1, rel=1e-5)
+    assert "✓ sums to 1" in page.inner_text("#x-params")
 
 
 def _rows(page, status):
@@ -267,13 +291,12 @@ def test_campaign_approve_before_run_veto_live_plots_and_rocrate(open_as, lab, t
     while user.campaign(cid)["state"] != "completed":
         decided = [sid for _, sid in decisions]
         try:  # the first suggestion shown as waiting that was not decided yet
-            handle = page.wait_for_function("""(decided) => {
+            sid = wait_js(page, """(decided) => {
                 const r = [...document.querySelectorAll("#suggestions-table tr[data-status='waiting']")]
                   .find((tr) => !decided.includes(tr.dataset.id));
-                return r ? r.dataset.id : null; }""", arg=decided, timeout=5_000)
+                return r ? r.dataset.id : null; }""", decided, timeout=5)
         except playwright_api.TimeoutError:
             continue
-        sid = handle.json_value()
         veto = len(decisions) == 1  # the second suggestion is vetoed, every other one approved
         page.fill("#sug-reason", "too hot for the furnace" if veto else "looks fine")
         page.click(f"#suggestions-table tr[data-id='{sid}'] button[data-{'veto' if veto else 'approve'}]")
@@ -292,7 +315,8 @@ def test_campaign_approve_before_run_veto_live_plots_and_rocrate(open_as, lab, t
     # live: the page shows every measurement and the plots, without a reload
     page.wait_for_selector("#shown-n[data-n='3']")
     page.wait_for_selector("#camp-state:has-text('completed')")
-    assert page.locator("#chart-best circle.obs").count() == 3
+    # the plots are redrawn at most 4 times a second: wait for the last redraw
+    wait_js(page, "document.querySelectorAll('#chart-best circle.obs').length === 3")
     assert page.locator("#chart-pairs svg").count() == 6  # 4 parameters: 6 pairs
     assert page.locator("#chart-best path.best").count() == 1
     best = max(o["values"]["fom"] for o in user.get(f"/api/campaigns/{cid}/observations"))
@@ -314,6 +338,12 @@ def test_campaign_approve_before_run_veto_live_plots_and_rocrate(open_as, lab, t
         page.click("button[data-dl=csv]")
     dl.value.save_as(tmp_path / "t.csv")
     assert (tmp_path / "t.csv").read_text().splitlines()[0].startswith("seq,suggestion_id,status")
+
+    with page.expect_download() as dl:
+        page.click("button[data-dl=json]")
+    dl.value.save_as(tmp_path / "c.json")
+    export = json.loads((tmp_path / "c.json").read_text())
+    assert export["id"] == cid and len(export["runs"]) == 3 and export["runs"][0]["documents"]
 
     # the run's documents, one click away
     page.locator("#suggestions-table a[href^='#/runs/']").first.click()
@@ -347,7 +377,15 @@ def test_add_a_point_shows_the_field_error_then_runs_it(open_as, lab):
             break
         time.sleep(0.2)
     assert done and done[0]["status"] == "done" and done[0]["params"]["temperature"] == 300
-    user.campaign_action(camp["id"], "stop")
+    # pause, resume, stop from the page; the state follows live
+    for action, st in (("pause", "paused"), ("resume", "running"), ("stop", "stopped")):
+        page.click(f"#camp-control button[value={action}]")
+        page.wait_for_selector(f"#control-result:has-text('{action}: now {st}')")
+        page.wait_for_selector(f"#camp-state:has-text('{st}')")
+        assert user.campaign(camp["id"])["state"] == st
+    s.expected.append(r"status of 409")
+    page.click("#camp-control button[value=resume]")  # a stopped campaign cannot resume: the 409 is shown
+    page.wait_for_selector("#control-result:has-text('campaign is stopped')")
 
 
 def test_a_scientist_pauses_and_resumes_an_instrument(open_as, lab):
@@ -391,6 +429,25 @@ def test_a_scientist_pauses_and_resumes_an_instrument(open_as, lab):
     u.shot("instrument-live-run")
     # a user sees no controls
     assert u.page.locator("#control-form").count() == 0
+
+
+def test_a_scientist_aborts_a_running_experiment_in_two_steps(open_as, lab):
+    user, prop = _approved(lab, "aborted", (SLOW,))
+    point = dict(lab.service.workers[SLOW].instrument.space.pool[3])
+    item = user.submit(prop["id"], SLOW, point)
+    sci = lab.user(role="scientist")
+    s = open_as(sci)
+    page = s.go("#/instruments/pool%3Aagnp", "#control-form")
+    page.wait_for_selector("#inst-state:has-text('running')", timeout=20_000)
+    page.click("#control-form button[value=abort]")
+    page.wait_for_selector("#control-form button[value=abort]:has-text('Confirm abort')")
+    assert user.experiment(item["id"])["status"] == "running"  # the first press aborts nothing
+    page.fill("#c-reason", "sample holder jammed")
+    page.click("#control-form button[value=abort]")
+    page.wait_for_selector(f"#control-result:has-text('aborted {item['id'][:8]}')", timeout=20_000)
+    done = user.wait(item["id"], timeout=30)
+    assert done["status"] == "aborted"
+    s.shot("instrument-aborted")
 
 
 def test_an_admin_reads_utilisation(open_as, lab):
@@ -464,7 +521,7 @@ def test_the_live_view_keeps_up_with_a_fast_campaign(open_as, lab):
         pytest.skip(f"the campaign ran at {rate:.1f} experiments/s here, below the {MIN_RATE:g}/s to check against")
     # a sample is taken after the server's count and before the page's: one in flight is allowed
     assert max(lags) <= 3, samples
-    page.wait_for_function(f"document.querySelectorAll('#chart-best circle.obs').length === {N_FAST}")
+    wait_js(page, f"document.querySelectorAll('#chart-best circle.obs').length === {N_FAST}")
     s.shot("campaign-live")
 
 
@@ -482,7 +539,7 @@ def test_model_prediction_along_a_parameter(open_as, lab):
     s = open_as(user)
     page = s.go(f"#/campaigns/{camp['id']}", "#chart-pred svg")
     page.select_option("#pred-param", "temperature")
-    page.wait_for_function("document.querySelectorAll('#chart-pred path.pred-pt').length === 2")
+    wait_js(page, "document.querySelectorAll('#chart-pred path.pred-pt').length === 2")
     assert page.locator("#chart-pred line.pred").count() == 2
     assert page.locator("#chart-pred circle.obs").count() == 4
     titles = page.locator("#chart-pred path.pred-pt title").all_text_contents()

@@ -1,7 +1,7 @@
 // sdl cloud lab: the web app. Plain ES modules, no build step; one view per address
 // (#/proposals, #/campaigns/ID, ...), each drawn from the HTTP API and, where it is live,
 // the WebSocket stream. No inline script or handler anywhere (strict CSP).
-import { api, ApiError, session, setToken, html, raw, esc, fmt, state, short } from "./api.js";
+import { api, ApiError, session, setToken, html } from "./api.js";
 import { proposalsView, proposalView, homeView } from "./proposals.js";
 import { instrumentsView, instrumentView, submitView } from "./instruments.js";
 import { campaignsView, campaignView, runView } from "./campaigns.js";
@@ -96,5 +96,3 @@ window.addEventListener("hashchange", () => { if (!location.hash.startsWith("#to
   }
   if (await signIn()) await route();
 })();
-
-export { html, raw, esc, fmt, state, short };

@@ -10,12 +10,13 @@ export async function campaignsView({ view, me, onLeave }) {
     api("/instruments"), api("/agents")]);
   const mine = props.filter((p) => me.proposals && p.id in me.proposals);
   const served = Object.fromEntries(instruments.map((i) => [i.name, i]));
-  view.innerHTML = html`<h2>Campaigns</h2>
-    <div class="table-wrap"><table id="campaigns-table"><caption class="muted">${list.length} campaign(s) you can see</caption>
+  const table = (cs) => html`<table id="campaigns-table"><caption class="muted">${cs.length} campaign(s) you can see (updated every few seconds)</caption>
       <thead><tr><th>id</th><th>name</th><th>instrument</th><th>agent</th><th>state</th><th class="num">experiments</th><th class="num">best</th><th>proposal</th></tr></thead>
-      <tbody>${list.slice().reverse().map((c) => html`<tr data-id="${c.id}"><td><a href="#/campaigns/${c.id}">${short(c.id)}</a></td><td>${c.name}</td>
+      <tbody>${cs.slice().reverse().map((c) => html`<tr data-id="${c.id}"><td><a href="#/campaigns/${c.id}">${short(c.id)}</a></td><td>${c.name}</td>
         <td>${c.instrument}</td><td>${c.agent}</td><td>${state(c.state)}</td><td class="num">${c.experiments} / ${c.budget}</td>
-        <td class="num">${c.best ? fmt(c.best.value) : "–"}</td><td>${c.proposal_id}</td></tr>`)}</tbody></table></div>
+        <td class="num">${c.best ? fmt(c.best.value) : "–"}</td><td>${c.proposal_id}</td></tr>`)}</tbody></table>`;
+  view.innerHTML = html`<h2>Campaigns</h2>
+    <div class="table-wrap" id="campaigns-list">${table(list)}</div>
     <h3 id="new-campaign">New campaign</h3>
     ${mine.length ? html`<form id="campaign-form" class="grid" novalidate aria-labelledby="new-campaign">
       <label for="k-proposal">proposal</label><select id="k-proposal" name="proposal_id">${mine.map((p) => html`<option value="${p.id}">${p.id}: ${p.title}</option>`)}</select>
@@ -36,6 +37,12 @@ export async function campaignsView({ view, me, onLeave }) {
       <label for="k-start">start at once</label><input id="k-start" name="start" type="checkbox" checked>
       <div class="full"><button class="primary" type="submit">Create campaign</button> <span id="campaign-error" class="error" role="alert"></span></div>
     </form>` : html`<p>You need an approved proposal to run a campaign: <a href="#/proposals">create one</a>.</p>`}`.s;
+  const refresh = setInterval(async () => { // the list stays current; the form is left alone
+    const box = view.querySelector("#campaigns-list");
+    if (box.contains(document.activeElement)) return;
+    try { box.innerHTML = table(await api("/campaigns")).s; } catch { /* the next tick retries */ }
+  }, 4000);
+  onLeave(() => clearInterval(refresh));
   const form = view.querySelector("#campaign-form");
   if (!form) return;
   const selP = form.querySelector("#k-proposal"), selI = form.querySelector("#k-instrument");
@@ -139,7 +146,7 @@ export async function campaignView({ view, me, onLeave }, id) {
     <div id="chart-pairs" class="pairs"></div>
     <h3>Suggestions <span class="muted">(the agent's reasons; newest first)</span></h3>
     ${member ? html`<div class="row"><label for="sug-reason">reason / comment for approve or veto</label><input id="sug-reason" size="40"></div>` : ""}
-    <p id="sug-result" role="status"></p>
+    <p id="sug-result" role="status" tabindex="-1"></p>
     <div id="suggestions" class="table-wrap"></div>
     ${member ? html`<h3 id="add-point-title">Add a point of your own</h3>
       <form id="point-form" class="grid" novalidate aria-labelledby="add-point-title"><div id="point-fields" class="grid full"></div>
@@ -281,7 +288,7 @@ export async function campaignView({ view, me, onLeave }, id) {
       await api(`/campaigns/${cid}/suggestions/${sid}/${action}`, { method: "POST", body });
       $("#sug-result").textContent = `${action === "approve" ? "approved" : "vetoed"} suggestion ${short(sid)}`;
     } catch (err) { $("#sug-result").textContent = err.message; }
-    b.blur();
+    $("#sug-result").focus(); // the row's buttons are redrawn: keyboard focus goes to the outcome
     sugs = await api(`/campaigns/${cid}/suggestions`);
     drawSuggestions();
   });

@@ -82,6 +82,13 @@ export async function instrumentView({ view, me, onLeave }, name) {
   if (cform) cform.addEventListener("submit", async (e) => {
     e.preventDefault();
     const action = e.submitter ? e.submitter.value : "pause";
+    if (action === "abort" && e.submitter.dataset.armed !== "1") { // two steps: a slip of the finger aborts nothing
+      e.submitter.dataset.armed = "1";
+      e.submitter.textContent = "Confirm abort";
+      cform.querySelector("#control-result").textContent = "press Confirm abort within 5 s to abort the running plan";
+      setTimeout(() => { e.submitter.dataset.armed = ""; e.submitter.textContent = "Abort running"; }, 5000);
+      return;
+    }
     const f = new FormData(cform);
     const body = { reason: f.get("reason") };
     if (action === "pause") body.immediate = f.get("immediate") === "on";

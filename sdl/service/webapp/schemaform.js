@@ -47,7 +47,10 @@ export function schemaForm(container, schema, { initial = {} } = {}) {
         `${c.description}: now ${+sum.toPrecision(6)} ${ok ? "✓ sums to " + c.total : "✗ must sum to " + c.total}`;
     });
   }
-  container.addEventListener("input", updateSums);
+  // a container gets a new form when the plan or instrument changes: drop the old one's listener
+  if (container.sfAbort) container.sfAbort.abort();
+  container.sfAbort = new AbortController();
+  container.addEventListener("input", updateSums, { signal: container.sfAbort.signal });
   container.querySelectorAll("[data-normalise]").forEach((b) => b.addEventListener("click", () => {
     const c = constraints[+b.dataset.normalise];
     const vals = c.components.map((n) => parseFloat(field(n).value) || 0), sum = vals.reduce((a, v) => a + v, 0);
