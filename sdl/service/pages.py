@@ -1,5 +1,5 @@
 """The HTML the service serves, each with a Content-Security-Policy that allows only
-what that page needs: the web page's own inline script and style (by hash), and the
+what that page needs: the web app's own script and style files (this origin), and the
 API reference (Swagger UI) from files of an installed package (``fastapi-offline``),
 never a CDN, since the web page keeps the token in this origin's storage."""
 
@@ -47,7 +47,9 @@ def _PAGE_CSP() -> str:  # noqa: N802 - a constant, computed once
     if "page" not in _cache:
         from sdl.service.web import PAGE
 
-        _cache["page"] = csp_for(PAGE)
+        # the web app's scripts and styles are files of the package served from this origin
+        # (sdl/service/webapp, /static/...): no inline script or style at all
+        _cache["page"] = csp_for(PAGE, scripts="'self'", styles="'self'")
     return _cache["page"]
 
 

@@ -88,6 +88,9 @@ $("#signin-form").addEventListener("submit", async (e) => {
 $("#signout").addEventListener("click", () => signOut("signed out"));
 window.addEventListener("hashchange", () => { if (!location.hash.startsWith("#token=")) route().then(() => $("#main").focus({ preventScroll: true })); });
 
+// with an identity provider configured, offer its sign-in (it comes back to /#token=...)
+fetch("/health").then((r) => r.json()).then((h) => { if (h.sign_in) $("#oidc").hidden = false; }).catch(() => {});
+
 (async function start() {
   const hash = new URLSearchParams(location.hash.slice(1));
   if (hash.get("token")) { // a link with the token: keep it, take it out of the address
