@@ -71,7 +71,9 @@ def _proposal(lab: Lab, alice: Client, bob: Client, kind: str, **kw) -> dict:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    lab = start_lab(tmp_path_factory.mktemp("svc-matrix"), ("sim-xrd", "pool:p3ht"))
+    # rates high enough for the matrix's own requests (the limits are tested in test_security_regressions)
+    lab = start_lab(tmp_path_factory.mktemp("svc-matrix"), ("sim-xrd", "pool:p3ht"), rate_limit_per_minute=60_000,
+                    rate_limit_burst=5_000, rate_limit_per_address_per_minute=120_000, rate_limit_address_burst=10_000)
     alice, bob = lab.user("mx-alice"), lab.user("mx-bob")
     who = {"anon": Client(lab.url, ""), "member": bob, "outsider": lab.user("mx-eve"),
            "partner": lab.user("mx-carol"), "hopeful": lab.user("mx-pat"),
@@ -253,6 +255,13 @@ R = [
     Row("GET", "/api/usage", signed_in, kinds=RUN,
         visible=("proposal_id", lambda role, rel: rel == "member" or role in STAFF)),
     Row("GET", "/api/usage/shares", roles(*STAFF, denied=404), kinds=None),
+    Row("GET", "/api/usage/utilisation", roles(*STAFF, denied=404), kinds=None),
+    Row("GET", "/api/agents", signed_in, kinds=None),
+    # approve before run (sdl.service.webapi): members only; 409 where the campaign does not ask for it
+    Row("POST", "/api/campaigns/{campaign_id}/suggestions/{suggestion_id}/approve", members_act, {}, kinds=RUN),
+    # NeXus downloads (sdl.data_views): the same read rule as every other data endpoint
+    Row("GET", "/api/runs/{uid}/nexus", data, kinds=RUN),
+    Row("GET", "/api/campaigns/{campaign_id}/nexus", data, kinds=RUN),
     # sign-in is not configured in this world: the same answer for everyone (tests/test_oidc_signin.py
     # covers it against a real provider)
     Row("GET", "/api/auth/login", everyone(404), kinds=None),

@@ -97,9 +97,9 @@ def web_router(svc: LabService, principal: Callable[..., Principal]) -> APIRoute
     @router.get("/api/agents", tags=["campaigns"])
     def agents(p: Principal = P) -> list[str]:
         """The agents a campaign spec may name."""
-        from sdl.agents import AGENTS
+        from sdl.registry import agent_names
 
-        return sorted(AGENTS)
+        return agent_names()  # sdl's own and those of plug-ins
 
     @router.get("/api/usage/utilisation", tags=["usage"])
     def instrument_utilisation(hours: float = Query(24.0, gt=0, le=24 * 366), p: Principal = P) -> dict:
