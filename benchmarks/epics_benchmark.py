@@ -1,12 +1,13 @@
 """Channel Access and PVAccess vs in-process: what the EPICS transport costs.
 
 1. A 1,000-point step scan (stage_x with the XRD detector, a 601-bin pattern per
-   point) through the soft IOC over CA (classic ophyd devices), over PVA (ophyd-async
-   devices, p4p), and the same scan on the in-process doubles: events/s of each and
-   their ratios (CA / in-process is the issue's target, >= 0.8).
+   point) through the soft IOC over CA (classic ophyd devices), over CA with ophyd-async
+   devices (aioca), over PVA (ophyd-async devices, p4p), and the same scan on the
+   in-process doubles: events/s of each and their ratios (CA / in-process is the
+   issue's target, >= 0.8).
 2. The autonomous step (make, load, expose, unload) at time scale 0, so that all of
-   its time is overhead outside instrument time: ms per step over CA, over PVA and
-   in-process, and the transport's overhead per step.
+   its time is overhead outside instrument time: ms per step over each transport and
+   in-process, and the transport's overhead per step (target < 5 ms).
 
 The IOC runs in a subprocess (its own interpreter, as a real IOC would) unless
 ``--thread``. Numbers are from one run on this machine; compare ratios, not times.
@@ -80,15 +81,23 @@ def main() -> None:
     t0 = time.perf_counter()
     results: dict = {"ioc_mode": mode, "scan_points": args.points, "steps": args.steps}
     with serve_sim_lab("sim-xrd", seed=seed, prefix=unique_prefix("B"), port=port, mode=mode,
-                       pva_port=pva_port, n_slots=max(24, 2 * args.steps)) as ioc:
+                       pva_port=pva_port, n_slots=max(24, 3 * args.steps)) as ioc:
         results["ioc_startup_s"] = round(time.perf_counter() - t0, 2)
         lab_ca = epics_lab_devices(ioc.prefix)
         lab_ca.stage_x.velocity.set(1e4).wait(5)  # moves as instant as the in-process double's
         ca_rate = run_scan(lab_ca)
         ca_step = run_steps(lab_ca, "ca")
-        if pva_port is not None:
-            from sdl.devices.async_devices import async_lab_devices, in_bluesky_loop
+        from sdl.devices.async_devices import async_lab_devices, in_bluesky_loop
 
+        lab_aca = async_lab_devices(ioc.prefix, protocol="ca")
+
+        async def fast_ca() -> None:
+            await lab_aca.stage_x.velocity.set(1e4)
+
+        in_bluesky_loop(fast_ca())
+        aca_rate = run_scan(lab_aca)
+        aca_step = run_steps(lab_aca, "aca", first_slot=2 * args.steps + 1)
+        if pva_port is not None:
             lab_pva = async_lab_devices(ioc.prefix, protocol="pva")
             async def fast() -> None:
                 await lab_pva.stage_x.velocity.set(1e4)
@@ -107,9 +116,15 @@ def main() -> None:
         "step_ms_in_process": round(local_step, 1),
         "step_overhead_ms_ca": round(ca_step - local_step, 1),
     })
+    results.update({"scan_events_per_s_ca_ophyd_async": round(aca_rate, 1),
+                    "scan_ratio_ca_ophyd_async_over_in_process": round(aca_rate / local_rate, 2),
+                    "step_ms_ca_ophyd_async": round(aca_step, 1),
+                    "step_overhead_ms_ca_ophyd_async": round(aca_step - local_step, 1)})
     print(f"IOC in a {mode}, started in {results['ioc_startup_s']:.1f} s")
     print(f"{args.points}-point scan: {ca_rate:8.1f} events/s over CA, {local_rate:8.1f} in-process "
           f"-> CA/in-process = {ca_rate / local_rate:.2f} (target >= 0.8)")
+    print(f"{args.points}-point scan: {aca_rate:8.1f} events/s over CA with ophyd-async devices "
+          f"-> {aca_rate / local_rate:.2f}")
     if pva_port is not None:
         results.update({"scan_events_per_s_pva": round(pva_rate, 1),
                         "scan_ratio_pva_over_in_process": round(pva_rate / local_rate, 2),
@@ -118,6 +133,8 @@ def main() -> None:
               f"-> PVA/in-process = {pva_rate / local_rate:.2f}")
     print(f"autonomous step (time scale 0, median of {args.steps}): {ca_step:.1f} ms over CA, "
           f"{local_step:.1f} ms in-process -> {ca_step - local_step:.1f} ms of CA overhead per step (target < 5)")
+    print(f"autonomous step over CA with ophyd-async devices: {aca_step:.1f} ms -> "
+          f"{aca_step - local_step:.1f} ms of overhead per step")
     if pva_port is not None:
         print(f"autonomous step over PVA (ophyd-async): {pva_step:.1f} ms -> {pva_step - local_step:.1f} ms "
               f"of PVA overhead per step")

@@ -14,6 +14,8 @@ detector (``ophyd.sim.det``) and a busy machine make it frequent.
 subscriptions are run-and-cleared (``_done_moving``, also on ``stop``) and while a move
 replaces them, so the clearing can no longer overtake a new move. Same PVs, same
 components, same documents. ``tests/test_motor_race.py`` forces the interleaving.
+Scripts that build ``ophyd.EpicsMotor`` themselves can call :func:`close_stock_race`
+once (it gives the stock class the same lock).
 """
 
 from __future__ import annotations
@@ -54,4 +56,49 @@ class EpicsMotor(ophyd.EpicsMotor):
             super()._done_moving(*args, **kwargs)
 
 
-__all__ = ["EpicsMotor"]
+def close_stock_race() -> None:
+    """Opt-in: give stock :class:`ophyd.EpicsMotor` (and its subclasses) the same lock, for
+    scripts that construct ``ophyd.EpicsMotor`` themselves. Idempotent; process-wide."""
+    cls = ophyd.EpicsMotor
+    if getattr(cls, "_sdl_race_closed", False):
+        return
+    lock_of = _lock_of
+
+    def move(self: Any, position: float, wait: bool = True, **kwargs: Any):
+        self._started_moving = False
+        with lock_of(self):
+            status = PositionerBase.move(self, position, **kwargs)
+        self.user_setpoint.put(position, wait=False)
+        try:
+            if wait:
+                status_wait(status)
+        except KeyboardInterrupt:
+            self.stop()
+            raise
+        return status
+
+    done_moving = cls._done_moving
+
+    def _done_moving(self: Any, *args: Any, **kwargs: Any) -> None:
+        with lock_of(self):
+            done_moving(self, *args, **kwargs)
+
+    cls.move = raise_if_disconnected(move)
+    cls._done_moving = _done_moving
+    cls._sdl_race_closed = True
+
+
+_LOCKS_GUARD = threading.Lock()
+
+
+def _lock_of(motor: Any) -> threading.RLock:
+    lock = getattr(motor, "_request_lock", None)
+    if lock is None:
+        with _LOCKS_GUARD:
+            lock = getattr(motor, "_request_lock", None)
+            if lock is None:
+                lock = motor._request_lock = threading.RLock()
+    return lock
+
+
+__all__ = ["EpicsMotor", "close_stock_race"]

@@ -62,3 +62,14 @@ def test_stock_epics_motor_hangs_on_a_late_clearing(ioc, late_clearing):
     """If this starts passing, ophyd fixed the race and sdl.devices.motor can go."""
     with pytest.raises(WaitTimeoutError):
         _back_to_back(ophyd.EpicsMotor(ioc.prefix + "STAGE:X", name="x_stock"))
+
+
+def test_close_stock_race_fixes_the_stock_class(ioc, late_clearing, monkeypatch):
+    from sdl.devices.motor import close_stock_race
+
+    for attr in ("move", "_done_moving"):  # undone after the test
+        monkeypatch.setattr(ophyd.EpicsMotor, attr, getattr(ophyd.EpicsMotor, attr))
+    monkeypatch.setattr(ophyd.EpicsMotor, "_sdl_race_closed", False, raising=False)
+    close_stock_race()
+    close_stock_race()  # idempotent
+    _back_to_back(ophyd.EpicsMotor(ioc.prefix + "STAGE:X", name="x_patched"))

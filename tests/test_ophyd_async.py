@@ -21,8 +21,9 @@ pytestmark = pytest.mark.timeout(90)
 SEED = 3
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def ioc():
+    # one IOC at a time on the port: a second one would share the UDP search port
     with serve_sim_lab("sim-xrd", seed=SEED, prefix=unique_prefix("Y"), port=PORT) as served:
         yield served
 

@@ -75,3 +75,18 @@ def test_same_campaign_over_ca_pva_and_in_process(tmp_path):
     assert all(o.ok for o in over_ca + over_pva + in_process)
     assert [o.params for o in over_ca] == [o.params for o in over_pva] == [o.params for o in in_process]
     assert [o.values for o in over_ca] == [o.values for o in over_pva] == [o.values for o in in_process]
+
+
+def test_soak_ophyd_async_motor_over_pva():
+    """ophyd-async's Motor over PVA through moves, null moves, reversals, retargets, stops, scans."""
+    from sdl.sim_devices.ioc import loopback_environment
+    from sdl.sim_devices.ioc.soak import run_soak
+
+    with serve_sim_lab("sim-xrd", seed=0, prefix=unique_prefix("S"), port=PORT, pva_port=PVA_PORT,
+                       time_scale=1.0, names="motors", mode="process") as ioc:
+        env = {**loopback_environment("127.0.0.1", PORT), **pva_client_environment("127.0.0.1", PVA_PORT)}
+        (result,) = run_soak(("ophyd-async-pva",), runs=1, moves=40, seed=5, pv=ioc.prefix + "STAGE:X", env=env,
+                             hang_s=20)
+    assert result["moves"] >= 40, result
+    assert not any(result.get(k) for k in ("hangs", "callback_errors", "double_completions",
+                                            "early_completions")) and not result["errors"], result

@@ -187,11 +187,17 @@ class MotorAxisIOC(PVGroup):
 
     async def _command(self, target: float) -> asyncio.Task:
         """Start a motion to ``target``, or retarget the one in progress (NTM: DMOV stays 0)."""
-        self._target = target
         motion = self._motion
         if motion is not None and not motion.done():
-            self._kick()
-            return motion
+            if not self._stop_requested:
+                self._target = target
+                self._kick()
+                return motion
+            # a STOP is ending this motion (VAL = RBV): the new target is a new motion after it
+            await asyncio.wait([motion])
+            await self.motor.write(target, verify_value=False)
+            await self._post_drive(target)
+        self._target = target
         self._stop_requested = False
         await self.motor.field_inst.done_moving_to_value.write(0)
         motion = self._motion = asyncio.ensure_future(self._run_motion())

@@ -9,7 +9,9 @@ mix well in one process)::
 Clients: ``ophyd`` (sdl's :class:`sdl.devices.motor.EpicsMotor`), ``ophyd-stock``
 (:class:`ophyd.EpicsMotor` as shipped: it has a client-side race, see
 :mod:`sdl.devices.motor`), ``pyepics`` (:class:`epics.Motor` and put-completion on
-``.VAL``), ``ophyd-async`` (:class:`ophyd_async.epics.motor.Motor`, CA backend).
+``.VAL``), ``ophyd-async`` (:class:`ophyd_async.epics.motor.Motor`, CA backend),
+``ophyd-async-pva`` (the same over PVAccess; the IOC needs ``--pva-port`` and the
+client the ``EPICS_PVA_*`` environment).
 Prints one JSON line: ``{client, moves, ops, hangs, callback_errors, double_completions,
 early_completions, errors, seconds}``. A hang (no operation finished within
 ``--hang-s``) ends the process after printing (exit code 3).
@@ -219,16 +221,17 @@ class OphydAsyncClient:
     retarget_reaches_target = True
     supports_retarget = True
 
-    def __init__(self, pv: str):
+    def __init__(self, pv: str, protocol: str = "ca"):
         from bluesky import RunEngine
         from bluesky.run_engine import call_in_bluesky_event_loop
         from ophyd_async.core import init_devices
-        from ophyd_async.epics.motor import Motor
+
+        from sdl.devices.async_devices import motor
 
         self.RE = RunEngine({})
         self.call = call_in_bluesky_event_loop
         with init_devices():
-            m = Motor(pv)
+            m = motor(pv, protocol=protocol)
         self.m = m
         self.step = float(self.call(m.motor_resolution.get_value()) or 1e-4)
 
@@ -289,7 +292,9 @@ def make_client(kind: str, pv: str):
         return PyepicsClient(pv)
     if kind == "ophyd-async":
         return OphydAsyncClient(pv)
-    raise SystemExit(f"--client: one of ophyd, ophyd-stock, pyepics, ophyd-async (got {kind!r})")
+    if kind == "ophyd-async-pva":
+        return OphydAsyncClient(pv, protocol="pva")
+    raise SystemExit(f"--client: one of ophyd, ophyd-stock, pyepics, ophyd-async, ophyd-async-pva (got {kind!r})")
 
 
 # ---------------------------------------------------------------------- the soak
