@@ -199,7 +199,17 @@ def test_a_user_creates_a_proposal_and_an_admin_approves_it(open_as, lab):
     page.reload()
     page.wait_for_selector("#proposal-status:has-text('approved')")
     assert "of 120" in page.inner_text("#proposal-usage")
-    # and rejects another
+    # the user runs something: the proposal page shows it against the allocation, with its charge
+    item = user.submit(pid, "sim-xrd", {"A": 0.3, "B": 0.45, "C": 0.25, "temperature": 420})
+    user.wait(item["id"], timeout=30)
+    page.reload()
+    page.wait_for_selector("#charges-table tbody tr")
+    assert "1 of 120" in page.inner_text("#proposal-usage")
+    row = page.inner_text("#charges-table tbody tr").split("\t")
+    assert row[:3] == ["sim-xrd", "1", "1"] and float(row[4]) >= 1.0
+    # and closes it; then rejects another
+    apage.click("#decide-form button[value=close]")
+    apage.wait_for_selector("#proposal-status:has-text('closed')")
     other = user.create_proposal("not this time", ["sim-xrd"])
     apage = a.go(f"#/proposals/{other['id']}", "#decide-form")
     apage.fill("#d-comment", "out of scope")
