@@ -138,6 +138,7 @@ def test_http_download_follows_the_access_rules(tmp_path):
         assert get(bob, f"/api/campaigns/{cid}/nexus").status_code == 404
         assert get(bob, f"/api/runs/{run_uid}/nexus").status_code == 404
         assert httpx.get(lab.url + f"/api/runs/{run_uid}/nexus").status_code == 401
+        assert alice.get("/api/tiled") == {"enabled": False, "url": None}  # Tiled is optional: off here
     finally:
         lab.close()
         lab.server.stop()

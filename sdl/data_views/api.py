@@ -1,5 +1,5 @@
-"""HTTP downloads of the data views: ``GET /api/runs/{uid}/nexus`` and
-``GET /api/campaigns/{campaign_id}/nexus``. Who may download is decided by the
+"""HTTP side of the data views: ``GET /api/runs/{uid}/nexus``,
+``GET /api/campaigns/{campaign_id}/nexus`` and ``GET /api/tiled`` (where the runs are in Tiled). Who may download is decided by the
 service's existing checks (the same as ``/api/runs/{uid}`` and the campaign export):
 anything the caller may not read answers 404."""
 
@@ -35,5 +35,13 @@ def data_router(svc: Any, principal: Any) -> APIRouter:
         row = svc._campaign_readable(p, campaign_id)  # 404 unless the caller may read it
         data = nexus.to_bytes(nexus.write_campaign, svc.store, campaign_id, proposal=row.proposal_id)
         return _file(data, f"{campaign_id}.nxs")
+
+    @api.get("/tiled")
+    def tiled(p: Principal = principal) -> dict:
+        """Where every run is also readable through Tiled (sdl serve --tiled / --tiled-url)."""
+        views = getattr(svc, "data_views", None)
+        if views is None:
+            return {"enabled": False, "url": None}
+        return views.describe(staff=p.is_staff)
 
     return api
