@@ -301,3 +301,45 @@ def test_bluesky_adaptive_agent_learns_from_tiled(shared, monkeypatch):
     _, params, outcome = agent.optimizer.get_best_points()[0]
     value = outcome["fom"][0] if isinstance(outcome["fom"], tuple) else outcome["fom"]  # (mean, sem)
     assert value == pytest.approx(max(o.values["fom"] for o in obs), rel=1e-9)
+
+
+def test_failed_and_interrupted_runs_reach_tiled(shared):
+    """A failed run (no events) and a run cut short (no stop document: the process died)
+    are in Tiled too, saying how they ended."""
+    import uuid
+
+    store, server = shared
+    cid = create_campaign(store, {"instrument": "sim-xrd", "agent": "sobol", "budget": 2})
+    runner = CampaignRunner(store, cid)
+    runner.instrument.lab.inject_fault("changer", "drop")
+    assert runner.run() == "completed"
+    failed, ok = (r.uid for r in store.runs(cid))
+    # a copy of the good run, cut before its stop document, as a dead process leaves it
+    cut = str(uuid.uuid4())
+    store.start_run(cut, cid, None)
+    desc_uid = str(uuid.uuid4())
+    for name, doc in store.documents(ok):
+        if name == "start":
+            doc = {**doc, "uid": cut}
+        elif name == "descriptor":
+            doc = {**doc, "uid": desc_uid, "run_start": cut}
+        elif name == "event":
+            doc = {**doc, "uid": str(uuid.uuid4()), "descriptor": desc_uid}
+        else:
+            continue
+        store.add_document(cut, name, doc)
+    store.finish_run(cut, "interrupted", reason="process ended before the run finished")
+
+    feed = TiledFeed(store, server.feed_login, ping=server.alive, poll_s=0.1).start()
+    try:
+        assert feed.wait_caught_up(60), feed.status()
+    finally:
+        feed.stop()
+    client = server.feed_login()
+    assert_same_as_store(client, store, failed)
+    md = client[failed].metadata
+    assert md["sdl"]["run_status"] == "failed" and md["stop"]["exit_status"] == "fail"
+    assert_same_as_store(client, store, cut)
+    md = client[cut].metadata
+    assert md["sdl"]["run_status"] == "interrupted" and md["sdl"]["stop_written_by_sdl"] is True
+    assert md["stop"]["exit_status"] == "abort" and "process ended" in md["stop"]["reason"]
