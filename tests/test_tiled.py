@@ -157,8 +157,9 @@ def test_a_half_written_run_is_rewritten_and_a_refused_one_holds_up_nothing(shar
 
 
 def test_tiled_follows_sdl_read_rules(tmp_path):
-    """A proprietary proposal's runs are its members' only; an open one's are everyone's
-    after the embargo; a wrong token does not log in; anonymous sees nothing."""
+    """A proprietary proposal's runs are its members' only; an open one's its members'
+    until the embargo ends and everyone's after; a wrong token does not log in;
+    anonymous sees nothing; nobody but the feed writes."""
     from sdl.service.testing import start_lab
 
     lab = start_lab(tmp_path, ("sim-xrd",), tiled=True)
@@ -171,9 +172,12 @@ def test_tiled_follows_sdl_read_rules(tmp_path):
         past = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=1)).isoformat()
         public = carol.create_proposal("open one", ["sim-xrd"], kind="open")
         lab.admin.approve(public["id"], embargo_until=past)
+        future = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=30)).isoformat()
+        embargoed = carol.create_proposal("open, under embargo", ["sim-xrd"], kind="open")
+        lab.admin.approve(embargoed["id"], embargo_until=future)
         runs: dict[str, list[str]] = {}
-        for who, prop in ((alice, secret), (carol, public)):
-            camp = who.create_campaign(prop["id"], {"instrument": "sim-xrd", "agent": "sobol", "budget": 2},
+        for who, prop, n in ((alice, secret, 2), (carol, public, 2), (carol, embargoed, 1)):
+            camp = who.create_campaign(prop["id"], {"instrument": "sim-xrd", "agent": "sobol", "budget": n},
                                        start=True)
             assert who.wait_campaign(camp["id"], timeout=120)["state"] == "completed"
             runs[prop["id"]] = [r["uid"] for r in who.export(camp["id"])["runs"]]
@@ -191,6 +195,10 @@ def test_tiled_follows_sdl_read_rules(tmp_path):
         assert set(b.keys()).isdisjoint(runs[secret["id"]])
         with pytest.raises(KeyError):
             b[runs[secret["id"]][0]]
+        # an open proposal under embargo: its members only
+        assert set(b.keys()).isdisjoint(runs[embargoed["id"]])
+        c = login(url, "carol-t", carol.token)
+        assert sorted(c.search(Key("sdl.proposal_id") == embargoed["id"]).keys()) == sorted(runs[embargoed["id"]])
         # the open proposal's embargo has passed: bob reads it
         assert sorted(b.search(Key("sdl.proposal_id") == public["id"]).keys()) == sorted(runs[public["id"]])
         assert b[runs[public["id"]][0]]["primary"].read() is not None
