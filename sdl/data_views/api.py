@@ -1,7 +1,7 @@
 """HTTP side of the data views: ``GET /api/runs/{uid}/nexus``,
 ``GET /api/campaigns/{campaign_id}/nexus`` and ``GET /api/tiled`` (where the runs are in
-Tiled). Who may download is decided by the service's existing checks (the same as ``/api/runs/{uid}`` and the campaign export):
-anything the caller may not read answers 404."""
+Tiled). Who may download is decided by the service's existing checks (the same as
+``/api/runs/{uid}`` and the campaign export): anything the caller may not read answers 404."""
 
 from __future__ import annotations
 
