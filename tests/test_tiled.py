@@ -162,7 +162,7 @@ def test_tiled_follows_sdl_read_rules(tmp_path):
     anonymous sees nothing; nobody but the feed writes."""
     from sdl.service.testing import start_lab
 
-    lab = start_lab(tmp_path, ("sim-xrd",), tiled=True)
+    lab = start_lab(tmp_path, ("sim-xrd",), tiled=True, tiled_folder=str(tmp_path / "tiled"))
     try:
         views = lab.service.data_views
         assert views is not None and views.server is not None

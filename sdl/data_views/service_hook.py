@@ -65,7 +65,7 @@ def start_data_views(svc: Any) -> DataViews | None:
     if s.tiled:
         from sdl.data_views.tiled_server import EmbeddedTiled
 
-        server = EmbeddedTiled(tiled_folder(s), s.store_url, host="127.0.0.1", port=s.tiled_port or None).start()
+        server = EmbeddedTiled(tiled_folder(s), s.store_url, host=s.tiled_host, port=s.tiled_port or None).start()
         feed = TiledFeed(svc.store, server.feed_login, proposal_of=svc._run_proposal, ping=server.alive,
                          access_tags=True if s.tiled_access_tags is None else s.tiled_access_tags)
         log.warning("Tiled on %s: every run is fed to it; log in with your sdl user name and an sdl token",
