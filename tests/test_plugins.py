@@ -247,6 +247,8 @@ def test_toml_profile_errors_name_the_instrument_the_key_and_what_is_allowed(tmp
         base.replace('device = "m"', 'device = "d"'): r"parameters.0.device: 'd' is ophyd.EpicsSignalRO, not movable",
         base.replace('reading = "d"', 'reading = "q"'): r"objectives.0.reading: unknown device 'q'; allowed: \['d', "
                                                         r"'m'\]",
+        base.replace('pv = "X:mtr"', 'pv = "X:mtr"\ntrigger_pv = "X:go"'): r"devices.m: trigger_pv belongs to a "
+                                                                       r"detector",
         base.replace('"ophyd.EpicsSignalRO"', '"ophyd.Thing"'): r"devices.d.class: not allowed; input should be "
                                                                  r"'ophyd.EpicsMotor'",
     }
