@@ -110,9 +110,10 @@ def list_instruments(as_json: bool = typer.Option(False, "--json", help="print J
                      "plans": inst.plan_names, "default_plan": inst.default_plan,
                      "parameters": inst.space.names, "objectives": [o.name for o in inst.objectives],
                      "reduction": inst.reduction["name"], "simulated_double": inst.simulator is not None})
+    families = {p: reg.source("instruments", p) for p in reg.patterns("instruments")}
     extra = {k: {n: reg.source(k, n) for n in reg.names(k)} for k in ("reductions", "agents")}
     if as_json:
-        console.print_json(json.dumps({"instruments": rows, "broken": broken, **extra}))
+        console.print_json(json.dumps({"instruments": rows, "families": families, "broken": broken, **extra}))
     else:
         table = Table()
         table.add_column("name", no_wrap=True)
@@ -122,6 +123,8 @@ def list_instruments(as_json: bool = typer.Option(False, "--json", help="print J
             table.add_row(r["name"], ", ".join(f"{p}*" if p == r["default_plan"] else p for p in r["plans"]),
                           ", ".join(r["parameters"]), ", ".join(r["objectives"]), _short(r["source"]))
         console.print(table)
+        for pattern, src in families.items():
+            console.print(f"instruments named {pattern!r} (any match) from {_short(src)}")
         for kind, items in extra.items():
             if items:
                 console.print(f"{kind} from plug-ins: " + ", ".join(items))

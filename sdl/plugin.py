@@ -68,6 +68,8 @@ class BuildContext:
     time_scale: float = 0.0
     n_slots: int = 24
     options: dict[str, Any] = field(default_factory=dict)
+    #: the name asked for (a family's factory, registered as e.g. ``"table:*.csv"``, reads it here)
+    name: str = ""
 
 
 @dataclass

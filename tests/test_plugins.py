@@ -316,3 +316,35 @@ def test_agents_and_reductions_from_a_profile(tmp_path, monkeypatch, store):
     assert [o.extra.get("error") for o in obs] == [None] * 3
     assert store.documents(obs[0].run_uid)[0][1]["reduction"]["name"] == "peak"
     assert store.suggestions(cid)[0].provenance["agent"] == "my-sobol"
+
+
+def test_a_family_of_instruments_by_name_pattern(tmp_path, monkeypatch):
+    """``"gauss:*"`` registers every name it matches; the factory reads the name asked for."""
+    prof = tmp_path / "family.py"
+    prof.write_text(textwrap.dedent(f'''
+        import importlib.util
+        spec = importlib.util.spec_from_file_location("ophyd_sim_profile", {str(PY_PROFILE)!r})
+        base = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(base)
+
+        def family(ctx):
+            centre = float(ctx.name.split(":", 1)[1])
+            inst = base.gauss_scan(type(ctx)(seed=ctx.seed, options={{"center": centre}}))
+            inst.name = ctx.name
+            return inst
+
+        INSTRUMENTS = {{"gauss:*": family}}
+        '''))
+    monkeypatch.setenv("SDL_PROFILE", str(prof))
+    reg_mod.reset()
+    r = reg_mod.registry()
+    assert r.patterns("instruments") == ["gauss:*"] and "gauss:*" not in r.names("instruments")
+    from sdl.instruments import INSTRUMENTS, check_instrument_name, make_instrument
+
+    assert check_instrument_name("gauss:2.5") == "gauss:2.5" and "gauss:2.5" in INSTRUMENTS
+    inst = make_instrument("gauss:2.5")
+    assert inst.name == "gauss:2.5" and inst.source == f"profile {prof}"
+    with pytest.raises(InvalidInput, match=r"unknown instrument; allowed: \[.*\] or a name matching \['gauss:\*'\]"):
+        check_instrument_name("gaus:1")
+    out = CliRunner().invoke(__import__("sdl.cli").cli.app, ["instruments", "list", "--json", "--profile", str(prof)])
+    assert '"gauss:*"' in out.output
