@@ -348,3 +348,18 @@ def test_a_family_of_instruments_by_name_pattern(tmp_path, monkeypatch):
         check_instrument_name("gaus:1")
     out = CliRunner().invoke(__import__("sdl.cli").cli.app, ["instruments", "list", "--json", "--profile", str(prof)])
     assert '"gauss:*"' in out.output
+
+
+def test_a_campaign_exposure_the_plan_does_not_allow_is_refused_before_anything_runs(store):
+    from sdl.campaign import CampaignRunner, create_campaign
+
+    def plan(x: float, *, exposure: Annotated[float, Arg(0, 1, units="s", open_lower=True)] = 0.1, md=None):
+        yield from ()
+
+    inst = _instrument(plans={"p": plan})
+    cid = create_campaign(store, {"instrument": "sim-xrd", "budget": 2, "exposure": 2.0, "plan": "p"})
+    with pytest.raises(InvalidInput, match=r"exposure: out of range: allowed \(0, 1\] s"):
+        CampaignRunner(store, cid, instrument=inst)
+    cid = create_campaign(store, {"instrument": "sim-xrd", "budget": 2, "plan": "nope"})
+    with pytest.raises(InvalidInput, match=r"plan: unknown plan for t; allowed: \['p'\]"):
+        CampaignRunner(store, cid, instrument=inst)
