@@ -68,7 +68,7 @@ class BuildContext:
     time_scale: float = 0.0
     n_slots: int = 24
     options: dict[str, Any] = field(default_factory=dict)
-    #: the name asked for: a family's factory (registered as a glob such as ``pool:*.csv``) builds that one
+    #: the name asked for (a family's factory, registered as e.g. ``"table:*.csv"``, reads it here)
     name: str = ""
 
 
@@ -99,7 +99,9 @@ class Option:
 
     def check(self, value: Any) -> Any:
         a = self.arg
-        rng = f"[{a.lower}, {a.upper}]".replace("[", "(" if a.open_lower else "[")
+        lo = "-inf" if a.lower is None else f"{a.lower:g}"
+        hi = "inf" if a.upper is None else f"{a.upper:g}"
+        rng = f"{'(' if a.open_lower or a.lower is None else '['}{lo}, {hi}{')' if a.upper is None else ']'}"
         if self.type == "enum":
             if value not in self.choices:
                 raise InvalidInput(self.name, f"must be one of {list(self.choices)}", value)
@@ -217,11 +219,6 @@ def inspect_plan(plugin: str, name: str, func: Callable[..., Any], space: Search
             options[pname] = _option_from(plugin, name, pname, hints.get(pname, p.annotation), p.default)
     missing = [n for n in names if n not in point_args and n not in dofs
                and not isinstance(space.parameter(n), FixedParameter)]
-    if missing and any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        # a plan taking **point gets the parameters its signature does not name (also those
-        # whose names are no Python identifiers, such as a table's column 'yield' or 'd1 (mM)')
-        point_args += missing
-        missing = []
     if missing:
         raise PluginError(plugin, f"plans.{name}", f"search-space parameters {missing} are neither plan arguments "
                           f"nor bound to a device; plan arguments: {list(params)}, dofs: {list(dofs)}")
