@@ -20,6 +20,7 @@ from sdl.service.auth import Principal
 from sdl.service.db import AuditRow, UsageRow, as_utc, iso
 from sdl.service.errors import NotFound
 from sdl.service.schemas import Body
+from sdl.service.authz import can
 from sdl.service.service import LabService, _require
 from sdl.store import utcnow
 
@@ -104,7 +105,7 @@ def web_router(svc: LabService, principal: Callable[..., Principal]) -> APIRoute
     @router.get("/api/usage/utilisation", tags=["usage"])
     def instrument_utilisation(hours: float = Query(24.0, gt=0, le=24 * 366), p: Principal = P) -> dict:
         """Staff: time busy, paused and idle per instrument over the last ``hours``."""
-        if not p.is_staff:
+        if not can(p, "usage.all"):
             raise NotFound("not found")
         return utilisation(svc, hours)
 
