@@ -295,7 +295,7 @@ def ioc(
     """Serve the simulated lab as soft IOCs on 127.0.0.1 (Ctrl-C stops) and list their PVs."""
     from sdl.epics_lab import list_pvs, run_ioc, use_loopback_ca
 
-    if _serve_plugin_double(instrument, prefix, port, seed, list_only):
+    if _serve_plugin_double(instrument, prefix, port, seed, list_only, as_json):
         return
     try:
         pvs = list_pvs(names, prefix, instrument_name=instrument, seed=seed)
@@ -314,7 +314,8 @@ def ioc(
     run_ioc(names, prefix, instrument_name=instrument, seed=seed, port=port, time_scale=time_scale, pva_port=pva_port)
 
 
-def _serve_plugin_double(instrument: str, prefix: str, port: int, seed: int, list_only: bool) -> bool:
+def _serve_plugin_double(instrument: str, prefix: str, port: int, seed: int, list_only: bool,
+                         as_json: bool = False) -> bool:
     """A plug-in instrument with a simulated double of its own: list or serve it (True if it has one)."""
     from sdl.instruments import make_instrument
 
@@ -328,11 +329,11 @@ def _serve_plugin_double(instrument: str, prefix: str, port: int, seed: int, lis
     from sdl.sim_serve import run_simulator, simulator_group
 
     group = simulator_group(instrument, prefix, seed=seed)
-    table = Table("PV", "type", "access", "what")
-    for name, pv in group.pvdb.items():
-        table.add_row(name, f"{pv.data_type.name.lower()}[{pv.max_length}]" if pv.max_length > 1 else
-                      pv.data_type.name.lower(), "ro" if pv.pvspec.read_only else "rw", (pv.pvspec.doc or "").strip())
-    console.print(table)
+    rows = [{"name": name, "ioc": instrument,
+             "type": f"{pv.data_type.name.lower()}[{pv.max_length}]" if pv.max_length > 1 else
+             pv.data_type.name.lower(), "access": "ro" if pv.pvspec.read_only else "rw", "units": "",
+             "doc": (pv.pvspec.doc or "").strip()} for name, pv in group.pvdb.items()]
+    tables.print_rows(console, tables.PV_COLUMNS, rows, as_json=as_json and list_only)
     if not list_only:
         use_loopback_ca(port)
         console.print(f"serving {len(group.pvdb)} PVs of {instrument} on 127.0.0.1:{port} (Ctrl-C stops)")
