@@ -115,14 +115,14 @@ def list_instruments(as_json: bool = typer.Option(False, "--json", help="print J
     if as_json:
         console.print_json(json.dumps({"instruments": rows, "families": families, "broken": broken, **extra}))
     else:
-        table = Table()
-        table.add_column("name", no_wrap=True)
-        for header in ("plans (* default)", "parameters", "objectives", "from"):
-            table.add_column(header, overflow="fold")
-        for r in rows:
-            table.add_row(r["name"], ", ".join(f"{p}*" if p == r["default_plan"] else p for p in r["plans"]),
-                          ", ".join(r["parameters"]), ", ".join(r["objectives"]), _short(r["source"]))
-        console.print(table)
+        from sdl import tables
+
+        cols = (tables.Col("name", whole=True), tables.Col("plans", "plans (* default)"), tables.Col("parameters"),
+                tables.Col("objectives"), tables.Col("from"))
+        tables.print_rows(console, cols, [
+            {"name": r["name"], "plans": ", ".join(f"{p}*" if p == r["default_plan"] else p for p in r["plans"]),
+             "parameters": ", ".join(r["parameters"]), "objectives": ", ".join(r["objectives"]),
+             "from": _short(r["source"])} for r in rows])
         for pattern, src in families.items():
             console.print(f"instruments named {pattern!r} (any match) from {_short(src)}")
         for kind, items in extra.items():
