@@ -14,6 +14,8 @@ from sdl.testing import configure_loopback_ca
 # addresses and a CA port of this test process's own, so parallel runs never clash.
 configure_loopback_ca()
 
+import os  # noqa: E402
+
 import pytest  # noqa: E402
 
 from sdl.database import drop_scratch_store, redact, scratch_store_url, test_database_url  # noqa: E402
@@ -27,6 +29,31 @@ def pytest_configure(config):
 def pytest_report_header(config):
     url = test_database_url()
     return f"sdl store: {'PostgreSQL, a database per test on ' + redact(url) if url else 'SQLite files'}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Where the environment was installed from the lock (``.ci/run``: SDL_LOCKED_ENV=1),
+    a test skipped because a package is missing fails instead: CI must not pass by skipping."""
+    outcome = yield
+    report = outcome.get_result()
+    if os.environ.get("SDL_LOCKED_ENV") == "1" and report.skipped and call.excinfo is not None:
+        reason = str(call.excinfo.value)
+        if "could not import" in reason or "No module named" in reason or "pip install" in reason:
+            report.outcome = "failed"
+            report.longrepr = f"skipped for a missing package in a locked environment: {reason}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    """The same for a whole test file skipped at import (``pytest.importorskip``)."""
+    outcome = yield
+    report = outcome.get_result()
+    if os.environ.get("SDL_LOCKED_ENV") == "1" and report.skipped:
+        reason = str(report.longrepr)
+        if "could not import" in reason or "No module named" in reason or "pip install" in reason:
+            report.outcome = "failed"
+            report.longrepr = f"skipped for a missing package in a locked environment: {reason}"
 
 
 def pytest_collection_modifyitems(config, items):
