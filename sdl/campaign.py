@@ -20,6 +20,7 @@ from typing import Any, Callable, Literal, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from sdl.builtins import DEFAULT_INSTRUMENT
 from sdl.errors import InvalidInput
 from sdl.models import Observation, Suggestion, new_id
 from sdl.reduction import reduce_run
@@ -44,7 +45,7 @@ class CampaignSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = ""
-    instrument: str = Field("sim-xrd", description="a registered instrument (sdl instruments list)")
+    instrument: str = Field(DEFAULT_INSTRUMENT, description="a registered instrument (sdl instruments list)")
     plan: str = Field("", description="the instrument's plan for each point; default: its default plan")
     instrument_options: dict[str, Any] = Field(default_factory=dict)
     space: SearchSpace | None = Field(None, description="defaults to the instrument's")

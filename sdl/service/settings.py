@@ -15,9 +15,10 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from sdl.builtins import DEFAULT_SERVICE_INSTRUMENTS
 from sdl.errors import InvalidInput
 
-DEFAULT_INSTRUMENTS = ("sim-xrd", "pool:p3ht", "pool:agnp")
+DEFAULT_INSTRUMENTS = DEFAULT_SERVICE_INSTRUMENTS  # the demo's lab (sdl.builtins), when none is configured
 
 
 class QueueServerConfig(BaseModel):
