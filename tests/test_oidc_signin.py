@@ -56,6 +56,7 @@ def browser_sign_in(lab, sub: str) -> tuple[httpx.Client, str, httpx.Response]:
     at_provider = r.headers["location"]
     q = parse_qs(urlsplit(at_provider).query)
     assert q["client_id"] == [CLIENT_ID] and q["state"][0] and q["nonce"][0] and "openid" in q["scope"][0]
+    assert q["code_challenge_method"] == ["S256"] and len(q["code_challenge"][0]) >= 43
     r = httpx.post(at_provider, data={"sub": sub}, follow_redirects=False, timeout=20)
     assert r.status_code in (302, 303), r.text[:300]
     callback = r.headers["location"]

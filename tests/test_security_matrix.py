@@ -301,7 +301,9 @@ def _fill(obj: Any, subs: dict) -> Any:
 @pytest.mark.parametrize("row", R, ids=[f"{r.method} {r.path}" for r in R])
 def test_matrix(world, row: Row):
     w = world
-    wrong = []
+    wrong: list[str] = []
+    refused: list[tuple] = []
+    start = w["lab"].admin.get("/api/audit", limit=1)[0]["id"]
     for kind in (row.kinds or (None,)):
         if kind is not None and row.needs() and kind not in RUN:
             continue
@@ -320,6 +322,9 @@ def test_matrix(world, row: Row):
                                json=None if row.body is None else _fill(row.body, subs))
             want = row.expect(role, rel)
             got = outcome(r.status_code)
+            if row.method != "GET" and role != "anon" and got in (403, 404):
+                refused.append((role, kind, "admin" if role == "admin" else c.user["name"],
+                                {str(v) for v in subs.values()}))
             if got != want:
                 wrong.append(f"{role} on {kind}: {r.status_code} (want {want}) {r.text[:160]}")
             elif r.status_code >= 400:
@@ -333,6 +338,13 @@ def test_matrix(world, row: Row):
                     wrong.append(f"{role} on {kind}: target {'shown' if shown else 'missing'} in the list")
             if row.after is not None and got == OK:
                 row.after(w)
+    # a refused request does nothing: no audit entry by that caller about that target
+    audit = [a for a in w["lab"].admin.get("/api/audit", limit=5000) if a["id"] > start]
+    for role, kind, actor, ids in refused:
+        done = [a["action"] for a in audit if a["actor"] == actor
+                and (kind is None or a["proposal_id"] in ids or a["target_id"] in ids)]
+        if done:
+            wrong.append(f"{role} on {kind}: refused, but did {done}")
     assert not wrong, "\n".join(wrong)
 
 

@@ -422,3 +422,13 @@ def test_every_role_check_goes_through_the_table():
             if re.search(r"\.is_admin\b|\.is_staff\b|\bp\.role\s*(==|!=|in)\s", line):
                 offenders.append(f"{f.name}:{i}: {line.strip()}")
     assert not offenders, offenders
+
+
+def test_many_keys_do_not_reset_anyone_s_limit():
+    """Flooding the limiter with new keys (addresses) evicts only idle buckets."""
+    lim = RateLimiter(per_minute=60, burst=2)
+    lim.max_keys = 50
+    assert lim.allow("victim")[0] and lim.allow("victim")[0] and not lim.allow("victim")[0]
+    for i in range(200):
+        lim.allow(f"flood-{i}")
+    assert not lim.allow("victim")[0]  # still limited: its bucket was not idle

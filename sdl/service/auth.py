@@ -122,13 +122,14 @@ class Authenticator:
 
 
 class RateLimiter:
-    """A token bucket per key (the token's hash, or the client address without one)."""
+    """A token bucket per key (an account, a token, a client address)."""
 
     def __init__(self, per_minute: float, burst: int):
         self.rate = per_minute / 60.0
         self.burst = float(burst)
         self._buckets: dict[str, list[float]] = {}
         self._lock = threading.Lock()
+        self.max_keys = 100_000
 
     def allow(self, key: str) -> tuple[bool, float]:
         """(allowed, seconds to wait before the next request would be allowed)."""
@@ -136,8 +137,12 @@ class RateLimiter:
         with self._lock:
             b = self._buckets.get(key)
             if b is None:
-                if len(self._buckets) > 100_000:
-                    self._buckets.clear()
+                if len(self._buckets) > self.max_keys:
+                    # forget the buckets with the most left (refilled ones lose nothing); keep those
+                    # closest to their limit, so flooding with new keys frees no one
+                    level = {k: min(self.burst, t + (now - at) * self.rate) for k, (t, at) in self._buckets.items()}
+                    for k in sorted(level, key=level.__getitem__, reverse=True)[:len(level) - self.max_keys // 2]:
+                        del self._buckets[k]
                 b = self._buckets[key] = [self.burst, now]
             tokens = min(self.burst, b[0] + (now - b[1]) * self.rate)
             b[1] = now

@@ -78,8 +78,8 @@ class OIDCSignIn:
         self._meta: dict | None = None
         self._keys: KeySet | None = None
         self._lock = threading.Lock()
-        #: state -> (nonce, hash of the browser binding, redirect_uri, deadline); each taken once
-        self._pending: dict[str, tuple[str, str, str, float]] = {}
+        #: state -> (nonce, hash of the browser binding, redirect_uri, deadline, PKCE verifier); each taken once
+        self._pending: dict[str, tuple[str, str, str, float, str]] = {}
         #: hashes of ID tokens already exchanged -> their expiry (a token is taken once)
         self._used: dict[str, float] = {}
 
@@ -120,23 +120,23 @@ class OIDCSignIn:
         from authlib.integrations.requests_client import OAuth2Session
 
         return OAuth2Session(self.client_id, self.client_secret, scope=self.scopes, redirect_uri=redirect_uri,
-                             state=state, token_endpoint_auth_method="client_secret_basic"
-                             if self.client_secret else "none")
+                             state=state, code_challenge_method="S256",  # PKCE as well (RFC 7636)
+                             token_endpoint_auth_method="client_secret_basic" if self.client_secret else "none")
 
     # --------------------------------------------------------- the browser flow
     def begin(self, redirect_uri: str) -> tuple[str, str]:
         """(the provider's authorization URL, the browser binding to set as a cookie)."""
         self._require()
-        state, nonce, binding = (secrets.token_urlsafe(32) for _ in range(3))
+        state, nonce, binding, verifier = (secrets.token_urlsafe(32) for _ in range(4))
         url, _ = self._session(redirect_uri).create_authorization_url(
-            self.metadata()["authorization_endpoint"], state=state, nonce=nonce)
+            self.metadata()["authorization_endpoint"], state=state, nonce=nonce, code_verifier=verifier)
         now = time.monotonic()
         with self._lock:
             for k in [k for k, v in self._pending.items() if v[3] < now]:
                 del self._pending[k]
             if len(self._pending) > 10_000:
                 raise Conflict("too many sign-ins in progress; try again in a few minutes")
-            self._pending[state] = (nonce, _h(binding), redirect_uri, now + STATE_TTL_S)
+            self._pending[state] = (nonce, _h(binding), redirect_uri, now + STATE_TTL_S, verifier)
         return url, binding
 
     def finish(self, code: str, state: str, binding: str | None) -> dict:
@@ -146,12 +146,13 @@ class OIDCSignIn:
             entry = self._pending.pop(state, None)  # taken once: a replayed state finds nothing
         if entry is None or entry[3] < time.monotonic():
             raise Unauthorized("unknown, already used or expired sign-in state: start again at /api/auth/login")
-        nonce, binding_hash, redirect_uri, _ = entry
+        nonce, binding_hash, redirect_uri, _, verifier = entry
         if not binding or not secrets.compare_digest(_h(binding), binding_hash):
             raise Unauthorized("this sign-in was started in another browser: start again at /api/auth/login")
         try:
             token = self._session(redirect_uri, state).fetch_token(
-                self.metadata()["token_endpoint"], code=code, grant_type="authorization_code")
+                self.metadata()["token_endpoint"], code=code, grant_type="authorization_code",
+                code_verifier=verifier)
         except Exception as exc:  # noqa: BLE001 - the provider refused the code
             raise Unauthorized(f"the identity provider did not accept the sign-in: {exc}") from None
         if "id_token" not in token:
