@@ -199,7 +199,17 @@ def test_a_user_creates_a_proposal_and_an_admin_approves_it(open_as, lab):
     page.reload()
     page.wait_for_selector("#proposal-status:has-text('approved')")
     assert "of 120" in page.inner_text("#proposal-usage")
-    # and rejects another
+    # the user runs something: the proposal page shows it against the allocation, with its charge
+    item = user.submit(pid, "sim-xrd", {"A": 0.3, "B": 0.45, "C": 0.25, "temperature": 420})
+    user.wait(item["id"], timeout=30)
+    page.reload()
+    page.wait_for_selector("#charges-table tbody tr")
+    assert "1 of 120" in page.inner_text("#proposal-usage")
+    row = page.inner_text("#charges-table tbody tr").split("\t")
+    assert row[:3] == ["sim-xrd", "1", "1"] and float(row[4]) >= 1.0
+    # and closes it; then rejects another
+    apage.click("#decide-form button[value=close]")
+    apage.wait_for_selector("#proposal-status:has-text('closed')")
     other = user.create_proposal("not this time", ["sim-xrd"])
     apage = a.go(f"#/proposals/{other['id']}", "#decide-form")
     apage.fill("#d-comment", "out of scope")
@@ -489,11 +499,11 @@ def test_an_admin_reads_utilisation(open_as, lab):
 
 
 # ------------------------------------------------------------------ live speed
-N_FAST = 150
 MIN_RATE = 5.0  # experiments per second the live view must keep up with
 
 
-def test_the_live_view_keeps_up_with_a_fast_campaign(open_as, lab):
+@pytest.mark.parametrize("N_FAST", [60, pytest.param(400, marks=pytest.mark.slow)])
+def test_the_live_view_keeps_up_with_a_fast_campaign(open_as, lab, N_FAST):
     """Shown count against the server's, sampled every 0.25 s while the campaign runs."""
     user, prop = _approved(lab, "fast", ("sim-xrd",))
     camp = user.create_campaign(prop["id"], {"instrument": "sim-xrd", "agent": "random", "budget": N_FAST, "seed": 5})
@@ -501,7 +511,7 @@ def test_the_live_view_keeps_up_with_a_fast_campaign(open_as, lab):
     page = s.go(f"#/campaigns/{camp['id']}", "#live-state:has-text('live')")
     user.campaign_action(camp["id"], "start")
     samples, t0 = [], time.time()
-    while time.time() - t0 < 60:
+    while time.time() - t0 < 30 + N_FAST / MIN_RATE:
         server = user.campaign(camp["id"])
         shown = int(page.get_attribute("#shown-n", "data-n"))
         samples.append((time.time() - t0, server["experiments"], shown))
@@ -515,14 +525,14 @@ def test_the_live_view_keeps_up_with_a_fast_campaign(open_as, lab):
     print(f"campaign rate {rate:.1f} experiments/s; page lag max {max(lags)}, mean {sum(lags) / len(lags):.2f} "
           f"over {len(samples)} samples")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    (ARTIFACTS / "live-lag.json").write_text(json.dumps({"rate_per_s": rate, "samples": samples}))
+    (ARTIFACTS / f"live-lag-{N_FAST}.json").write_text(json.dumps({"rate_per_s": rate, "samples": samples}))
     assert samples[-1][1] == samples[-1][2] == N_FAST
     if rate < MIN_RATE:  # the machine could not run the campaign that fast: the check would prove nothing
         pytest.skip(f"the campaign ran at {rate:.1f} experiments/s here, below the {MIN_RATE:g}/s to check against")
     # a sample is taken after the server's count and before the page's: one in flight is allowed
     assert max(lags) <= 3, samples
     wait_js(page, f"document.querySelectorAll('#chart-best circle.obs').length === {N_FAST}")
-    s.shot("campaign-live")
+    s.shot(f"campaign-live-{N_FAST}")
 
 
 # ------------------------------------------------------------------ charts
@@ -530,18 +540,18 @@ def test_model_prediction_along_a_parameter(open_as, lab):
     """A model-based agent reports its prediction (mean, sd) with each suggestion; the plot
     draws one diamond and one ±2 sd bar per such suggestion, along the chosen parameter."""
     user, prop = _approved(lab, "modeller", ("sim-xrd",))
-    camp = user.create_campaign(prop["id"], {"instrument": "sim-xrd", "agent": "gp-ei", "budget": 4, "seed": 1,
+    camp = user.create_campaign(prop["id"], {"instrument": "sim-xrd", "agent": "gp-ei", "budget": 3, "seed": 1,
                                              "agent_options": {"n_init": 2}}, start=True)
     user.wait_campaign(camp["id"], timeout=120)
     sugs = user.get(f"/api/campaigns/{camp['id']}/suggestions")
     predicted = [x for x in sugs if (x["provenance"].get("predicted_mean") or {}).get("fom") is not None]
-    assert len(predicted) == 2
+    assert len(predicted) == 1
     s = open_as(user)
     page = s.go(f"#/campaigns/{camp['id']}", "#chart-pred svg")
     page.select_option("#pred-param", "temperature")
-    wait_js(page, "document.querySelectorAll('#chart-pred path.pred-pt').length === 2")
-    assert page.locator("#chart-pred line.pred").count() == 2
-    assert page.locator("#chart-pred circle.obs").count() == 4
+    wait_js(page, "document.querySelectorAll('#chart-pred path.pred-pt').length === 1")
+    assert page.locator("#chart-pred line.pred").count() == 1
+    assert page.locator("#chart-pred circle.obs").count() == 3
     titles = page.locator("#chart-pred path.pred-pt title").all_text_contents()
     want = sorted(x["provenance"]["predicted_mean"]["fom"] for x in predicted)
     got = sorted(float(t.split()[1]) for t in titles)

@@ -209,15 +209,40 @@ export async function campaignView({ view, me, onLeave }, id) {
     $("#approval-banner").textContent = `${nWait} suggestion(s) wait for your approval before they run (Approve or Veto below).`;
   }
 
-  // --- live: the stream appends observations; full reloads only to catch up
-  let drawTimer = null, sugTimer = null;
+  // --- live: the stream's events update the page in place (no request per event, so a
+  // watched campaign costs the service almost nothing); a full reload only now and then
+  let drawTimer = null, sugTimer = null, tableTimer = null;
   function drawSoon() { if (!drawTimer) drawTimer = setTimeout(() => { drawTimer = null; drawCharts(); }, 250); }
-  function sugsSoon() {
+  function tableSoon() {
+    if (!tableTimer) tableTimer = setTimeout(() => { tableTimer = null; drawSuggestions(); drawPrediction(); }, 400);
+  }
+  function sugsSoon() { // reload the suggestions from the service (statuses the stream does not carry)
     if (sugTimer) return;
     sugTimer = setTimeout(async () => {
       sugTimer = null;
-      try { sugs = await api(`/campaigns/${cid}/suggestions`); drawSuggestions(); drawPrediction(); } catch { /* next event retries */ }
+      try { reloaded(await api(`/campaigns/${cid}/suggestions`)); drawSuggestions(); drawPrediction(); } catch { /* next check retries */ }
     }, 700);
+  }
+  const FINAL = ["done", "failed", "vetoed"];
+  function reloaded(list) { // keep what the stream brought while the reload was on its way
+    const mine = new Map(sugs.map((x) => [x.id, x]));
+    for (const x of list) {
+      const m = mine.get(x.id);
+      if (m && FINAL.includes(m.status) && !FINAL.includes(x.status)) x.status = m.status;
+    }
+    const ids = new Set(list.map((x) => x.id));
+    sugs = list.concat(sugs.filter((x) => !ids.has(x.id)));
+  }
+  function applyToSuggestions(e) {
+    const sug = sugs.find((x) => x.id === (e.suggestion_id || (e.observation && e.observation.suggestion_id)));
+    if (e.event === "suggestion" && !sug) {
+      const seq = e.seq != null ? e.seq : (sugs.length ? sugs[sugs.length - 1].seq + 1 : 0);
+      sugs.push({ id: e.suggestion_id, seq, params: e.params, provenance: e.provenance || {}, status: "pending" });
+    } else if (sug && e.event === "observation") sug.status = e.observation.ok ? "done" : "failed";
+    else if (sug && e.event === "veto") { sug.status = "vetoed"; sug.provenance = { ...sug.provenance, vetoed: { by: e.by, reason: e.reason } }; }
+    else if (sug && e.event === "approval") sug.provenance = { ...sug.provenance, approved: { by: e.by, comment: e.comment } };
+    else { sugsSoon(); return; } // something the page does not know: ask the service
+    tableSoon();
   }
   function showCount() {
     const n = $("#shown-n");
@@ -228,33 +253,36 @@ export async function campaignView({ view, me, onLeave }, id) {
     for (const o of obs) if (o.ok && o.values && o.values[o0.name] != null && (best == null || sign(o0) * (o.values[o0.name] - best) > 0)) best = o.values[o0.name];
     $("#camp-best").textContent = fmt(best);
   }
+  let seen = new Set(obs.map((o) => o.suggestion_id));
   async function resync() {
     obs = await api(`/campaigns/${cid}/observations`);
+    seen = new Set(obs.map((o) => o.suggestion_id));
     showCount();
     drawSoon();
   }
   const s = stream({ campaign_id: id, types: "campaign" }, (e) => {
     if (e.type !== "campaign") return;
     if (e.event === "observation" && e.observation) {
-      if (obs.some((o) => o.suggestion_id === e.observation.suggestion_id)) return;
-      if (e.n === obs.length + 1) { obs.push(e.observation); showCount(); drawSoon(); }
+      if (seen.has(e.observation.suggestion_id)) return;
+      if (e.n === obs.length + 1) { obs.push(e.observation); seen.add(e.observation.suggestion_id); showCount(); drawSoon(); }
       else if (e.n > obs.length) resync().catch(() => {});
-      sugsSoon();
+      applyToSuggestions(e);
     } else if (e.event === "state") {
       camp.state = e.state;
       $("#camp-state").innerHTML = state(e.state).s;
       $("#camp-message").textContent = e.message || "";
       sugsSoon();
-    } else if (["suggestion", "veto", "approval"].includes(e.event)) sugsSoon();
+    } else if (["suggestion", "veto", "approval"].includes(e.event)) applyToSuggestions(e);
   }, (st) => { $("#live-state").textContent = st; if (st === "live") resync().catch(() => {}); });
+  let ticks = 0;
   const check = setInterval(async () => { // a dropped event must not leave the page behind
     try {
       const c = await api(`/campaigns/${cid}`);
       if (c.experiments !== obs.length) resync();
-      if (c.state === "running") sugsSoon();
+      if (c.state === "running" && ++ticks % 3 === 0) sugsSoon(); // statuses like "running" come this way
     } catch { /* offline: the next check retries */ }
   }, 4000);
-  onLeave(() => { s.close(); clearInterval(check); clearTimeout(drawTimer); clearTimeout(sugTimer); });
+  onLeave(() => { s.close(); clearInterval(check); clearTimeout(drawTimer); clearTimeout(sugTimer); clearTimeout(tableTimer); });
 
   drawCharts();
   drawSuggestions();
@@ -289,7 +317,7 @@ export async function campaignView({ view, me, onLeave }, id) {
       $("#sug-result").textContent = `${action === "approve" ? "approved" : "vetoed"} suggestion ${short(sid)}`;
     } catch (err) { $("#sug-result").textContent = err.message; }
     $("#sug-result").focus(); // the row's buttons are redrawn: keyboard focus goes to the outcome
-    sugs = await api(`/campaigns/${cid}/suggestions`);
+    reloaded(await api(`/campaigns/${cid}/suggestions`));
     drawSuggestions();
   });
   const pform = $("#point-form");

@@ -119,9 +119,11 @@ export async function proposalView({ view, me }, id) {
     <h3>Usage against allocation</h3>
     <p id="proposal-usage">experiments: ${alloc(p.usage ? p.usage.experiments : 0, p.allocation.experiments)};
       hours: ${alloc(p.usage ? p.usage.hours : 0, p.allocation.hours)}</p>
-    <div class="table-wrap"><table><caption class="muted">charges per instrument (the meter)</caption>
-      <thead><tr><th>instrument</th><th class="num">experiments</th><th class="num">succeeded</th><th class="num">instrument hours</th></tr></thead>
-      <tbody>${usage.map((u) => html`<tr><td>${u.instrument}</td><td class="num">${u.experiments}</td><td class="num">${u.succeeded}</td><td class="num">${fmt(u.hours, 3)}</td></tr>`)}</tbody></table></div>
+    <div class="table-wrap"><table id="charges-table"><caption class="muted">charges per instrument (the meter; the queue's
+      fair-share charge is 1 per experiment + 1 per instrument-minute)</caption>
+      <thead><tr><th>instrument</th><th class="num">experiments</th><th class="num">succeeded</th><th class="num">instrument hours</th><th class="num">fair-share charge</th></tr></thead>
+      <tbody>${usage.map((u) => html`<tr><td>${u.instrument}</td><td class="num">${u.experiments}</td><td class="num">${u.succeeded}</td>
+        <td class="num">${fmt(u.hours, 3)}</td><td class="num">${fmt(u.experiments + u.seconds / 60, 4)}</td></tr>`)}</tbody></table></div>
     <h3>Members</h3>
     <ul>${(p.members || []).map((m) => html`<li>${m.name} (${m.role})</li>`)}</ul>
     ${isPI || me.role === "admin" ? html`<form id="member-form" class="row" novalidate><label for="m-user">add member</label>
