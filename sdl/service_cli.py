@@ -106,7 +106,7 @@ def serve(
     if settings.tiled and not settings.tiled_port:  # chosen now, so that it can be printed below
         from sdl.data_views.tiled_server import free_port
 
-        settings.tiled_port = free_port()
+        settings.tiled_port = free_port(settings.tiled_host)
 
     def ready(app) -> None:
         token = app.state.initial_admin_token
@@ -116,7 +116,7 @@ def serve(
             f"{c.name} (dedicated {c.dedicated_fraction:.0%}"
             f"{', served by sdl worker' if settings.is_external(c) else ''})" for c in settings.instruments))
         if settings.tiled or settings.tiled_url:
-            where = f"http://127.0.0.1:{settings.tiled_port}" if settings.tiled else settings.tiled_url
+            where = f"http://{settings.tiled_host}:{settings.tiled_port}" if settings.tiled else settings.tiled_url
             console.print(f"Tiled: every run is fed to [bold]{where}[/]"
                           + (" (log in with your sdl user name and an sdl token)" if settings.tiled else ""))
         if token:

@@ -138,6 +138,23 @@ def test_http_download_follows_the_access_rules(tmp_path):
         assert get(bob, f"/api/campaigns/{cid}/nexus").status_code == 404
         assert get(bob, f"/api/runs/{run_uid}/nexus").status_code == 404
         assert httpx.get(lab.url + f"/api/runs/{run_uid}/nexus").status_code == 401
+        assert alice.get("/api/tiled") == {"enabled": False, "url": None}  # Tiled is optional: off here
     finally:
         lab.close()
         lab.server.stop()
+
+
+def test_failed_runs_export_and_validate(tmp_path, store):
+    """A run that failed (a dropped sample: no events) still gets its entry, and says how it ended."""
+    cid = create_campaign(store, {"instrument": "sim-xrd", "agent": "sobol", "budget": 2})
+    runner = CampaignRunner(store, cid)
+    runner.instrument.lab.inject_fault("changer", "drop")
+    assert runner.run() == "completed"
+    path = nexus.write_campaign(store, cid, tmp_path / "c.nxs")
+    check = nexus.validate(path)
+    assert check["errors"] == 0, check["messages"]
+    root = nx.nxload(str(path))
+    assert root["run_0000/observation/status"].nxvalue == "failed"
+    assert root["run_0000/observation/ok"].nxvalue == 0 and "dropped" in root["run_0000/observation/error"].nxvalue
+    assert root["run_0001/observation/status"].nxvalue == "success"
+    assert list(root["campaign/observations/ok"].nxvalue) == [0, 1]

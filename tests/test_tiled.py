@@ -27,6 +27,22 @@ from sdl.store import Store  # noqa: E402
 pytestmark = pytest.mark.timeout(300)
 
 
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    """One store and one embedded Tiled server for the tests of this module that feed it
+    (a Tiled server takes seconds to start): each test makes its own campaign."""
+    from sdl.database import drop_scratch_store, scratch_store_url
+
+    folder = tmp_path_factory.mktemp("tiled-shared")
+    url = scratch_store_url(folder / "store.sqlite")
+    store = Store(url)
+    server = EmbeddedTiled(folder / "tiled", url).start()
+    yield store, server
+    server.stop()
+    store.close()
+    drop_scratch_store(folder / "store.sqlite")
+
+
 def assert_same_as_store(client, store: Store, uid: str) -> None:
     """The run in Tiled holds the store's start and stop documents and every event's data."""
     docs = store.documents(uid)
@@ -72,9 +88,8 @@ class _Outage(Progress):
             self.thread.start()
 
 
-def test_campaign_reaches_tiled_through_an_outage(tmp_path, store_url):
-    store = Store(store_url)
-    server = EmbeddedTiled(tmp_path / "tiled", store_url).start()
+def test_campaign_reaches_tiled_through_an_outage(shared):
+    store, server = shared
     feed = TiledFeed(store, server.feed_login, ping=server.alive, poll_s=0.1, backoff_max_s=0.5).start()
     try:
         cid = create_campaign(store, {"instrument": "sim-xrd", "agent": "sobol", "budget": 6})
@@ -107,51 +122,47 @@ def test_campaign_reaches_tiled_through_an_outage(tmp_path, store_url):
         assert type(client[one.uid]).__name__.startswith("BlueskyRun")
     finally:
         feed.stop()
-        server.stop()
-        store.close()
+        if not server.alive():
+            server.start()
 
 
-def test_a_half_written_run_is_rewritten_and_a_refused_one_holds_up_nothing(tmp_path, store_url):
+def test_a_half_written_run_is_rewritten_and_a_refused_one_holds_up_nothing(shared):
     """The connection broke in the middle of a run: the next connection rewrites it whole.
     A run the server keeps refusing is skipped after max_attempts; the others go on."""
-    store = Store(store_url)
+    store, server = shared
     cid = create_campaign(store, {"instrument": "sim-xrd", "agent": "sobol", "budget": 3})
     assert CampaignRunner(store, cid).run() == "completed"
     half, refused, fine = (r.uid for r in store.runs(cid))
-    server = EmbeddedTiled(tmp_path / "tiled", store_url).start()
+    client = server.feed_login()
+    start = dict(store.documents(half)[0][1])
+    client.create_container(key=half, metadata={"start": start}, access_tags=["sdl:no-proposal"])
+
+    class Refusing(TiledFeed):
+        def send(self, uid):
+            if uid == refused:
+                raise ValueError("the server refused this run")
+            return super().send(uid)
+
+    feed = Refusing(store, server.feed_login, ping=server.alive, poll_s=0.1, backoff_max_s=0.2).start()
     try:
-        client = server.feed_login()
-        start = dict(store.documents(half)[0][1])
-        client.create_container(key=half, metadata={"start": start}, access_tags=["sdl:no-proposal"])
-
-        class Refusing(TiledFeed):
-            def send(self, uid):
-                if uid == refused:
-                    raise ValueError("the server refused this run")
-                return super().send(uid)
-
-        feed = Refusing(store, server.feed_login, ping=server.alive, poll_s=0.1, backoff_max_s=0.2).start()
-        try:
-            assert feed.wait_caught_up(60), feed.status()
-            status = feed.status()
-        finally:
-            feed.stop()
-        assert feed.attempts[refused] == 3 and "refused this run" in status["refused"][refused]
-        client = server.feed_login()
-        for uid in (half, fine):
-            assert_same_as_store(client, store, uid)
-        assert refused not in client
+        assert feed.wait_caught_up(60), feed.status()
+        status = feed.status()
     finally:
-        server.stop()
-        store.close()
+        feed.stop()
+    assert feed.attempts[refused] == 3 and "refused this run" in status["refused"][refused]
+    client = server.feed_login()
+    for uid in (half, fine):
+        assert_same_as_store(client, store, uid)
+    assert refused not in client
 
 
 def test_tiled_follows_sdl_read_rules(tmp_path):
-    """A proprietary proposal's runs are its members' only; an open one's are everyone's
-    after the embargo; a wrong token does not log in; anonymous sees nothing."""
+    """A proprietary proposal's runs are its members' only; an open one's its members'
+    until the embargo ends and everyone's after; a wrong token does not log in;
+    anonymous sees nothing; nobody but the feed writes."""
     from sdl.service.testing import start_lab
 
-    lab = start_lab(tmp_path, ("sim-xrd",), tiled=True)
+    lab = start_lab(tmp_path, ("sim-xrd",), tiled=True, tiled_folder=str(tmp_path / "tiled"))
     try:
         views = lab.service.data_views
         assert views is not None and views.server is not None
@@ -161,14 +172,20 @@ def test_tiled_follows_sdl_read_rules(tmp_path):
         past = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=1)).isoformat()
         public = carol.create_proposal("open one", ["sim-xrd"], kind="open")
         lab.admin.approve(public["id"], embargo_until=past)
+        future = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=30)).isoformat()
+        embargoed = carol.create_proposal("open, under embargo", ["sim-xrd"], kind="open")
+        lab.admin.approve(embargoed["id"], embargo_until=future)
         runs: dict[str, list[str]] = {}
-        for who, prop in ((alice, secret), (carol, public)):
-            camp = who.create_campaign(prop["id"], {"instrument": "sim-xrd", "agent": "sobol", "budget": 2},
+        for who, prop, n in ((alice, secret, 2), (carol, public, 2), (carol, embargoed, 1)):
+            camp = who.create_campaign(prop["id"], {"instrument": "sim-xrd", "agent": "sobol", "budget": n},
                                        start=True)
             assert who.wait_campaign(camp["id"], timeout=120)["state"] == "completed"
             runs[prop["id"]] = [r["uid"] for r in who.export(camp["id"])["runs"]]
         assert views.feed.wait_caught_up(60), views.feed.status()
 
+        info = alice.get("/api/tiled")
+        assert info["enabled"] and info["url"] == url and info["embedded"] and "feed" not in info
+        assert lab.admin.get("/api/tiled")["feed"]["connected"] is True
         a = login(url, "alice-t", alice.token)
         mine = sorted(a.search(Key("sdl.proposal_id") == secret["id"]).keys())
         assert mine == sorted(runs[secret["id"]])
@@ -178,6 +195,10 @@ def test_tiled_follows_sdl_read_rules(tmp_path):
         assert set(b.keys()).isdisjoint(runs[secret["id"]])
         with pytest.raises(KeyError):
             b[runs[secret["id"]][0]]
+        # an open proposal under embargo: its members only
+        assert set(b.keys()).isdisjoint(runs[embargoed["id"]])
+        c = login(url, "carol-t", carol.token)
+        assert sorted(c.search(Key("sdl.proposal_id") == embargoed["id"]).keys()) == sorted(runs[embargoed["id"]])
         # the open proposal's embargo has passed: bob reads it
         assert sorted(b.search(Key("sdl.proposal_id") == public["id"]).keys()) == sorted(runs[public["id"]])
         assert b[runs[public["id"]][0]]["primary"].read() is not None
@@ -246,3 +267,87 @@ def test_feeds_an_existing_tiled_server_with_an_api_key(tmp_path, store_url):
         proc.terminate()
         proc.wait(20)
         store.close()
+
+
+# ------------------------------------------------- a bluesky-adaptive agent on Tiled
+def test_bluesky_adaptive_agent_learns_from_tiled(shared, monkeypatch):
+    """bluesky-adaptive's own Ax optimizer and an evaluation function reading runs from
+    Tiled drive an sdl campaign: the agent learns from Tiled, not from sdl's store, and
+    what it learns equals what the store recorded."""
+    pytest.importorskip("bluesky_adaptive")
+    import sdl.agents
+    from sdl.data_views.adaptive import AdaptiveAgent, TiledEvaluation, ax_optimizer
+
+    store, server = shared
+    feed = TiledFeed(store, server.feed_login, ping=server.alive, poll_s=0.1).start()
+    made: list[AdaptiveAgent] = []
+
+    def factory(space, objectives, seed=0, **options):
+        evaluation = TiledEvaluation(server.feed_login(), timeout_s=60)
+        agent = AdaptiveAgent(space, objectives, ax_optimizer(space, objectives, seed), evaluation,
+                              name="adaptive-tiled")
+        made.append(agent)
+        return agent
+
+    monkeypatch.setitem(sdl.agents.AGENTS, "adaptive-tiled", factory)
+    try:
+        cid = create_campaign(store, {"instrument": "sim-xrd", "agent": "adaptive-tiled", "budget": 4})
+        assert CampaignRunner(store, cid).run() == "completed"
+    finally:
+        feed.stop()
+    agent = made[-1]
+    obs = store.observations(cid)
+    assert len(obs) == 4 and all(o.ok for o in obs)
+    # every observation was read back from Tiled and reduced there, to the store's value
+    assert agent.evaluation.reads == [o.run_uid for o in obs]
+    by_run = {p["run_uid"]: p for p in agent.ingested}
+    for o in obs:
+        assert by_run[o.run_uid]["fom"] == pytest.approx(o.values["fom"], rel=1e-12)
+    # the points were the optimizer's own, and its best is the campaign's best
+    sugs = store.suggestions(cid)
+    assert all(s.provenance["agent"] == "adaptive-tiled" and "AxOptimizer" in s.provenance["reason"] for s in sugs)
+    _, params, outcome = agent.optimizer.get_best_points()[0]
+    value = outcome["fom"][0] if isinstance(outcome["fom"], tuple) else outcome["fom"]  # (mean, sem)
+    assert value == pytest.approx(max(o.values["fom"] for o in obs), rel=1e-9)
+
+
+def test_failed_and_interrupted_runs_reach_tiled(shared):
+    """A failed run (no events) and a run cut short (no stop document: the process died)
+    are in Tiled too, saying how they ended."""
+    import uuid
+
+    store, server = shared
+    cid = create_campaign(store, {"instrument": "sim-xrd", "agent": "sobol", "budget": 2})
+    runner = CampaignRunner(store, cid)
+    runner.instrument.lab.inject_fault("changer", "drop")
+    assert runner.run() == "completed"
+    failed, ok = (r.uid for r in store.runs(cid))
+    # a copy of the good run, cut before its stop document, as a dead process leaves it
+    cut = str(uuid.uuid4())
+    store.start_run(cut, cid, None)
+    desc_uid = str(uuid.uuid4())
+    for name, doc in store.documents(ok):
+        if name == "start":
+            doc = {**doc, "uid": cut}
+        elif name == "descriptor":
+            doc = {**doc, "uid": desc_uid, "run_start": cut}
+        elif name == "event":
+            doc = {**doc, "uid": str(uuid.uuid4()), "descriptor": desc_uid}
+        else:
+            continue
+        store.add_document(cut, name, doc)
+    store.finish_run(cut, "interrupted", reason="process ended before the run finished")
+
+    feed = TiledFeed(store, server.feed_login, ping=server.alive, poll_s=0.1).start()
+    try:
+        assert feed.wait_caught_up(60), feed.status()
+    finally:
+        feed.stop()
+    client = server.feed_login()
+    assert_same_as_store(client, store, failed)
+    md = client[failed].metadata
+    assert md["sdl"]["run_status"] == "failed" and md["stop"]["exit_status"] == "fail"
+    assert_same_as_store(client, store, cut)
+    md = client[cut].metadata
+    assert md["sdl"]["run_status"] == "interrupted" and md["sdl"]["stop_written_by_sdl"] is True
+    assert md["stop"]["exit_status"] == "abort" and "process ended" in md["stop"]["reason"]

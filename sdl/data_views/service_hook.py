@@ -29,6 +29,17 @@ class DataViews:
     def __init__(self, feed: Any = None, server: Any = None, url: str | None = None):
         self.feed, self.server, self.url = feed, server, url
 
+    def describe(self, staff: bool) -> dict:
+        """For ``GET /api/tiled``: where the runs are; the feed's state for staff."""
+        out: dict[str, Any] = {"enabled": True, "url": self.url, "embedded": self.server is not None,
+                               "login": "your sdl user name, and an sdl API token as the password"
+                               if self.server is not None else "as the Tiled server's operator tells you"}
+        if staff and self.feed is not None:
+            st = self.feed.status()
+            out["feed"] = {"connected": st["connected"], "sent": st["sent"], "pending": st["pending"],
+                           "outages": st["outages"], "last_error": st["last_error"], "refused": len(st["refused"])}
+        return out
+
     def stop(self) -> None:
         if self.feed is not None:
             self.feed.stop()
@@ -41,12 +52,20 @@ def start_data_views(svc: Any) -> DataViews | None:
     s = svc.settings
     if not (s.tiled or s.tiled_url):
         return None
+    import importlib.util
+
     from sdl.data_views.tiled_feed import TiledFeed
+    from sdl.data_views.tiled_server import TiledServerError
+
+    missing = [m for m in ("tiled", "bluesky_tiled_plugins") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise TiledServerError(f"{', '.join(missing)} not installed: pip install 'sdl[tiled]' (or run without "
+                               "--tiled / tiled_url)")
 
     if s.tiled:
         from sdl.data_views.tiled_server import EmbeddedTiled
 
-        server = EmbeddedTiled(tiled_folder(s), s.store_url, host="127.0.0.1", port=s.tiled_port or None).start()
+        server = EmbeddedTiled(tiled_folder(s), s.store_url, host=s.tiled_host, port=s.tiled_port or None).start()
         feed = TiledFeed(svc.store, server.feed_login, proposal_of=svc._run_proposal, ping=server.alive,
                          access_tags=True if s.tiled_access_tags is None else s.tiled_access_tags)
         log.warning("Tiled on %s: every run is fed to it; log in with your sdl user name and an sdl token",

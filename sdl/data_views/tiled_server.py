@@ -86,7 +86,9 @@ class EmbeddedTiled:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        """Where this process reaches it (loopback when it listens on every address)."""
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"http://{host}:{self.port}"
 
     def start(self, timeout: float = 60.0) -> "EmbeddedTiled":
         import json

@@ -158,6 +158,7 @@ class ServiceSettings(BaseSettings):
     tiled: bool = Field(False, description="start an embedded Tiled server and feed every run to it")
     tiled_url: str | None = Field(None, description="feed every run to this existing Tiled server instead")
     tiled_api_key: SecretStr | None = Field(None, description="API key the feed writes to tiled_url with")
+    tiled_host: str = Field("127.0.0.1", description="address the embedded Tiled server listens on")
     tiled_port: int = Field(0, ge=0, le=65535, description="port of the embedded Tiled server (0: a free one)")
     tiled_folder: str | None = Field(None, description="catalog and files of the embedded Tiled server "
                                      "(default: a folder 'tiled' beside the SQLite store, or ./sdl-data/tiled)")
