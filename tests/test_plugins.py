@@ -62,7 +62,7 @@ def test_core_names_no_instrument():
     """The store, campaign runner, service, workers and backends never special-case one."""
     core = [ROOT / "sdl" / f for f in ("store.py", "campaign.py", "replay.py", "reduction.py", "registry.py",
                                         "plugin.py")]
-    core += sorted((ROOT / "sdl" / "service").glob("*.py")) + sorted((ROOT / "sdl" / "backends").glob("*.py"))
+    core += sorted((ROOT / "sdl" / "service").rglob("*.py")) + sorted((ROOT / "sdl" / "backends").glob("*.py"))
     allowed = {  # defaults only: what runs when nothing is named
         "campaign.py": ['Field("sim-xrd"'], "settings.py": ['DEFAULT_INSTRUMENTS = ("sim-xrd"'],
         "crashtest.py": None, "testing.py": None,  # test kits, not the core
