@@ -130,7 +130,7 @@ def create_app(settings: ServiceSettings | None = None, service: LabService | No
     app.include_router(oidc_router(svc, principal))  # /api/auth/*: sign-in through the identity provider
     from sdl.data_views.api import data_router
 
-    app.include_router(data_router(svc, P))  # NeXus downloads, Tiled (sdl.data_views)
+    app.include_router(data_router(svc, P))  # NeXus downloads (sdl.data_views)
     app.include_router(web_router(svc, principal))  # the web app's files and additions (sdl.service.webapi)
     app.include_router(routers.stream.router)  # /api/stream (WebSocket)
     return app
