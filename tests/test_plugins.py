@@ -62,7 +62,7 @@ def test_core_names_no_instrument():
     """The store, campaign runner, service, workers and backends never special-case one."""
     core = [ROOT / "sdl" / f for f in ("store.py", "campaign.py", "replay.py", "reduction.py", "registry.py",
                                         "plugin.py")]
-    core += sorted((ROOT / "sdl" / "service").glob("*.py")) + sorted((ROOT / "sdl" / "backends").glob("*.py"))
+    core += sorted((ROOT / "sdl" / "service").rglob("*.py")) + sorted((ROOT / "sdl" / "backends").glob("*.py"))
     # what runs when nothing is named (the demo's lab) is declared by the built-in plug-ins
     from sdl.builtins import DEFAULT_INSTRUMENT, DEFAULT_SERVICE_INSTRUMENTS
     from sdl.campaign import CampaignSpec

@@ -55,13 +55,11 @@ from sdl.service.db import (
     WorkerRow,
     audit,
 )
+from sdl.service.relay import EVENTS_CHANNEL, QUEUE_CHANNEL, encode, item_event  # relay imports no dispatch
 from sdl.store import DocumentRow, ObservationRow, RunRow, SuggestionRow, jsonable, utcnow
 
 log = logging.getLogger(__name__)
 
-#: PostgreSQL channels: live events (payload: see sdl.service.relay) and queue wake-ups.
-EVENTS_CHANNEL = "sdl_events"
-QUEUE_CHANNEL = "sdl_queue"
 
 _SYSTEM = type("System", (), {"user_id": "", "name": "system"})()
 
@@ -280,8 +278,6 @@ class Dispatcher:
         s.add_all(rows)
         s.flush()
         if self.pg:
-            from sdl.service.relay import encode
-
             for r in rows:
                 data = {**meta, "type": "document", "name": r.name, "doc": r.doc}
                 self.notify(s, encode(data, meta.get("proposal_id"), self.origin, doc_id=r.id))
@@ -294,8 +290,6 @@ class Dispatcher:
 
     def _notify_item(self, s: Session, it: ItemRow) -> None:
         if self.pg:
-            from sdl.service.relay import encode, item_event
-
             self.notify(s, encode(item_event(it), it.proposal_id, self.origin))
             if it.status == "queued":
                 self.notify(s, it.instrument, QUEUE_CHANNEL)

@@ -31,6 +31,11 @@ from sdl.store import DocumentRow, jsonable
 
 log = logging.getLogger(__name__)
 
+#: PostgreSQL channels: live events (payload: see :func:`encode`) and queue wake-ups
+#: (:mod:`sdl.service.dispatch` imports them from here, so the two modules import one way).
+EVENTS_CHANNEL = "sdl_events"
+QUEUE_CHANNEL = "sdl_queue"
+
 #: NOTIFY's payload limit is 8000 bytes; keep a margin.
 MAX_PAYLOAD = 7900
 _SMALL_KEYS = ("type", "event", "instrument", "item_id", "kind", "campaign_id", "proposal_id", "status", "state",
@@ -132,8 +137,6 @@ class EventRelay:
     events out to the other replicas (PostgreSQL)."""
 
     def __init__(self, svc: Any):
-        from sdl.service.dispatch import EVENTS_CHANNEL, QUEUE_CHANNEL
-
         self.svc = svc
         self.db = svc.db
         self.pg = svc.dispatcher.pg
@@ -174,8 +177,6 @@ class EventRelay:
             self._poller.join(5)
 
     def _on_pg(self, channel: str, payload: str) -> None:
-        from sdl.service.dispatch import QUEUE_CHANNEL
-
         if channel == QUEUE_CHANNEL:
             self.svc.scheduler.wake()
             return
@@ -255,8 +256,6 @@ class QueueWaker:
     or polls (SQLite)."""
 
     def __init__(self, url: str, instrument: str, pg: bool):
-        from sdl.service.dispatch import QUEUE_CHANNEL
-
         self.instrument = instrument
         self._event = threading.Event()
         self.listener = (PgListener(url, [QUEUE_CHANNEL], self._on, on_connect=lambda _r: self._event.set(),
