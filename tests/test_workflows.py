@@ -1,0 +1,204 @@
+"""Workflows across stations: samples, resource locks with leases, the task graph and
+its failure policies (in-process workers on a SQLite store; the multi-process and
+kill -9 tests are in test_workflow_crash.py)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from sdl.errors import InvalidInput
+from sdl.workflows.engine import HOTEL, Engine
+from sdl.workflows.graph import validate_workflow
+from sdl.workflows.stations import three_station_workflow
+from sdl.workflows.worker import TaskWorker
+
+POINT = {"A": 0.5, "B": 0.3, "C": 0.2, "temperature": 600.0}
+STATIONS = ("sim-synth", "sim-beamline", "sim-uvvis")
+
+
+@pytest.fixture
+def workers(store):
+    ws = {name: TaskWorker(store, name, lease_s=5.0, transit_seed=1) for name in STATIONS}
+    return ws
+
+
+def drain(workers, engine, wid=None, rounds=50):
+    for _ in range(rounds):
+        ran = [w.run_once() for w in workers.values()]
+        if wid is not None and engine.workflow(wid)["status"] != "running":
+            return
+        if not any(ran) and wid is None:
+            return
+
+
+def point(store):
+    from sdl.instruments import make_instrument
+
+    inst = make_instrument("sim-synth")
+    return {p.name: POINT[p.name] for p in inst.space.parameters} if set(inst.space.names) == set(POINT) else \
+        inst.space.validate_point(dict(zip(inst.space.names, [1.0 / (len(inst.space.names) - 1)] *
+                                           (len(inst.space.names) - 1) + [600.0])))
+
+
+# ------------------------------------------------------------------ validation
+@pytest.mark.parametrize("change,field", [
+    (lambda w: w["tasks"][1].update(instrument="nope"), "workflow.tasks.xrd.instrument"),
+    (lambda w: w["tasks"][1].update(plan="nope"), "workflow.tasks.xrd.plan"),
+    (lambda w: w["tasks"][1].update(options={"exposure": -1}), "workflow.tasks.xrd.options.exposure"),
+    (lambda w: w["tasks"][1].update(options={"gain": 1}), "workflow.tasks.xrd.options.gain"),
+    (lambda w: w["tasks"][2].update(after=["ghost"]), "workflow.tasks.uvvis.after"),
+    (lambda w: w["tasks"][0].update(after=["xrd"]), "workflow.tasks.make.after"),
+    (lambda w: w["tasks"][3].update(objectives={"fom": "xrd"}), "workflow.tasks.reduce.objectives.fom"),
+    (lambda w: w["tasks"][3].update(objectives={"fom": "make.x"}), "workflow.tasks.reduce.objectives.fom"),
+    (lambda w: w["tasks"].append({"name": "xrd", "kind": "measure", "instrument": "sim-uvvis", "after": ["make"]}),
+     "workflow.tasks.xrd.name"),
+    (lambda w: w["tasks"][1].update(kind="bake"), "workflow.tasks.xrd.kind"),
+    (lambda w: w.update(on_failure="pray"), "workflow.on_failure"),
+    (lambda w: w["tasks"][3].update(instrument="sim-uvvis"), "workflow.tasks.reduce.instrument"),
+    (lambda w: w["tasks"].pop(0), "workflow.tasks.xrd.after"),
+])
+def test_validation_names_task_and_field(change, field):
+    wf = three_station_workflow()
+    change(wf)
+    with pytest.raises(InvalidInput) as e:
+        validate_workflow(wf)
+    assert e.value.field == field, str(e.value)
+
+
+def test_cycle_is_refused():
+    wf = three_station_workflow()
+    wf["tasks"][1]["after"] = ["make", "uvvis"]
+    wf["tasks"][2]["after"] = ["make", "xrd"]
+    with pytest.raises(InvalidInput, match="cycle"):
+        validate_workflow(wf)
+
+
+# ------------------------------------------------------------------ one workflow
+def test_three_station_workflow_tracks_the_sample(store, workers):
+    eng = Engine(store)
+    p = point(store)
+    wid = eng.submit(three_station_workflow(), p, proposal_id="P1")
+    drain(workers, eng, wid)
+    wf = eng.workflow(wid)
+    assert wf["status"] == "done", wf
+    assert {t["name"]: t["status"] for t in wf["tasks"]} == {"make": "done", "xrd": "done", "uvvis": "done",
+                                                              "reduce": "done"}
+    values = wf["result"]["values"]
+    assert set(values) == {"fom", "uvvis_score"} and 0 <= values["fom"] <= 1
+    assert set(wf["result"]["runs"]) == {"make", "xrd", "uvvis"}
+    sid = wf["tasks"][0]["sample_id"]
+    sample = eng.sample(sid)
+    assert sample["made_by"]["run_uid"] == wf["result"]["runs"]["make"]
+    assert sample["made_by"]["params"] == pytest.approx(p) or sample["made_by"]["params"].keys() == p.keys()
+    kinds = [e["kind"] for e in sample["history"]]
+    assert kinds[0] == "made" and kinds[-1] == "discarded"
+    # each measurement: in transit -> arrived at the station -> measured (with its run) -> back to the hotel
+    for station in ("sim-beamline", "sim-uvvis"):
+        i = next(k for k, e in enumerate(sample["history"]) if e["kind"] == "arrived" and e["station"] == station)
+        assert sample["history"][i - 1]["state"] == "in_transit"
+        assert sample["history"][i + 1]["kind"] == "measured" and sample["history"][i + 1]["run_uid"]
+        assert sample["history"][i + 2]["station"] == HOTEL
+    assert all(e["actor"] for e in sample["history"]) and [e["at"] for e in sample["history"]] == sorted(
+        e["at"] for e in sample["history"])
+    assert sample["state"] == "discarded"
+    assert eng.locks() == []  # everything released
+    # the runs are in the record, with their documents
+    for uid in wf["result"]["runs"].values():
+        names = [n for n, _ in store.documents(uid)]
+        assert names[0] == "start" and names[-1] == "stop"
+
+
+def test_a_make_waits_for_a_free_hotel_position(store, workers):
+    eng = Engine(store)
+    p = point(store)
+    w1 = eng.submit(three_station_workflow(hotel_capacity=1), p)
+    w2 = eng.submit(three_station_workflow(hotel_capacity=1), p)
+    assert workers["sim-synth"].run_once()  # w1's make
+    assert not workers["sim-synth"].run_once()  # w2's make waits: the one hotel position is taken
+    assert {t["name"]: t["status"] for t in eng.workflow(w2)["tasks"]}["make"] == "ready"
+    drain(workers, eng, w1)
+    assert eng.workflow(w1)["status"] == "done"
+    drain(workers, eng, w2)
+    assert eng.workflow(w2)["status"] == "done"
+
+
+def test_a_device_is_held_by_one_task_at_a_time(store):
+    eng = Engine(store)
+    p = point(store)
+    for _ in range(2):
+        eng.submit(three_station_workflow(), p)
+    c1 = eng.claim("sim-synth", "w1")
+    c2 = eng.claim("sim-synth", "w2")  # a second worker of the same station: the device is busy
+    assert c1 is not None and c2 is None
+    held = [lk for lk in eng.locks() if lk["resource"] == "device:sim-synth"]
+    assert len(held) == 1 and held[0]["task_id"] == c1.id
+
+
+def test_dead_worker_lease_expires_and_task_is_retried(store, workers):
+    eng = Engine(store, lease_s=0.3)
+    wid = eng.submit(three_station_workflow(), point(store))
+    workers["sim-synth"].run_once()
+    claim = eng.claim("sim-beamline", "doomed")  # claims, then "dies": never renews nor finishes
+    assert claim is not None
+    eng.sample_event(claim, "in_transit", state="in_transit", station="transit", position="hotel -> sim-beamline")
+    assert any(lk["task_id"] == claim.id for lk in eng.locks())
+    time.sleep(0.5)
+    assert eng.sweep() == [claim.id]
+    assert not any(lk["task_id"] == claim.id for lk in eng.locks())  # nothing held past the lease
+    t = next(t for t in eng.workflow(wid)["tasks"] if t["name"] == "xrd")
+    assert t["status"] == "ready" and "interrupted" in t["error"]
+    sample = eng.sample(t["sample_id"])
+    assert sample["history"][-1]["kind"] == "recovered" and sample["state"] == "made"
+    assert sample["location"]["station"] == HOTEL
+    drain(workers, eng, wid)
+    assert eng.workflow(wid)["status"] == "done"
+    assert eng.locks() == []
+
+
+def test_cancel_releases_everything(store, workers):
+    eng = Engine(store)
+    wid = eng.submit(three_station_workflow(dispose="keep"), point(store))
+    workers["sim-synth"].run_once()
+    claim = eng.claim("sim-uvvis", "w")
+    assert len(eng.locks()) == 3  # the sample's hotel position, the spectrometer, the sample
+    eng.cancel(wid, "user asked")
+    wf = eng.workflow(wid)
+    assert wf["status"] == "cancelled"
+    assert {t["status"] for t in wf["tasks"]} <= {"done", "cancelled"}
+    assert [lk["holder"].split(":")[0] for lk in eng.locks()] == ["sample"]  # kept sample keeps its position
+    from sdl.workflows.engine import LeaseLost
+
+    with pytest.raises(LeaseLost):
+        eng.renew(claim)
+
+
+@pytest.mark.parametrize("policy,status,xrd", [("retry", "done", "done"), ("skip", "done", "skipped"),
+                                               ("fail", "failed", "failed")])
+def test_failure_policy(store, workers, policy, status, xrd):
+    eng = Engine(store)
+    wid = eng.submit(three_station_workflow(on_failure=policy), point(store))
+    workers["sim-beamline"].instrument.lab.inject_fault("detector", "timeout")  # the next exposure fails
+    drain(workers, eng, wid)
+    wf = eng.workflow(wid)
+    assert wf["status"] == status, wf
+    t = {t["name"]: t for t in wf["tasks"]}
+    assert t["xrd"]["status"] == xrd
+    if policy == "retry":
+        assert t["xrd"]["attempts"] == 2 and wf["result"]["values"]["fom"] >= 0
+    if policy == "skip":
+        assert "fom" not in wf["result"]["values"] and "uvvis_score" in wf["result"]["values"]
+    assert eng.locks() == []
+
+
+def test_sample_dropped_in_transit_is_lost(store, workers):
+    eng = Engine(store)
+    wid = eng.submit(three_station_workflow(transit={"seconds": 0, "drop_probability": 1.0}), point(store))
+    drain(workers, eng, wid)
+    wf = eng.workflow(wid)
+    sid = wf["tasks"][0]["sample_id"]
+    s = eng.sample(sid)
+    assert s["state"] == "lost" and s["history"][-1]["kind"] == "lost"
+    assert wf["status"] == "failed" and "lost" in wf["message"] or wf["status"] == "failed"
+    assert eng.locks() == []
