@@ -356,6 +356,7 @@ def _register_db_commands() -> None:
 
 
 _register_db_commands()
+app.add_typer(__import__("sdl.workflows.cli").workflows.cli.workflow_app, name="workflow")  # sdl workflow ...
 
 
 # ----------------------- sdl instruments list|show, and --profile on every command (keep this last)

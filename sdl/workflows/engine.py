@@ -98,10 +98,10 @@ class Engine:
         if not isinstance(params, dict) or not params:
             raise InvalidInput("params", "the point: an object of parameter name to value", params)
         if check:
-            from sdl.instruments import make_instrument
+            from sdl.workflows.graph import schema_instrument
 
             make = next(t for t in spec.tasks if t.kind == "make")
-            inst = make_instrument(make.instrument)
+            inst = schema_instrument(make.instrument)
             params = dict(inst.space.validate_point(params))
         wid = new_id()
         with self.session() as s:

@@ -170,9 +170,22 @@ def _ancestors(spec: WorkflowSpec) -> dict[str, set[str]]:
     return {n: up(n) for n in by}
 
 
+_BUILT: dict[tuple[int, str], Any] = {}
+
+
+def schema_instrument(name: str) -> Any:
+    """The instrument ``name`` built with its defaults, to read its schemas (cached per registry)."""
+    from sdl.instruments import make_instrument
+    from sdl.registry import registry
+
+    key = (id(registry()), name)
+    if key not in _BUILT:
+        _BUILT[key] = make_instrument(name)
+    return _BUILT[key]
+
+
 def _check_instruments(spec: WorkflowSpec) -> None:
     """Each task's instrument registered, its plan known, its options allowed."""
-    from sdl.instruments import make_instrument
     from sdl.registry import registry
 
     reg = registry()
@@ -185,7 +198,7 @@ def _check_instruments(spec: WorkflowSpec) -> None:
             raise _err(f"{w}.instrument", f"unknown instrument; allowed: {reg.names()}", t.instrument)
         if t.instrument not in built:
             try:
-                built[t.instrument] = make_instrument(t.instrument)
+                built[t.instrument] = schema_instrument(t.instrument)
             except InvalidInput as exc:
                 raise _err(f"{w}.instrument", exc.message, t.instrument) from None
         inst = built[t.instrument]
