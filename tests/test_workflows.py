@@ -202,3 +202,28 @@ def test_sample_dropped_in_transit_is_lost(store, workers):
     assert s["state"] == "lost" and s["history"][-1]["kind"] == "lost"
     assert wf["status"] == "failed" and "lost" in wf["message"] or wf["status"] == "failed"
     assert eng.locks() == []
+
+
+def test_two_proposals_share_the_beamline_fairly_without_deadlock(store, workers):
+    eng = Engine(store)
+    p = point(store)
+    ids = {pid: [eng.submit(three_station_workflow(hotel_capacity=3), p, proposal_id=pid) for _ in range(4)]
+           for pid in ("P1", "P2")}  # P1 submits all its work first
+    order: dict[str, list[str]] = {"sim-synth": [], "sim-beamline": []}
+    for _ in range(200):
+        ran = False
+        for name, w in workers.items():
+            claim = w.engine.claim(name, w.worker_id)
+            if claim is None:
+                continue
+            ran = True
+            if name in order:
+                order[name].append(claim.task.proposal_id)
+            w.execute(claim)
+        if not ran:
+            break
+    assert all(eng.workflow(w)["status"] == "done" for ws in ids.values() for w in ws)  # no deadlock
+    for name, seq in order.items():
+        # least-used-first: P2 is served as soon as it waits, never after all of P1's work
+        assert seq[:4].count("P2") >= 2, (name, seq)
+    assert eng.locks() == []

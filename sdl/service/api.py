@@ -173,9 +173,11 @@ def create_app(settings: ServiceSettings | None = None, service: LabService | No
             await asyncio.to_thread(svc.start)
         else:  # an API replica: no workers or planner, but it streams every run live
             await asyncio.to_thread(svc.start_relay)
+        await asyncio.to_thread(svc.workflows.start, settings.start_workers)  # campaigns resumed; live events
         try:
             yield
         finally:
+            svc.workflows.stop()
             await asyncio.to_thread(svc.stop)
 
     app = FastAPI(
@@ -438,6 +440,7 @@ def create_app(settings: ServiceSettings | None = None, service: LabService | No
             raise NotFound("not found")
         return svc.share_report()
 
+    __import__("sdl.workflows.api").workflows.api.add_routes(api, svc, P)  # /api/workflows, /api/samples
     app.include_router(api)
 
     # ------------------------------------------------------------ live stream
