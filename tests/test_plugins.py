@@ -4,6 +4,7 @@ reductions, and the clear errors of bad plug-ins. In-process only (fast)."""
 from __future__ import annotations
 
 import math
+import os
 import textwrap
 from pathlib import Path
 from typing import Annotated, Literal
@@ -278,3 +279,38 @@ def test_instrument_conformance_kit_passes_a_good_plugin_and_names_what_a_bad_on
     assert out["runs"] == "ok" and "lacks 'reduction'" in out["start_document"] and "does the plan pass md" in \
         out["start_document"]
     assert out["refuses_bad_points"] == "ok"
+
+
+def test_agents_and_reductions_from_a_profile(tmp_path, monkeypatch, store):
+    from sdl.campaign import CampaignRunner, create_campaign
+    from sdl.registry import agent_names
+
+    prof = tmp_path / "extras.py"
+    prof.write_text(textwrap.dedent('''
+        import numpy as np
+
+        def make(space, objectives, seed=0, **options):
+            from sdl.agents import make_agent
+            agent = make_agent("sobol", space, objectives, seed)
+            agent.name = "my-sobol"
+            return agent
+
+        def peak(start, events, params):
+            return {params["objective"]: float(np.max([np.max(e["data"][params["field"]]) for e in events]))}
+
+        AGENTS = {"my-sobol": make}
+        REDUCTIONS = {"peak": peak}
+        '''))
+    monkeypatch.setenv("SDL_PROFILE", os.pathsep.join([str(PY_PROFILE), str(prof)]))
+    reg_mod.reset()
+    assert "my-sobol" in agent_names() and "peak" in reg_mod.registry().reduction_names()
+    with pytest.raises(InvalidInput, match=r"agent: unknown agent; allowed: \[.*'my-sobol'"):
+        create_campaign(store, {"instrument": "gauss-scan", "agent": "nope"})
+    cid = create_campaign(store, {"instrument": "gauss-scan", "agent": "my-sobol", "budget": 3})
+    inst = reg_mod.registry().build("gauss-scan")
+    inst.reduction = reduction_spec("peak", field="det", objective="intensity")  # the profile's reduction
+    assert CampaignRunner(store, cid, instrument=inst).run() == "completed"
+    obs = store.observations(cid)
+    assert [o.extra.get("error") for o in obs] == [None] * 3
+    assert store.documents(obs[0].run_uid)[0][1]["reduction"]["name"] == "peak"
+    assert store.suggestions(cid)[0].provenance["agent"] == "my-sobol"

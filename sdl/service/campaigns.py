@@ -40,7 +40,7 @@ class ServiceCampaignRunner(CampaignRunner):
     """The campaign runner, driven one step at a time by the service."""
 
     def build_agent(self, observations: list[Observation] | None = None):
-        from sdl.agents import make_agent
+        from sdl.registry import make_agent
 
         agent = make_agent(self.spec.agent, self.space, self.objectives, seed=self.spec.seed,
                            **self.spec.agent_options)
