@@ -227,3 +227,42 @@ def test_two_proposals_share_the_beamline_fairly_without_deadlock(store, workers
         # least-used-first: P2 is served as soon as it waits, never after all of P1's work
         assert seq[:4].count("P2") >= 2, (name, seq)
     assert eng.locks() == []
+
+
+# ------------------------------------------------------------------ cascade
+def test_cascade_sends_only_promising_samples_to_the_beamline(store):
+    from sdl.workflows.campaign import WorkflowCampaignRunner, create_workflow_campaign
+    from sdl.workflows.stations import cascade_workflow
+
+    cid = create_workflow_campaign(store, {
+        "workflow": cascade_workflow(transit={"seconds": 0}), "budget": 10, "parallel": 1, "agent": "random",
+        "cascade": {"task": "xrd", "cheap": "uvvis_score", "objective": "fom", "warmup": 3, "kappa": 0.0}})
+    runner = WorkflowCampaignRunner(store, cid, lease_s=30)
+    assert runner.objectives[0].name == "fom_est"
+    assert runner.run("threads", timeout=300) == "completed"
+    obs = store.observations(cid)
+    assert len(obs) == 10 and all(o.ok for o in obs)
+    measured = [o for o in obs if "fom" in o.values]
+    held = [o for o in obs if "fom" not in o.values]
+    assert len(measured) >= 3 and held, "the cascade held no sample back"
+    assert all(o.extra["estimate_source"] == "measured" for o in measured)
+    assert all(o.extra["estimate_source"].startswith("predicted") and "uvvis_score" in o.values for o in held)
+    assert all(o.extra["measured"] == ["uvvis"] for o in held)
+    # a held sample's gated task is skipped, with the reason
+    wf = Engine(store).workflow(held[0].extra["workflow_id"])
+    xrd = next(t for t in wf["tasks"] if t["name"] == "xrd")
+    assert xrd["status"] == "skipped" and "gate" in xrd["error"]
+
+
+@pytest.mark.parametrize("cascade,field", [
+    ({"task": "uvvis", "cheap": "uvvis_score", "objective": "fom"}, "cascade.task"),
+    ({"task": "xrd", "cheap": "nope", "objective": "fom"}, "cascade.cheap"),
+    ({"task": "xrd", "cheap": "uvvis_score", "objective": "fom", "warmup": 0}, "cascade.warmup"),
+])
+def test_cascade_spec_is_checked(cascade, field):
+    from sdl.workflows.campaign import validate_campaign
+    from sdl.workflows.stations import cascade_workflow
+
+    with pytest.raises(InvalidInput) as e:
+        validate_campaign({"workflow": cascade_workflow(), "cascade": cascade})
+    assert field in str(e.value)

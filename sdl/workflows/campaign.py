@@ -77,12 +77,28 @@ class WorkflowCampaignSpec(BaseModel):
         red = next((t for t in wf.tasks if t.kind == "reduce"), None)
         if red is None:
             raise ValueError("workflow: a campaign's workflow needs a reduce task (its objectives)")
+        allowed = list(red.objectives)
+        if self.cascade is not None:
+            from sdl.workflows.cascade import CascadeSpec
+
+            try:
+                c = CascadeSpec.model_validate(self.cascade)
+            except ValidationError as exc:
+                e = exc.errors()[0]
+                raise ValueError(f"cascade.{'.'.join(map(str, e['loc']))}: {e['msg']}") from None
+            for f in ("cheap", "objective"):
+                if getattr(c, f) not in red.objectives:
+                    raise ValueError(f"cascade.{f}: not an objective of the reduce task; allowed: {allowed}")
+            if c.task not in [t.name for t in wf.tasks] or not wf.task(c.task).gate:
+                raise ValueError(f"cascade.task: must name a measure task with gate: true; got {c.task!r}")
+            allowed.append(f"{c.objective}_est")
         if self.objectives is None:
-            self.objectives = [Objective(name=next(iter(red.objectives)), direction="maximize")]
+            first = f"{self.cascade['objective']}_est" if self.cascade else next(iter(red.objectives))
+            self.objectives = [Objective(name=first, direction="maximize")]
         for o in self.objectives:
-            if o.name not in red.objectives:
+            if o.name not in allowed:
                 raise ValueError(f"objectives.{o.name}: not an objective of the reduce task; allowed: "
-                                 f"{sorted(red.objectives)}")
+                                 f"{sorted(allowed)}")
         return self
 
     @property
@@ -179,7 +195,7 @@ class WorkflowCampaignRunner:
             if self.cascade is not None:
                 self.cascade.tell(new)
         if self.cascade is not None:
-            self.cascade.decide(self.agent)
+            self.cascade.decide(self.agent, self.campaign_id, obs)
         reason = self._stop_reason(obs)
         if reason:
             running = self.engine.workflows(self.campaign_id, status="running")
@@ -245,9 +261,16 @@ class WorkflowCampaignRunner:
                 continue
             values = {k: float(v) for k, v in ((wf.result or {}).get("values") or {}).items()
                       if v is not None and math.isfinite(float(v))}
+            extra_c: dict[str, Any] = {}
+            if self.cascade is not None and wf.status == "done":
+                est, source = self.cascade.estimate(self.store.observations(self.campaign_id), values)
+                if est is not None:
+                    values[f"{self.cascade.spec.objective}_est"] = float(est)
+                extra_c = {"estimate_source": source}
             ok = wf.status == "done" and all(o.name in values for o in self.objectives)
             runs = (wf.result or {}).get("runs", {})
-            extra = {"workflow_id": wf.id, "workflow_status": wf.status, "runs": runs, "message": wf.message}
+            extra = {"workflow_id": wf.id, "workflow_status": wf.status, "runs": runs, "message": wf.message,
+                     **extra_c}
             view = self.engine.workflow(wf.id)
             sample = next((t["sample_id"] for t in view["tasks"] if t["sample_id"]), None)
             extra["sample_id"] = sample
@@ -275,7 +298,7 @@ class WorkflowCampaignRunner:
 
             out = []
             for i, name in enumerate(stations):
-                w = TaskWorker(self.store, name, lease_s=self.engine.lease_s, seed=self.cspec.seed + i,
+                w = TaskWorker(self.store, name, lease_s=self.engine.lease_s, seed=self.cspec.seed + i, poll_s=0.02,
                                time_scale=self.cspec.time_scale, options=self.cspec.instrument_options)
                 th = threading.Thread(target=w.run, name=f"wf-worker-{name}", daemon=True)
                 th.start()

@@ -236,3 +236,18 @@ def three_station_workflow(**overrides: Any) -> dict:
     }
     wf.update(overrides)
     return wf
+
+
+def cascade_workflow(**overrides: Any) -> dict:
+    """make -> uvvis (cheap, every sample) -> xrd (beamline, gated: only samples the cascade sends on) -> reduce."""
+    wf = {
+        "tasks": [
+            {"name": "make", "kind": "make", "instrument": "sim-synth"},
+            {"name": "uvvis", "kind": "measure", "instrument": "sim-uvvis", "after": ["make"]},
+            {"name": "xrd", "kind": "measure", "instrument": "sim-beamline", "after": ["uvvis"], "gate": True},
+            {"name": "reduce", "kind": "reduce", "after": ["uvvis", "xrd"],
+             "objectives": {"fom": "xrd.fom", "uvvis_score": "uvvis.uvvis_score"}},
+        ],
+    }
+    wf.update(overrides)
+    return wf
