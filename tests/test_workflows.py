@@ -266,3 +266,12 @@ def test_cascade_spec_is_checked(cascade, field):
     with pytest.raises(InvalidInput) as e:
         validate_campaign({"workflow": cascade_workflow(), "cascade": cascade})
     assert field in str(e.value)
+
+
+@pytest.mark.parametrize("name", STATIONS)
+def test_stations_are_conforming_plugins(name):
+    from sdl.instrument_check import assert_instrument_conforms
+    from sdl.registry import registry
+
+    assert registry().source("instruments", name).startswith("entry point sdl.instruments:")
+    assert_instrument_conforms(name)
