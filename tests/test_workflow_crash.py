@@ -32,6 +32,12 @@ def _runner(url: str, cid: str) -> subprocess.Popen:
 
 
 def _running_task_of(store: Store, pid: int, instrument: str) -> str | None:
+    from sdl.service.dispatch import retry
+
+    return retry(lambda: _running(store, pid, instrument), what="poll")
+
+
+def _running(store: Store, pid: int, instrument: str) -> str | None:
     with store.session() as s:
         for t in s.scalars(select(TaskRow).where(TaskRow.status == "running", TaskRow.instrument == instrument)):
             if t.worker and f":{pid}:" in t.worker:
@@ -39,8 +45,10 @@ def _running_task_of(store: Store, pid: int, instrument: str) -> str | None:
     return None
 
 
-def crash_loop(tmp_path, kills: int, budget: int) -> None:
-    url = sqlite_url(tmp_path / "lab.sqlite")
+def crash_loop(tmp_path, kills: int, budget: int, cluster=None) -> None:
+    """``kills`` times: kill -9 a station worker mid-task, or the campaign runner, or (with a
+    PostgreSQL ``cluster``) restart the database, in turn; then check the lab's state."""
+    url = cluster.create_database(f"wf{os.getpid()}{int(time.time())}") if cluster else sqlite_url(tmp_path / "lab.sqlite")
     store = Store(url)
     wf = three_station_workflow(transit={"seconds": 10}, max_attempts=8)
     cid = create_workflow_campaign(store, {"workflow": wf, "budget": budget, "parallel": 2, "agent": "random",
@@ -52,7 +60,15 @@ def crash_loop(tmp_path, kills: int, budget: int) -> None:
     killed: list[str] = []
     try:
         for k in range(kills):
-            victim = (STATIONS + ("runner",))[k % 4]
+            victims = STATIONS + ("runner",) + (("database",) if cluster else ())
+            victim = victims[k % len(victims)]
+            if victim == "database":
+                time.sleep(0.3)
+                if runner.poll() is not None:
+                    break
+                cluster.restart()
+                killed.append("database")
+                continue
             if victim == "runner":
                 time.sleep(0.3)
                 if runner.poll() is not None:
@@ -82,7 +98,8 @@ def crash_loop(tmp_path, kills: int, budget: int) -> None:
                 p.terminate()
                 p.wait(10)
 
-    assert len(killed) >= min(kills, 2), killed  # the workers really died mid-task
+    assert len(killed) >= min(kills // 2, 2), killed  # the workers really died mid-task
+    killed = [k for k in killed if k != "database"]
     eng = Engine(store)
     assert store.campaign(cid).status == "completed", store.campaign(cid).message
     obs = store.observations(cid)
@@ -129,3 +146,22 @@ def test_kill_workers_and_runner_mid_task(tmp_path):
 @pytest.mark.slow
 def test_kill_workers_and_runner_20_times(tmp_path):
     crash_loop(tmp_path, kills=20, budget=12)
+
+
+@pytest.fixture
+def cluster():
+    from sdl.service.pgcluster import PrivateCluster, pg_bin
+
+    if pg_bin() is None:
+        pytest.skip("PostgreSQL is not installed")
+    with PrivateCluster() as c:
+        yield c
+
+
+def test_kill_workers_runner_and_restart_postgres(tmp_path, cluster):
+    crash_loop(tmp_path, kills=5, budget=4, cluster=cluster)
+
+
+@pytest.mark.slow
+def test_kill_workers_runner_and_restart_postgres_20_times(tmp_path, cluster):
+    crash_loop(tmp_path, kills=25, budget=12, cluster=cluster)

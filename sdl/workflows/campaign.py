@@ -167,8 +167,18 @@ class WorkflowCampaignRunner:
         started = self._start_workers(workers, stop, store_url)
         deadline = time.monotonic() + timeout
         try:
+            from sdl.service.dispatch import is_disconnect
+
             while True:
-                reason = self.step()
+                try:
+                    reason = self.step()
+                except Exception as exc:  # noqa: BLE001 - a database restart: carry on when it is back
+                    if not is_disconnect(exc):
+                        raise
+                    log.warning("campaign %s: database unavailable (%s); retrying", self.campaign_id,
+                                type(exc).__name__)
+                    time.sleep(0.5)
+                    continue
                 if reason:
                     self.store.set_campaign_status(self.campaign_id, "completed", reason)
                     return "completed"

@@ -52,8 +52,19 @@ class TaskWorker:
 
     def run(self, max_tasks: int | None = None) -> int:
         """Claim and run tasks until stopped (or ``max_tasks`` ran)."""
+        from sdl.service.dispatch import is_disconnect
+
         while not self._stop.is_set() and (max_tasks is None or self.done < max_tasks):
-            if not self.run_once():
+            try:
+                ran = self.run_once()
+            except Exception as exc:  # noqa: BLE001 - the worker outlives a database restart
+                if is_disconnect(exc):
+                    log.warning("%s: database unavailable (%s); retrying", self.worker_id, type(exc).__name__)
+                else:
+                    log.exception("%s: unexpected error; carrying on", self.worker_id)
+                self._stop.wait(max(self.poll_s, 0.5))
+                continue
+            if not ran:
                 self._stop.wait(self.poll_s)
         return self.done
 
@@ -143,11 +154,17 @@ class TaskWorker:
             if lost.is_set():
                 raise LeaseLost(claim.id) from exc
             log.warning("%s: task %s failed: %s", self.worker_id, claim.task.name, exc)
-            self.engine.finish(claim, ok=False, error=f"{type(exc).__name__}: {exc}")
+            self._finish(claim, ok=False, error=f"{type(exc).__name__}: {exc}")
             return
         finally:
             self.RE.unsubscribe(token)
-        self.engine.finish(claim, ok=True, result=values, params=dict(wf.params))
+        self._finish(claim, ok=True, result=values, params=dict(wf.params))
+
+    def _finish(self, claim: Claim, **kw: Any) -> None:
+        """Finish through a database outage (until the lease would be gone: then the sweeper decides)."""
+        from sdl.service.dispatch import retry
+
+        retry(lambda: self.engine.finish(claim, **kw), what=f"finish task {claim.id}", timeout=self.engine.lease_s)
 
 
 def serve_worker(store_url: str, instrument: str, *, lease_s: float = 10.0, seed: int = 0,
