@@ -131,3 +131,32 @@ def test_single_workflow_submission_and_cancel(lab):
         alice.post("/api/workflows", {"proposal_id": prop["id"], "workflow": three_station_workflow(),
                                       "parameters": {"A": 2.0, "B": 0.3, "C": 0.5, "temperature": 500.0}})
     assert e.value.status == 422
+
+
+def test_service_restart_resumes_the_workflow_campaign(lab):
+    from sdl.client import Client
+    from sdl.service.server import LiveServer
+
+    alice = lab.user()
+    prop = lab.proposal(alice, STATIONS)
+    c = alice.post("/api/workflow-campaigns", {"proposal_id": prop["id"], "spec": {
+        "workflow": three_station_workflow(), "budget": 4, "parallel": 1, "agent": "random"}})
+    cid = c["id"]
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not alice.get(f"/api/workflow-campaigns/{cid}")["observations"]:
+        time.sleep(0.2)
+    settings = lab.service.settings
+    lab.server.stop()  # the service goes away mid-campaign; the stations' workers carry on
+    server = LiveServer(settings).start()
+    lab.server = server  # the fixture stops this one
+    again = Client(server.url, alice.token)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        c = again.get(f"/api/workflow-campaigns/{cid}")
+        if c["status"] == "completed":
+            break
+        time.sleep(0.3)
+    assert c["status"] == "completed" and len(c["observations"]) == 4 and all(o["ok"] for o in c["observations"])
+    assert len({o["suggestion_id"] for o in c["observations"]}) == 4
+    assert again.get("/api/samples", campaign_id=cid) and all(
+        s["state"] == "discarded" for s in again.get("/api/samples", campaign_id=cid))

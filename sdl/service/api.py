@@ -177,7 +177,7 @@ def create_app(settings: ServiceSettings | None = None, service: LabService | No
         try:
             yield
         finally:
-            svc.workflows.stop()
+            await asyncio.to_thread(svc.workflows.stop)
             await asyncio.to_thread(svc.stop)
 
     app = FastAPI(

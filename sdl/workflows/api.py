@@ -57,6 +57,7 @@ class WorkflowService:
         self.lease_s = lease_s
         self.poll_s = poll_s
         self.runners: dict[str, threading.Thread] = {}
+        self._runner_objs: dict[str, Any] = {}
         self._stop = threading.Event()
         self._pump: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -76,7 +77,14 @@ class WorkflowService:
                 self._start_runner(row.id)
 
     def stop(self) -> None:
+        """Stop the pump and the runners; their campaigns stay running (the next start resumes them)."""
         self._stop.set()
+        with self._lock:
+            runners = list(self._runner_objs.values())
+        for r in runners:
+            r.halt()
+        for th in list(self.runners.values()):
+            th.join(10)
 
     def _start_runner(self, cid: str) -> None:
         from sdl.workflows.campaign import WorkflowCampaignRunner
@@ -85,6 +93,7 @@ class WorkflowService:
             if cid in self.runners and self.runners[cid].is_alive():
                 return
             runner = WorkflowCampaignRunner(self.svc.store, cid, lease_s=self.lease_s)
+            self._runner_objs[cid] = runner
             th = threading.Thread(target=runner.run, args=("none",), name=f"wf-campaign-{cid[:8]}", daemon=True)
             self.runners[cid] = th
             th.start()

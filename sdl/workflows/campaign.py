@@ -149,6 +149,7 @@ class WorkflowCampaignRunner:
         self.poll_s = poll_s
         self.agent: Any = None
         self.told: set[str] = set()
+        self._halt = threading.Event()
         self.cascade = None
         if self.cspec.cascade:
             from sdl.workflows.cascade import Cascade
@@ -170,6 +171,8 @@ class WorkflowCampaignRunner:
             from sdl.service.dispatch import is_disconnect
 
             while True:
+                if self._halt.is_set():  # the process is stopping: the campaign stays running, to resume
+                    return "stopped"
                 try:
                     reason = self.step()
                 except Exception as exc:  # noqa: BLE001 - a database restart: carry on when it is back
@@ -193,6 +196,10 @@ class WorkflowCampaignRunner:
             stop.set()
             for w in started:
                 _stop(w)
+
+    def halt(self) -> None:
+        """Stop the loop without changing the campaign's status (a service shutting down)."""
+        self._halt.set()
 
     def step(self) -> str:
         """Record ended workflows, submit new ones; the stop reason when the campaign is done."""
