@@ -275,3 +275,19 @@ def test_stations_are_conforming_plugins(name):
 
     assert registry().source("instruments", name).startswith("entry point sdl.instruments:")
     assert_instrument_conforms(name)
+
+
+def test_campaign_spec_errors_name_the_field():
+    from sdl.workflows.campaign import validate_campaign
+
+    wf = three_station_workflow()
+    for data, field in [
+        ({"workflow": wf, "objectives": [{"name": "nope", "direction": "maximize"}]}, "objectives"),
+        ({"workflow": wf, "budget": 0}, "budget"),
+        ({"workflow": wf, "agent": "oracle"}, "agent"),
+        ({"workflow": wf, "space": {"parameters": [{"name": "x", "lower": 0, "upper": 1}]}}, "space"),
+        ({"workflow": {**wf, "tasks": wf["tasks"][:3]}}, "workflow"),  # no reduce task
+    ]:
+        with pytest.raises(InvalidInput) as e:
+            validate_campaign(data)
+        assert field in str(e.value), (field, str(e.value))

@@ -94,7 +94,14 @@ class WorkflowService:
                 return
             runner = WorkflowCampaignRunner(self.svc.store, cid, lease_s=self.lease_s)
             self._runner_objs[cid] = runner
-            th = threading.Thread(target=runner.run, args=("none",), name=f"wf-campaign-{cid[:8]}", daemon=True)
+            def run() -> None:
+                try:
+                    runner.run("none")
+                except Exception as exc:  # noqa: BLE001 - said in the campaign, not lost in a thread
+                    log.exception("workflow campaign %s", cid)
+                    self.svc.store.set_campaign_status(cid, "failed", f"{type(exc).__name__}: {exc}")
+
+            th = threading.Thread(target=run, name=f"wf-campaign-{cid[:8]}", daemon=True)
             self.runners[cid] = th
             th.start()
 

@@ -92,6 +92,12 @@ class WorkflowCampaignSpec(BaseModel):
             if c.task not in [t.name for t in wf.tasks] or not wf.task(c.task).gate:
                 raise ValueError(f"cascade.task: must name a measure task with gate: true; got {c.task!r}")
             allowed.append(f"{c.objective}_est")
+        if self.space is not None:
+            make = next(t for t in wf.tasks if t.kind == "make")
+            names = schema_instrument(make.instrument).space.names
+            if sorted(self.space.names) != sorted(names):
+                raise ValueError(f"space: must have the parameters of {make.instrument} ({names}), narrowed if "
+                                 f"you like; got {self.space.names}")
         if self.objectives is None:
             first = f"{self.cascade['objective']}_est" if self.cascade else next(iter(red.objectives))
             self.objectives = [Objective(name=first, direction="maximize")]
