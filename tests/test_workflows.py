@@ -291,3 +291,17 @@ def test_campaign_spec_errors_name_the_field():
         with pytest.raises(InvalidInput) as e:
             validate_campaign(data)
         assert field in str(e.value), (field, str(e.value))
+
+
+def test_an_instrument_paused_by_the_operator_takes_no_workflow_task(store, workers):
+    from sdl.service.db import ServiceDB
+    from sdl.service.dispatch import Dispatcher
+
+    eng = Engine(store)
+    wid = eng.submit(three_station_workflow(), point(store))
+    d = Dispatcher(ServiceDB(store.url), lease_timeout_s=10, max_attempts=3)
+    d.set_paused("sim-synth", True)
+    assert not workers["sim-synth"].run_once()
+    d.set_paused("sim-synth", False)
+    drain(workers, eng, wid)
+    assert eng.workflow(wid)["status"] == "done"

@@ -135,6 +135,11 @@ class Engine:
             dev = self._lock_device(s, instrument)
             if dev is None:
                 return None
+            from sdl.service.db import InstrumentStateRow
+
+            svc_state = s.get(InstrumentStateRow, instrument)
+            if svc_state is not None and svc_state.paused:  # the operator paused the instrument: all its work waits
+                return None
             ready = list(s.scalars(select(TaskRow).where(TaskRow.instrument == instrument, TaskRow.status == "ready")
                                    .order_by(TaskRow.ready_at, TaskRow.id)))
             if not ready:
