@@ -146,7 +146,7 @@ def demo(
     if best:
         console.print(f"best {obj} measured: [bold]{best['value']:.4g}[/] at "
                       + ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in best["params"].items()))
-        if opt_value is not None and best.get("truth") is not None:
+        if opt_value and best.get("truth") is not None:  # a percentage of a non-zero optimum
             console.print(f"noise-free value there: {best['truth']:.4g}; hidden optimum: {opt_value:.4g} "
                           f"([bold]{100 * best['truth'] / opt_value:.1f} %[/] of the optimum)")
     console.print(f"wrote {out / 'convergence.png'} and {out / 'summary.json'}")

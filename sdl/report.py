@@ -17,7 +17,7 @@ def summarize(store: Store, campaign_id: str, optimum: dict | None = None) -> di
     row = store.campaign(campaign_id)
     spec = CampaignSpec.model_validate(row.spec)
     obs = store.observations(campaign_id)
-    objective = (spec.objectives or [None])[0] or _objective_from(obs)
+    objective = (spec.objectives or [None])[0] or _instrument_objective(spec) or _objective_from(obs)
     ok = [o for o in obs if o.ok]
     best_obs = None
     if ok:
@@ -55,6 +55,18 @@ def summarize(store: Store, campaign_id: str, optimum: dict | None = None) -> di
         if opt_value and best_obs is not None and best_obs.extra.get("truth") is not None:
             summary["best_truth_over_optimum"] = best_obs.extra["truth"] / opt_value
     return jsonable(summary)
+
+
+def _instrument_objective(spec: CampaignSpec) -> Objective | None:
+    """The instrument's first objective (its direction matters: a minimised one is not a maximum)."""
+    try:
+        from sdl.instruments import make_instrument
+
+        inst = make_instrument(spec.instrument, options={**spec.instrument_options, "connect": False,
+                                                         "epics_connect": False})
+        return inst.objectives[0]
+    except Exception:  # noqa: BLE001 - an instrument not available here: guess from the observations
+        return None
 
 
 def _objective_from(obs: list[Observation]) -> Objective:

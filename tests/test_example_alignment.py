@@ -146,3 +146,17 @@ def test_sdl_ioc_serves_the_double_and_the_instrument_drives_it(tmp_path):
     finally:
         ioc.terminate()
         ioc.wait(10)
+
+
+@pytest.mark.slow
+def test_benchmark_bo_needs_at_most_half_the_experiments_of_random(tmp_path):
+    """The acceptance benchmark, 10 seeds (about 15 min on 2 busy cores): the median number
+    of experiments bo needs to reach 95 % of the best achievable intensity is at most half
+    of random's, and the two-objective campaign reports a Pareto front."""
+    from sdl_alignment.bench import main
+
+    out = tmp_path / "bench.json"
+    assert main(["--seeds", "10", "--out", str(out)]) == 0
+    summary = json.loads(out.read_text())
+    assert summary["median_bo"] <= 0.5 * summary["median_random"]
+    assert summary["pareto_front"] and all({"intensity", "size"} <= set(r) for r in summary["pareto_front"])

@@ -46,6 +46,11 @@ def test_colour_station_campaign_measures_the_mix_it_asked_for(store):
         start = store.documents(o.run_uid)[0][1]
         assert start["well"] == start["suggestion_seq"] % 24 + 1  # the well is the sample slot sdl gave
     assert all(r["match"] for r in replay(store, cid))
+    from sdl.report import summarize
+
+    summary = summarize(store, cid)  # the instrument's objective is minimised: the best is the smallest
+    assert summary["objective"]["direction"] == "minimize"
+    assert summary["best"]["value"] == min(o.values["colour_distance"] for o in obs)
 
 
 def test_colour_station_over_channel_access(tmp_path):
