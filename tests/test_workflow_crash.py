@@ -165,3 +165,29 @@ def test_kill_workers_runner_and_restart_postgres(tmp_path, cluster):
 @pytest.mark.slow
 def test_kill_workers_runner_and_restart_postgres_20_times(tmp_path, cluster):
     crash_loop(tmp_path, kills=25, budget=12, cluster=cluster)
+
+
+def test_cli_runs_a_three_station_campaign_to_its_budget_with_worker_processes(tmp_path):
+    import json
+
+    url = sqlite_url(tmp_path / "cli.sqlite")
+    out = subprocess.run([sys.executable, "-m", "sdl.workflows.cli", "run", "--store", url, "--budget", "3",
+                          "--workers", "processes", "--lease", "2"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    assert summary["status"] == "completed" and summary["workflows"] == 3 and summary["ok"] == 3
+    store = Store(url)
+    eng = Engine(store)
+    assert {s["state"] for s in eng.samples(summary["campaign_id"])} == {"discarded"} and eng.locks() == []
+    workers = {t["worker"].split("@")[0] for w in eng.workflows(summary["campaign_id"])
+               for t in eng.workflow(w.id)["tasks"] if t["worker"]}
+    assert workers == set(STATIONS)
+    store.close()
+
+
+def test_cascade_benchmark_runs(capsys):
+    from sdl.workflows.bench import main
+
+    summary = main(["--seeds", "1", "--budget", "5", "--agent", "random", "--target", "0.2"])
+    assert set(summary) >= {"without_cascade", "with_cascade", "beamline_saved_ratio"}
+    assert summary["with_cascade"]["mean"] <= 6 and summary["without_cascade"]["mean"] <= 6

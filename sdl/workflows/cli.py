@@ -83,8 +83,8 @@ def run(
     best = max((x.values[o.name] for x in ok), default=None) if o.direction == "maximize" else \
         min((x.values[o.name] for x in ok), default=None)
     console.print(f"{status}: {len(obs)} workflows ({len(ok)} ok), best {o.name} = {best}")
-    console.print(json.dumps({"campaign_id": cid, "status": status, "workflows": len(obs), "ok": len(ok),
-                              "best": best}))
+    print(json.dumps({"campaign_id": cid, "status": status, "workflows": len(obs), "ok": len(ok),
+                      "best": best}), flush=True)  # one line, for scripts
 
 
 @workflow_app.command("worker")
