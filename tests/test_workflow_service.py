@@ -82,6 +82,10 @@ def test_workflow_campaign_over_http(lab):
     assert c["status"] == "completed", c
     assert len(c["observations"]) == 3 and all(o["ok"] for o in c["observations"])
 
+    # the stations' time is charged to the proposal (usage, hours allocations)
+    usage = {r["instrument"]: r for r in alice.get("/api/usage", proposal_id=prop["id"])}
+    assert set(usage) == set(STATIONS) and all(r["succeeded"] >= 3 for r in usage.values())
+
     wf = alice.get(f"/api/workflows/{c['workflows'][0]['id']}")
     assert {t["name"]: t["status"] for t in wf["tasks"]} == {"make": "done", "xrd": "done", "uvvis": "done",
                                                               "reduce": "done"}
@@ -117,6 +121,16 @@ def test_workflow_campaign_over_http(lab):
     kinds = {(e["type"], e.get("kind") or e.get("status")) for e in events}
     assert ("sample", "made") in kinds and ("sample", "measured") in kinds and ("task", "running") in kinds
     assert bob_events == []
+
+
+def test_a_closed_proposals_workflow_waits(lab):
+    alice = lab.user()
+    prop = lab.proposal(alice, STATIONS)
+    wf = alice.post("/api/workflows", {"proposal_id": prop["id"], "workflow": three_station_workflow(),
+                                       "parameters": {"A": 0.2, "B": 0.3, "C": 0.5, "temperature": 500.0}})
+    lab.admin.post(f"/api/proposals/{prop['id']}/close", {"comment": "beamtime over"})
+    time.sleep(4)  # the workers poll every 0.1 s
+    assert alice.get(f"/api/workflows/{wf['id']}")["tasks"][0]["status"] == "ready"
 
 
 def test_single_workflow_submission_and_cancel(lab):

@@ -147,7 +147,7 @@ class Engine:
             per: dict[str, list[TaskRow]] = {}
             for t in ready:
                 per.setdefault(t.proposal_id, []).append(t)
-            cands = {p: Candidate(p, False, ts[0].ready_at) for p, ts in per.items()}
+            cands = {p: Candidate(p, False, ts[0].ready_at) for p, ts in per.items() if self._may_run(s, p)}
             state = FairState.from_json(dev.fair)
             expiry = self._expiry(s)
             while cands:
@@ -193,6 +193,33 @@ class Engine:
             return None
 
     # ------------------------------------------------------------------ lease
+    @staticmethod
+    def _may_run(s: Session, proposal_id: str) -> bool:
+        """A proposal of the service runs only while approved and within its hours (a workflow
+        without a service proposal, e.g. from the CLI, always may)."""
+        from sdl.service.db import ProposalRow
+        from sdl.service.scheduler import usage
+
+        prop = s.get(ProposalRow, proposal_id) if proposal_id else None
+        if prop is None:
+            return True
+        if prop.status != "approved":
+            return False
+        return prop.allocation_hours is None or usage(s, [proposal_id])[proposal_id][1] < prop.allocation_hours
+
+    @staticmethod
+    def _charge(s: Session, t: TaskRow, status: str) -> None:
+        """The instrument time a task used, charged to its service proposal (svc_usage)."""
+        from sdl.service.db import ProposalRow, UsageRow, as_utc
+
+        prop = s.get(ProposalRow, t.proposal_id) if t.proposal_id else None
+        if prop is None or t.started_at is None or not t.instrument:
+            return
+        end = utcnow()
+        s.add(UsageRow(proposal_id=prop.id, instrument=t.instrument, item_id=t.id, kind="workflow-task",
+                       status=status, dedicated=bool(prop.dedicated), started_at=as_utc(t.started_at),
+                       finished_at=end, seconds=max(0.0, (end - as_utc(t.started_at)).total_seconds())))
+
     def renew(self, claim: Claim) -> None:
         with self.session() as s:
             exp = self._expiry(s)
@@ -274,6 +301,7 @@ class Engine:
             if ok:
                 self._end_task(s, t, "done", result=result)
             elif spec.on_failure == "retry" and t.attempts < spec.max_attempts:
+                self._charge(s, t, "failed")
                 res.release_task(s, t.id)
                 t.status, t.error, t.worker, t.lease_token, t.lease_expires_at = (
                     "ready", f"attempt {t.attempts} failed: {error}; queued again", None, None, None)
@@ -286,6 +314,8 @@ class Engine:
             return t
 
     def _end_task(self, s: Session, t: TaskRow, status: str, *, result: dict | None = None, error: str = "") -> None:
+        if t.status == "running":
+            self._charge(s, t, status)
         res.release_task(s, t.id)
         t.status, t.finished_at = status, utcnow()
         t.lease_token, t.lease_expires_at = None, None
@@ -353,6 +383,7 @@ class Engine:
                 t.status, t.finished_at, t.error = "cancelled", utcnow(), t.error or f"workflow {status}"
             elif t.status == "running" and status == "cancelled":
                 # the worker finds its lease gone and stops; its locks are freed now
+                self._charge(s, t, "cancelled")
                 res.release_task(s, t.id)
                 t.status, t.finished_at, t.lease_token, t.lease_expires_at = "cancelled", utcnow(), None, None
         wf.status, wf.message, wf.finished_at = status, message, utcnow()
@@ -437,6 +468,7 @@ class Engine:
                               position=f"{HOTEL}/{hotel}",
                               detail={"reason": reason, "was": {"state": prev, "station": row.station,
                                                                 "position": row.position}})
+            self._charge(s, t, "interrupted")
             res.release_task(s, t.id)
             t.worker, t.lease_token, t.lease_expires_at = None, None, None
             if t.attempts < spec.max_attempts and spec.on_failure != "fail":
@@ -491,6 +523,8 @@ def task_dict(t: TaskRow) -> dict:
 
 
 def workflow_dict(wf: WorkflowRow, tasks: list[TaskRow]) -> dict:
+    order = {t["name"]: i for i, t in enumerate(wf.spec.get("tasks", []))}
+    tasks = sorted(tasks, key=lambda t: order.get(t.name, len(order)))  # in the order the spec gives them
     return {"id": wf.id, "campaign_id": wf.campaign_id, "suggestion_id": wf.suggestion_id,
             "proposal_id": wf.proposal_id, "status": wf.status, "message": wf.message, "params": wf.params,
             "result": wf.result, "spec": wf.spec, "tasks": [task_dict(t) for t in tasks],
