@@ -156,6 +156,7 @@ class WorkflowCampaignRunner:
         self.agent: Any = None
         self.told: set[str] = set()
         self._halt = threading.Event()
+        self._last_sweep = 0.0
         self.cascade = None
         if self.cspec.cascade:
             from sdl.workflows.cascade import Cascade
@@ -209,6 +210,9 @@ class WorkflowCampaignRunner:
 
     def step(self) -> str:
         """Record ended workflows, submit new ones; the stop reason when the campaign is done."""
+        if time.monotonic() - self._last_sweep > self.engine.lease_s / 2:  # locks of dead workers, even if
+            self._last_sweep = time.monotonic()                           # no worker is left to sweep
+            self.engine.sweep()
         self._record_ended()
         obs = self.store.observations(self.campaign_id)
         new = [o for o in obs if o.suggestion_id not in self.told]
