@@ -25,10 +25,10 @@ TIME_SCALE = 0.02
 STATIONS = ("sim-synth", "sim-beamline", "sim-uvvis")
 
 
-def _runner(url: str, cid: str) -> subprocess.Popen:
+def _runner(url: str, cid: str, log) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "sdl.workflows.cli", "run", "--resume", cid, "--workers", "none",
-                             "--store", url, "--lease", str(LEASE), "--timeout", "600"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             "--store", url, "--lease", str(LEASE), "--timeout", "900"],
+                            stdout=log, stderr=subprocess.STDOUT)
 
 
 def _running_task_of(store: Store, pid: int, instrument: str) -> str | None:
@@ -53,10 +53,11 @@ def crash_loop(tmp_path, kills: int, budget: int, cluster=None) -> None:
     wf = three_station_workflow(transit={"seconds": 10}, max_attempts=8)
     cid = create_workflow_campaign(store, {"workflow": wf, "budget": budget, "parallel": 2, "agent": "random",
                                            "time_scale": TIME_SCALE, "seed": 3})
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    log = open(tmp_path / "processes.log", "ab")  # the workers' and runners' output, shown on a failure
+    quiet = {"stdout": log, "stderr": subprocess.STDOUT}
     procs = {n: spawn_worker(url, n, lease_s=LEASE, seed=i, time_scale=TIME_SCALE, **quiet)
              for i, n in enumerate(STATIONS)}
-    runner = _runner(url, cid)
+    runner = _runner(url, cid, log)
     killed: list[str] = []
     try:
         for k in range(kills):
@@ -75,7 +76,7 @@ def crash_loop(tmp_path, kills: int, budget: int, cluster=None) -> None:
                     break  # the campaign is done
                 runner.send_signal(signal.SIGKILL)
                 runner.wait()
-                runner = _runner(url, cid)
+                runner = _runner(url, cid, log)
                 continue
             deadline = time.monotonic() + 60
             task = None
@@ -91,12 +92,17 @@ def crash_loop(tmp_path, kills: int, budget: int, cluster=None) -> None:
             procs[victim].wait()
             killed.append(task)
             procs[victim] = spawn_worker(url, victim, lease_s=LEASE, seed=10 + k, time_scale=TIME_SCALE, **quiet)
-        assert runner.wait(timeout=300) == 0
+        try:
+            rc = runner.wait(timeout=900)
+        except subprocess.TimeoutExpired:
+            rc = None
+        assert rc == 0, (tmp_path / "processes.log").read_text()[-6000:]
     finally:
         for p in [*procs.values(), runner]:
             if p.poll() is None:
                 p.terminate()
                 p.wait(10)
+        log.close()
 
     assert len(killed) >= min(kills // 2, 2), killed  # the workers really died mid-task
     killed = [k for k in killed if k != "database"]

@@ -168,9 +168,11 @@ class WorkflowCampaignRunner:
             store_url: str | None = None) -> str:
         from sdl.registry import make_agent
 
+        from sdl.service.dispatch import retry
+
         self.agent = make_agent(self.cspec.agent, self.space, self.objectives, seed=self.cspec.seed,
                                 **self.cspec.agent_options)
-        self.store.set_campaign_status(self.campaign_id, "running")
+        retry(lambda: self.store.set_campaign_status(self.campaign_id, "running"), what="campaign status")
         stop = threading.Event()
         started = self._start_workers(workers, stop, store_url)
         deadline = time.monotonic() + timeout
@@ -190,7 +192,8 @@ class WorkflowCampaignRunner:
                     time.sleep(0.5)
                     continue
                 if reason:
-                    self.store.set_campaign_status(self.campaign_id, "completed", reason)
+                    retry(lambda: self.store.set_campaign_status(self.campaign_id, "completed", reason),
+                          what="campaign status")
                     return "completed"
                 if time.monotonic() > deadline:
                     self.store.set_campaign_status(self.campaign_id, "interrupted", f"timeout after {timeout:g} s")

@@ -18,9 +18,9 @@ console = Console()
 
 def _store(url: Optional[str]):
     from sdl.config import get_settings
-    from sdl.store import Store
+    from sdl.workflows.worker import open_store
 
-    return Store(url or get_settings().store_url)
+    return open_store(url or get_settings().store_url)
 
 
 def _load(path: Path) -> dict:
@@ -70,14 +70,16 @@ def run(
         data["budget"] = budget
     st = _store(store)
     try:
+        from sdl.service.dispatch import retry
+
         cid = resume or create_workflow_campaign(st, data)
-        runner = WorkflowCampaignRunner(st, cid, lease_s=lease)
+        runner = retry(lambda: WorkflowCampaignRunner(st, cid, lease_s=lease), what="open the campaign")
         console.print(f"campaign {cid}: {runner.cspec.budget} workflows, stations {runner.cspec.spec.instruments}, "
                       f"workers: {workers}")
         status = runner.run(workers, timeout=timeout, store_url=st.url)
     except SdlError as exc:
         _fail(exc)
-    obs = st.observations(cid)
+    obs = retry(lambda: st.observations(cid), what="read the observations")
     ok = [o for o in obs if o.ok]
     o = runner.objectives[0]
     best = max((x.values[o.name] for x in ok), default=None) if o.direction == "maximize" else \

@@ -167,12 +167,29 @@ class TaskWorker:
         retry(lambda: self.engine.finish(claim, **kw), what=f"finish task {claim.id}", timeout=self.engine.lease_s)
 
 
+def open_store(url: str, timeout: float = 300.0) -> Store:
+    """Open the store, waiting while the database is unreachable (a restart): a worker or a
+    runner started during a database restart must not die of it."""
+    from sdl.database import DatabaseError
+    from sdl.service.dispatch import is_disconnect
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return Store(url)
+        except Exception as exc:  # noqa: BLE001 - sorted below
+            if not (isinstance(exc, DatabaseError) or is_disconnect(exc)) or time.monotonic() > deadline:
+                raise
+            log.warning("store unreachable (%s); retrying", exc)
+            time.sleep(0.5)
+
+
 def serve_worker(store_url: str, instrument: str, *, lease_s: float = 10.0, seed: int = 0,
                  time_scale: float = 0.0, options: dict | None = None, max_tasks: int | None = None) -> int:
     """Run one worker process until stopped (SIGTERM/SIGINT)."""
     import signal
 
-    store = Store(store_url)
+    store = open_store(store_url)
     w = TaskWorker(store, instrument, lease_s=lease_s, seed=seed, time_scale=time_scale, options=options,
                    transit_seed=seed * 1000 + os.getpid())
     signal.signal(signal.SIGTERM, lambda *_: w.stop())
