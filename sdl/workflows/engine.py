@@ -156,7 +156,6 @@ class Engine:
                     wf = s.get(WorkflowRow, t.workflow_id)
                     if wf.status != "running":
                         continue
-                    spec = WorkflowSpec.model_validate(wf.spec)
                     token = new_id()
                     sample_id = None
                     wants = [res.Want(device(instrument))]
@@ -185,7 +184,6 @@ class Engine:
                     sample = None
                     if t.kind != "make":
                         sample = smp.sample_dict(smp.get(s, sample_id))
-                    del spec
                     s.expunge(t)
                     s.expunge(wf)
                     return Claim(t, wf, token, worker_id, sample, slots)
