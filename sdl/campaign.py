@@ -128,8 +128,10 @@ class CampaignRunner:
             n_slots=max(24, self.spec.budget + self.spec.batch_size),
             options=self.spec.instrument_options,
         )
-        if self.spec.plan:
-            self.instrument.plan(self.spec.plan)  # an unknown plan is refused before anything runs
+        plan = self.instrument.plan(self.spec.plan or None)  # an unknown plan is refused before anything runs
+        for key, value in self.spec.context().items():  # and so is an exposure the plan does not allow
+            if key in plan.options:
+                plan.options[key].check(value)
         self.space: SearchSpace = self.spec.space or self.instrument.space
         self.objectives: list[Objective] = self.spec.objectives or self.instrument.objectives
         self.progress = progress or Progress()

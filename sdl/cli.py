@@ -120,7 +120,9 @@ def demo(
         _fail(exc)
     console.print(f"campaign [bold]{cid}[/] on [bold]{instrument}[/] with agent [bold]{agent}[/], "
                   f"{budget} experiments (store: {out / 'demo.sqlite'})")
-    if epics:
+    if epics and make_instrument(instrument, seed=seed).simulator is not None:  # a plug-in's own double
+        status = _demo_plugin_over_ca(store, cid, instrument, agent, seed, ca_port)
+    elif epics:
         from sdl.epics_lab import serve_sim_lab
 
         with serve_sim_lab(instrument, seed=seed, port=ca_port, time_scale=time_scale,
@@ -152,6 +154,28 @@ def demo(
     console.print(f"wrote {out / 'convergence.png'} and {out / 'summary.json'}")
     if status != "completed":
         raise typer.Exit(1)
+
+
+def _demo_plugin_over_ca(store, cid: str, instrument: str, agent: str, seed: int, ca_port: int) -> str:
+    """``sdl demo --epics`` for a plug-in with a simulated double: serve it, drive it over CA."""
+    import os
+
+    from sdl.instruments import make_instrument
+    from sdl.sim_serve import serving
+
+    prefix = f"SDLDEMO{os.getpid()}:"
+    with serving(instrument, prefix, port=ca_port, seed=seed) as group:
+        console.print(f"{instrument}'s double serving {len(group.pvdb)} PVs under {prefix} on 127.0.0.1:{ca_port}; "
+                      "every device is driven over Channel Access")
+        try:
+            inst = make_instrument(instrument, seed=seed, options={"epics_prefix": prefix})
+        except SdlError as exc:
+            _fail(exc)
+        status = _run_campaign(store, cid, f"{agent} on {instrument} (EPICS)", instrument=inst)
+        import epics.ca
+
+        epics.ca.finalize_libca()
+    return status
 
 
 # ------------------------------------------------------------------- campaign

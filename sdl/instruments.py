@@ -35,7 +35,7 @@ class _Names(Mapping):
     def __contains__(self, name: object) -> bool:
         from sdl.registry import registry
 
-        return name in registry().entries["instruments"]
+        return isinstance(name, str) and registry().entry("instruments", name) is not None
 
 
 INSTRUMENTS: Mapping[str, Any] = _Names()

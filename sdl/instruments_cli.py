@@ -81,6 +81,13 @@ def register(app: typer.Typer) -> None:
 
 
 # ------------------------------------------------------------------ commands
+def _short(source: str) -> str:
+    """'sdl-example-alignment 0.1.0' for an entry point, 'profile beamline.toml' for a profile."""
+    if source.startswith("entry point") and source.endswith(")") and "(" in source:
+        return source[source.rindex("(") + 1:-1]
+    if source.startswith("profile "):
+        return "profile " + Path(source[len("profile "):]).name
+    return source
 def _plans_line(inst: Any) -> str:
     return ", ".join(f"{n}*" if n == inst.default_plan else n for n in inst.plan_names)
 
@@ -103,15 +110,21 @@ def list_instruments(as_json: bool = typer.Option(False, "--json", help="print J
                      "plans": inst.plan_names, "default_plan": inst.default_plan,
                      "parameters": inst.space.names, "objectives": [o.name for o in inst.objectives],
                      "reduction": inst.reduction["name"], "simulated_double": inst.simulator is not None})
+    families = {p: reg.source("instruments", p) for p in reg.patterns("instruments")}
     extra = {k: {n: reg.source(k, n) for n in reg.names(k)} for k in ("reductions", "agents")}
     if as_json:
-        console.print_json(json.dumps({"instruments": rows, "broken": broken, **extra}))
+        console.print_json(json.dumps({"instruments": rows, "families": families, "broken": broken, **extra}))
     else:
-        table = Table("name", "plans (* default)", "parameters", "objectives", "from")
+        table = Table()
+        table.add_column("name", no_wrap=True)
+        for header in ("plans (* default)", "parameters", "objectives", "from"):
+            table.add_column(header, overflow="fold")
         for r in rows:
             table.add_row(r["name"], ", ".join(f"{p}*" if p == r["default_plan"] else p for p in r["plans"]),
-                          ", ".join(r["parameters"]), ", ".join(r["objectives"]), r["source"])
+                          ", ".join(r["parameters"]), ", ".join(r["objectives"]), _short(r["source"]))
         console.print(table)
+        for pattern, src in families.items():
+            console.print(f"instruments named {pattern!r} (any match) from {_short(src)}")
         for kind, items in extra.items():
             if items:
                 console.print(f"{kind} from plug-ins: " + ", ".join(items))

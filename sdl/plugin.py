@@ -68,6 +68,8 @@ class BuildContext:
     time_scale: float = 0.0
     n_slots: int = 24
     options: dict[str, Any] = field(default_factory=dict)
+    #: the name asked for (a family's factory, registered as e.g. ``"table:*.csv"``, reads it here)
+    name: str = ""
 
 
 @dataclass
@@ -97,7 +99,9 @@ class Option:
 
     def check(self, value: Any) -> Any:
         a = self.arg
-        rng = f"[{a.lower}, {a.upper}]".replace("[", "(" if a.open_lower else "[")
+        lo = "-inf" if a.lower is None else f"{a.lower:g}"
+        hi = "inf" if a.upper is None else f"{a.upper:g}"
+        rng = f"{'(' if a.open_lower or a.lower is None else '['}{lo}, {hi}{')' if a.upper is None else ']'}"
         if self.type == "enum":
             if value not in self.choices:
                 raise InvalidInput(self.name, f"must be one of {list(self.choices)}", value)

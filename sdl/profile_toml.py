@@ -64,6 +64,8 @@ class DeviceSpec(_Strict):
     put_complete: bool = Field(True, description="EpicsSignal: a move is done when the IOC says the put is done")
     tolerance: float | None = Field(None, description="EpicsSignal without put completion: readback tolerance")
     shape: list[int] | None = Field(None, description="a waveform/image reading's shape, e.g. [480, 640]")
+    trigger_pv: str | None = Field(None, description="EpicsSignalRO of an area-detector-like camera: a PV written 1 "
+                                   "(put completion) to take each frame before it is read, e.g. P:cam1:Acquire")
 
     @model_validator(mode="after")
     def _pvs(self) -> "DeviceSpec":
@@ -74,6 +76,8 @@ class DeviceSpec(_Strict):
             raise ValueError(f"{self.cls} takes `pv` (and for EpicsSignal optionally `write_pv`), not prefix")
         if self.cls == "ophyd.EpicsSignalRO" and self.write_pv:
             raise ValueError("ophyd.EpicsSignalRO is read-only: no write_pv")
+        if self.trigger_pv and self.cls != "ophyd.EpicsSignalRO":
+            raise ValueError("trigger_pv belongs to a detector (ophyd.EpicsSignalRO)")
         return self
 
     @property
@@ -82,7 +86,7 @@ class DeviceSpec(_Strict):
 
     @property
     def pvs(self) -> list[str]:
-        return [p for p in (self.prefix, self.pv, self.write_pv) if p]
+        return [p for p in (self.prefix, self.pv, self.write_pv, self.trigger_pv) if p]
 
 
 class ParameterSpec(_Strict):
@@ -236,6 +240,8 @@ def _make_device(name: str, d: DeviceSpec) -> Any:
     if d.cls == "ophyd.EpicsMotor":
         return EpicsMotor(d.prefix, name=name)
     if d.cls == "ophyd.EpicsSignalRO":
+        if d.trigger_pv:
+            return _triggered_signal(d.pv, d.trigger_pv, name)
         return EpicsSignalRO(d.pv, name=name)
     kw: dict[str, Any] = {"put_complete": d.put_complete}
     if d.tolerance is not None:
@@ -243,6 +249,26 @@ def _make_device(name: str, d: DeviceSpec) -> Any:
     if d.write_pv:
         kw["write_pv"] = d.write_pv
     return EpicsSignal(d.pv, name=name, **kw)
+
+
+def _triggered_signal(pv: str, trigger_pv: str, name: str) -> Any:
+    """A read-only signal whose ``trigger()`` writes 1 to ``trigger_pv`` and completes when the
+    IOC has taken the frame (area-detector style Acquire with put completion)."""
+    from ophyd import EpicsSignal, EpicsSignalRO
+
+    class TriggeredSignal(EpicsSignalRO):
+        def __init__(self, *args: Any, **kwargs: Any):
+            super().__init__(*args, **kwargs)
+            self.acquire = EpicsSignal(trigger_pv, put_complete=True, name=f"{name}_acquire")
+
+        def wait_for_connection(self, timeout: float = 5.0, **kw: Any) -> None:
+            super().wait_for_connection(timeout=timeout, **kw)
+            self.acquire.wait_for_connection(timeout=timeout)
+
+        def trigger(self):
+            return self.acquire.set(1)
+
+    return TriggeredSignal(pv, name=name)
 
 
 def build_instrument(name: str, spec: InstrumentSpec, *, source: str = "", connect: bool = True):

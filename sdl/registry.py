@@ -4,6 +4,8 @@
   ``sdl.reductions`` (name -> ``reduce(start, events, params) -> {objective: value}``),
   ``sdl.agents`` (name -> ``make(space, objectives, seed, **options) -> Agent``). sdl's
   own built-ins are registered the same way, in sdl's pyproject.toml.
+- A name with ``*`` registers a family (``"table:*.csv"``): any name it matches
+  (``fnmatch``) is built by that factory, which reads the full name from ``ctx.name``.
 - A profile (``--profile PATH`` on every command, or ``SDL_PROFILE``; several paths
   separated by ``os.pathsep``): a Python file that defines ``INSTRUMENTS = {name:
   factory}`` (and optionally ``REDUCTIONS``, ``AGENTS``), or a declarative TOML file of
@@ -15,6 +17,7 @@ the error) and reported by ``sdl instruments list``; the others work.
 
 from __future__ import annotations
 
+import fnmatch
 import importlib.metadata as md
 import logging
 import os
@@ -114,17 +117,29 @@ class Registry:
 
     # -------------------------------------------------------------- lookups
     def names(self, kind: str = "instruments") -> list[str]:
-        return sorted(self.entries[kind])
+        """Registered names (families, names with ``*``, are in :meth:`patterns`)."""
+        return sorted(n for n in self.entries[kind] if "*" not in n)
+
+    def patterns(self, kind: str = "instruments") -> list[str]:
+        return sorted(n for n in self.entries[kind] if "*" in n)
+
+    def entry(self, kind: str, name: str) -> Entry | None:
+        """The entry for ``name``: registered under it, or a family whose pattern matches it."""
+        e = self.entries[kind].get(name)
+        if e is None and "*" not in name:
+            e = next((self.entries[kind][p] for p in self.patterns(kind) if fnmatch.fnmatchcase(name, p)), None)
+        return e
 
     def get(self, kind: str, name: str) -> Any:
         """The loaded object, or :class:`InvalidInput` naming what is allowed (and why a
         broken one is broken)."""
-        entry = self.entries[kind].get(name)
+        entry = self.entry(kind, name)
         singular = kind[:-1]
         if entry is None:
             broken = [b for b in self.broken if b.kind == kind and b.name == name]
             why = f"; it failed to load from {broken[0].source}: {broken[0].error}" if broken else ""
-            raise InvalidInput(singular, f"unknown {singular}{why}; allowed: {self.names(kind)}", name)
+            fams = f" or a name matching {self.patterns(kind)}" if self.patterns(kind) else ""
+            raise InvalidInput(singular, f"unknown {singular}{why}; allowed: {self.names(kind)}{fams}", name)
         try:
             return entry.load()
         except Exception as exc:  # noqa: BLE001 - named with its entry point
@@ -132,7 +147,7 @@ class Registry:
                                f"{type(exc).__name__}: {exc}") from exc
 
     def reduction(self, name: str) -> Callable | None:
-        if name not in self.entries["reductions"]:
+        if self.entry("reductions", name) is None:
             return None
         return self.get("reductions", name)
 
@@ -140,7 +155,7 @@ class Registry:
         return self.names("reductions")
 
     def source(self, kind: str, name: str) -> str:
-        e = self.entries[kind].get(name)
+        e = self.entry(kind, name)
         return e.source if e else ""
 
     def build(self, name: str, *, seed: int = 0, time_scale: float = 0.0, n_slots: int = 24,
@@ -149,8 +164,8 @@ class Registry:
         from sdl.plugin import BuildContext, Instrument, PluginError
 
         factory = self.get("instruments", name)
-        entry = self.entries["instruments"][name]
-        ctx = BuildContext(seed=seed, time_scale=time_scale, n_slots=n_slots, options=dict(options or {}))
+        entry = self.entry("instruments", name)
+        ctx = BuildContext(seed=seed, time_scale=time_scale, n_slots=n_slots, options=dict(options or {}), name=name)
         try:
             inst = factory(ctx) if callable(factory) and not isinstance(factory, Instrument) else factory
         except (PluginError, InvalidInput):
@@ -243,7 +258,7 @@ def check_agent(name: str) -> str:
     if name in AGENTS:
         return name
     reg = registry()
-    if name in reg.entries["agents"]:
+    if reg.entry("agents", name) is not None:
         return name
     raise InvalidInput("agent", f"unknown agent; allowed: {agent_names()}", name)
 

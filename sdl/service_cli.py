@@ -139,7 +139,8 @@ def submit(
     instrument: str = typer.Argument(..., help="instrument name, e.g. sim-xrd"),
     param: list[str] = typer.Option([], "--param", "-p", help="NAME=VALUE (repeat), e.g. -p temperature=420"),
     proposal: str = typer.Option(..., "--proposal", help="proposal id"),
-    plan: str = typer.Option("autonomous_step", help="plan name (GET /api/instruments/NAME lists them)"),
+    plan: Optional[str] = typer.Option(None, help="plan name (default: the instrument's default plan; "
+                                       "GET /api/instruments/NAME lists them)"),
     priority: int = typer.Option(0, min=-10, max=10, help="order within the proposal's queue"),
     note: str = typer.Option("", help="free text kept with the experiment"),
     wait: bool = typer.Option(False, "--wait", help="wait until it has run and print the result"),

@@ -160,3 +160,42 @@ def test_benchmark_bo_needs_at_most_half_the_experiments_of_random(tmp_path):
     summary = json.loads(out.read_text())
     assert summary["median_bo"] <= 0.5 * summary["median_random"]
     assert summary["pareto_front"] and all({"intensity", "size"} <= set(r) for r in summary["pareto_front"])
+
+
+def test_a_toml_profile_drives_the_double_as_stock_records_with_an_area_detector_like_camera(tmp_path):
+    """No Python: setpoint/readback pairs and a camera with Acquire (put completion) and
+    ArrayData, reduced by the stock reductions (sum of the frame, FWHM of its profile)."""
+    from pathlib import Path
+
+    from sdl.store import Store
+
+    port = free_port()
+    prefix = f"ALT{os.getpid()}:"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EPICS_", "SDL_TEST_CA"))}
+    env.update(EPICS_CA_AUTO_ADDR_LIST="NO", EPICS_CA_ADDR_LIST="127.0.0.1")
+    ioc = subprocess.Popen(SDL + ["ioc", "--instrument", NAME, "--prefix", prefix, "--port", str(port)], env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        for line in ioc.stdout:
+            if line.startswith("READY"):
+                break
+        profile = tmp_path / "camera.toml"
+        example = Path(__file__).resolve().parents[1] / "examples" / "profiles" / "alignment_camera.toml"
+        profile.write_text(example.read_text().replace("AL:", prefix))
+        store = f"sqlite:///{tmp_path / 's.sqlite'}"
+        out = sdl("campaign", "run", "--profile", str(profile), "--instrument", "mirror-toml", "--agent", "sobol",
+                  "--budget", "3", "--store", store, "--id", "toml", env={**env, "EPICS_CA_SERVER_PORT": str(port)},
+                  timeout=120)
+        assert out.returncode == 0, out.stdout + out.stderr
+        s = Store(store)
+        obs = s.observations("toml")
+        m = sdl_alignment.model
+        assert len(obs) == 3
+        for o in obs:  # the frame's sum: the beam through the aperture plus the flat background
+            expected = m.truth(o.params)["intensity"] + m.BACKGROUND * m.N ** 2
+            assert o.ok and abs(o.values["counts"] - expected) < 1000 + 0.03 * expected, o
+            assert o.values["width"] > 0
+        s.close()
+    finally:
+        ioc.terminate()
+        ioc.wait(10)

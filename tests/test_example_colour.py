@@ -86,3 +86,24 @@ def test_colour_station_over_channel_access(tmp_path):
     finally:
         ioc.terminate()
         ioc.wait(10)
+
+
+def test_demo_over_channel_access_gives_the_in_process_numbers(tmp_path):
+    """``sdl demo --epics --instrument colour-station`` serves the package's double and
+    drives it over CA: the same observations as the in-process demo with the same seed."""
+    from sdl.store import Store, sqlite_url
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EPICS_", "SDL_TEST_CA"))}
+    values = {}
+    for mode in ("local", "epics"):
+        out = tmp_path / mode
+        args = SDL + ["demo", "--instrument", NAME, "--agent", "random", "--budget", "3", "--seed", "5",
+                      "--out", str(out)] + (["--epics"] if mode == "epics" else [])
+        run = subprocess.run(args, env=env, capture_output=True, text=True, timeout=180)
+        assert run.returncode == 0, run.stdout + run.stderr
+        s = Store(sqlite_url(out / "demo.sqlite"))
+        cid = s.campaigns()[0].id
+        values[mode] = [(o.params, o.values) for o in s.observations(cid)]
+        s.close()
+    assert "driven over Channel Access" in run.stdout
+    assert values["epics"] == values["local"] and len(values["local"]) == 3

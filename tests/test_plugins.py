@@ -247,6 +247,8 @@ def test_toml_profile_errors_name_the_instrument_the_key_and_what_is_allowed(tmp
         base.replace('device = "m"', 'device = "d"'): r"parameters.0.device: 'd' is ophyd.EpicsSignalRO, not movable",
         base.replace('reading = "d"', 'reading = "q"'): r"objectives.0.reading: unknown device 'q'; allowed: \['d', "
                                                         r"'m'\]",
+        base.replace('pv = "X:mtr"', 'pv = "X:mtr"\ntrigger_pv = "X:go"'): r"devices.m: trigger_pv belongs to a "
+                                                                       r"detector",
         base.replace('"ophyd.EpicsSignalRO"', '"ophyd.Thing"'): r"devices.d.class: not allowed; input should be "
                                                                  r"'ophyd.EpicsMotor'",
     }
@@ -314,3 +316,50 @@ def test_agents_and_reductions_from_a_profile(tmp_path, monkeypatch, store):
     assert [o.extra.get("error") for o in obs] == [None] * 3
     assert store.documents(obs[0].run_uid)[0][1]["reduction"]["name"] == "peak"
     assert store.suggestions(cid)[0].provenance["agent"] == "my-sobol"
+
+
+def test_a_family_of_instruments_by_name_pattern(tmp_path, monkeypatch):
+    """``"gauss:*"`` registers every name it matches; the factory reads the name asked for."""
+    prof = tmp_path / "family.py"
+    prof.write_text(textwrap.dedent(f'''
+        import importlib.util
+        spec = importlib.util.spec_from_file_location("ophyd_sim_profile", {str(PY_PROFILE)!r})
+        base = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(base)
+
+        def family(ctx):
+            centre = float(ctx.name.split(":", 1)[1])
+            inst = base.gauss_scan(type(ctx)(seed=ctx.seed, options={{"center": centre}}))
+            inst.name = ctx.name
+            return inst
+
+        INSTRUMENTS = {{"gauss:*": family}}
+        '''))
+    monkeypatch.setenv("SDL_PROFILE", str(prof))
+    reg_mod.reset()
+    r = reg_mod.registry()
+    assert r.patterns("instruments") == ["gauss:*"] and "gauss:*" not in r.names("instruments")
+    from sdl.instruments import INSTRUMENTS, check_instrument_name, make_instrument
+
+    assert check_instrument_name("gauss:2.5") == "gauss:2.5" and "gauss:2.5" in INSTRUMENTS
+    inst = make_instrument("gauss:2.5")
+    assert inst.name == "gauss:2.5" and inst.source == f"profile {prof}"
+    with pytest.raises(InvalidInput, match=r"unknown instrument; allowed: \[.*\] or a name matching \['gauss:\*'\]"):
+        check_instrument_name("gaus:1")
+    out = CliRunner().invoke(__import__("sdl.cli").cli.app, ["instruments", "list", "--json", "--profile", str(prof)])
+    assert '"gauss:*"' in out.output
+
+
+def test_a_campaign_exposure_the_plan_does_not_allow_is_refused_before_anything_runs(store):
+    from sdl.campaign import CampaignRunner, create_campaign
+
+    def plan(x: float, *, exposure: Annotated[float, Arg(0, 1, units="s", open_lower=True)] = 0.1, md=None):
+        yield from ()
+
+    inst = _instrument(plans={"p": plan})
+    cid = create_campaign(store, {"instrument": "sim-xrd", "budget": 2, "exposure": 2.0, "plan": "p"})
+    with pytest.raises(InvalidInput, match=r"exposure: out of range: allowed \(0, 1\] s"):
+        CampaignRunner(store, cid, instrument=inst)
+    cid = create_campaign(store, {"instrument": "sim-xrd", "budget": 2, "plan": "nope"})
+    with pytest.raises(InvalidInput, match=r"plan: unknown plan for t; allowed: \['p'\]"):
+        CampaignRunner(store, cid, instrument=inst)

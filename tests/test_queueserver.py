@@ -163,6 +163,17 @@ def beamline_step(A: float, B: float, C: float, temperature: float, exposure: fl
         yield from bps.trigger_and_read([det, motor])
 
     yield from inner()
+
+
+def gauss_at(x: float, repeats: int = 1):
+    """Move the motor to x and read det (what a plug-in instrument's plan maps to)."""
+    @bpp.run_decorator(md={"plan_name": "gauss_at"})
+    def inner():
+        yield from bps.mv(motor, x)
+        for _ in range(repeats):
+            yield from bps.trigger_and_read([det, motor])
+
+    yield from inner()
 '''
 
 
@@ -673,3 +684,78 @@ def test_abort_over_http_aborts_the_plan_on_the_manager(qs_facility, re_manager)
     assert entry and entry[-1]["result"]["exit_status"] in ("aborted", "stopped"), entry
     wait_for(lambda: carol.instrument("sim-xrd")["status"]["state"] == "idle", 30, "the worker idle again",
              [qs_facility["worker"]])
+
+
+# ------------------------------------------------ a plug-in instrument on the RE Manager
+@pytest.fixture(scope="module")
+def qs_plugin(tmp_path_factory, re_manager):
+    """The Python-profile instrument ``gauss-scan`` (examples/profiles) served with the
+    queueserver backend: its plan ``count_at`` runs as the manager's ``gauss_at``, and sdl
+    reduces the manager's documents with the instrument's own reduction."""
+    import json
+
+    from sdl import registry
+    from sdl.service import crashtest
+    from sdl.service.server import LiveServer
+    from sdl.service.settings import load_settings
+    from sdl.service.testing import Lab, scratch_settings
+
+    profile = str(Path(__file__).resolve().parents[1] / "examples" / "profiles" / "ophyd_sim_profile.py")
+    old = os.environ.get("SDL_PROFILE")
+    os.environ["SDL_PROFILE"] = profile
+    registry.reset()
+    config = {"instruments": [{
+        "name": "gauss-scan", "external": True, "backend": "queueserver",
+        "queueserver": {
+            "control_addr": re_manager["zmq_control_addr"], "info_addr": re_manager["zmq_info_addr"],
+            "data_addr": re_manager["zmq_data_addr"], "timeout_s": 10, "open_timeout_s": 90,
+            "plan_names": {"count_at": "gauss_at"},
+        },
+    }]}
+    tmp_path = tmp_path_factory.mktemp("qs_plugin")
+    cfg_path = tmp_path / "facility.json"
+    cfg_path.write_text(json.dumps(config))
+    settings = scratch_settings(tmp_path, load_settings(cfg_path).instruments, heartbeat_s=0.3,
+                                lease_timeout_s=10, event_poll_s=0.1)
+    lab = Lab(LiveServer(settings).start())
+    worker = crashtest.Proc("worker-qs-plugin", [
+        sys.executable, "-m", "sdl.cli", "worker", "--instrument", "gauss-scan", "--store", settings.store_url,
+        "--config", str(cfg_path), "--worker-id", "t-qs-plugin", "--profile", profile],
+        tmp_path, {"PYTHONUNBUFFERED": "1"})
+    try:
+        crashtest.wait_for(lambda: any(w.id == "t-qs-plugin" and w.state == "idle"
+                                       for w in lab.service.dispatcher.workers()), 60, "the worker", [worker])
+        yield {"lab": lab, "worker": worker}
+    finally:
+        worker.terminate(30)
+        worker.close()
+        lab.close()
+        lab.server.stop()
+        if old is None:
+            os.environ.pop("SDL_PROFILE", None)
+        else:
+            os.environ["SDL_PROFILE"] = old
+        registry.reset()
+
+
+def test_a_plugin_instrument_runs_on_the_re_manager(qs_plugin):
+    import math
+
+    lab = qs_plugin["lab"]
+    dana = lab.user("qs-dana")
+    prop = lab.proposal(dana, ["gauss-scan"])
+    schema = dana.instrument("gauss-scan")["plans"]["count_at"]
+    assert set(schema["properties"]) == {"x", "repeats"}
+    item = dana.submit(prop["id"], "gauss-scan", {"x": 0.5, "repeats": 2})
+    done = dana.wait(item["id"], timeout=120)
+    assert done["status"] == "done", (done, qs_plugin["worker"].tail())
+    # the manager's det at x, reduced by sdl with the instrument's own stock reduction
+    assert done["result"]["values"]["intensity"] == pytest.approx(math.exp(-0.5 ** 2 / 2), rel=1e-9)
+    docs = dana.documents(item["id"])
+    start = docs[0]["doc"]
+    assert start["plan_name"] == "gauss_at" and start["sdl_plan"] == "count_at"
+    assert start["reduction"]["name"] == "readings" and sum(d["name"] == "event" for d in docs) == 2
+    camp = dana.create_campaign(prop["id"], {"instrument": "gauss-scan", "agent": "random", "budget": 3,
+                                             "seed": 4}, start=True)
+    final = dana.wait_campaign(camp["id"], timeout=180)
+    assert final["state"] == "completed" and final["experiments"] == 3, (final, qs_plugin["worker"].tail())
