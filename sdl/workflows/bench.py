@@ -58,6 +58,7 @@ def one(seed: int, cascade: bool, *, budget: int, target: float, agent: str, fol
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument("--first-seed", type=int, default=0)
     ap.add_argument("--budget", type=int, default=40, help="samples per campaign")
     ap.add_argument("--target", type=float, default=0.8, help="fraction of the best achievable figure of merit")
     ap.add_argument("--agent", default="bo")
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> dict:
     target = args.target * best
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             for cascade in (False, True):
                 r = one(seed, cascade, budget=args.budget, target=target, agent=args.agent, folder=Path(tmp))
                 rows.append(r)
