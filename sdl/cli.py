@@ -402,6 +402,7 @@ def _register_db_commands() -> None:
 
 
 _register_db_commands()
+app.add_typer(__import__("sdl.workflows.cli").workflows.cli.workflow_app, name="workflow")  # sdl workflow ...
 
 
 def _register_export_commands() -> None:

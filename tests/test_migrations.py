@@ -25,8 +25,9 @@ from sdl.database import (
 )
 from sdl.service.db import ServiceBase, ServiceDB
 from sdl.store import Base, Store
+from sdl.workflows.tables import WorkflowBase
 
-METADATA = [Base.metadata, ServiceBase.metadata]
+METADATA = [Base.metadata, ServiceBase.metadata, WorkflowBase.metadata]
 FIRST = "0001"
 
 

@@ -194,6 +194,14 @@ def dummy_member(w, kind: str, role: str) -> dict:
     return {"user": name}
 
 
+def unknown(role, rel):
+    return 401 if role == "anon" else 404
+
+
+def no_such(w, kind, role) -> dict:
+    return {"workflow_id": "wf-none", "sample_id": "sample-none", "campaign_id": "campaign-none"}
+
+
 def resume(w) -> None:
     w["lab"].admin.resume("sim-xrd")
 
@@ -262,6 +270,19 @@ R = [
     # NeXus downloads (sdl.data_views): the same read rule as every other data endpoint
     Row("GET", "/api/runs/{uid}/nexus", data, kinds=RUN),
     Row("GET", "/api/campaigns/{campaign_id}/nexus", data, kinds=RUN),
+    Row("GET", "/api/tiled", signed_in, kinds=None),  # where runs are also in Tiled (sdl.data_views)
+    # workflows and samples (sdl.workflows): this world has no workflow stations, so these rows check
+    # authentication, validation and unknown ids; reading another proposal's samples and workflows is
+    # tested in tests/test_workflow_service.py
+    Row("POST", "/api/workflows", signed_in, {}, kinds=None),
+    Row("GET", "/api/workflows", signed_in, kinds=None),
+    Row("GET", "/api/workflows/{workflow_id}", unknown, kinds=None, setup=no_such),
+    Row("POST", "/api/workflows/{workflow_id}/cancel", unknown, {}, kinds=None, setup=no_such),
+    Row("GET", "/api/samples", signed_in, kinds=None),
+    Row("GET", "/api/samples/{sample_id}", unknown, kinds=None, setup=no_such),
+    Row("POST", "/api/workflow-campaigns", signed_in, {}, kinds=None),
+    Row("GET", "/api/workflow-campaigns/{campaign_id}", unknown, kinds=None, setup=no_such),
+    Row("GET", "/api/workflow-campaigns/{campaign_id}/rocrate", unknown, kinds=None, setup=no_such),
     # sign-in is not configured in this world: the same answer for everyone (tests/test_oidc_signin.py
     # covers it against a real provider)
     Row("GET", "/api/auth/login", everyone(404), kinds=None),

@@ -13,9 +13,10 @@ from alembic import context
 from sdl.database import UTCDateTime, make_engine, migration_connection
 from sdl.service.db import ServiceBase
 from sdl.store import Base
+from sdl.workflows.tables import WorkflowBase
 
 config = context.config
-target_metadata = [Base.metadata, ServiceBase.metadata]
+target_metadata = [Base.metadata, ServiceBase.metadata, WorkflowBase.metadata]
 
 
 def render_item(type_: str, obj, autogen_context):

@@ -16,7 +16,7 @@ import logging
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -105,9 +105,11 @@ def create_app(settings: ServiceSettings | None = None, service: LabService | No
             await asyncio.to_thread(svc.start)
         else:  # an API replica: no workers or planner, but it streams every run live
             await asyncio.to_thread(svc.start_relay)
+        await asyncio.to_thread(svc.workflows.start, settings.start_workers)  # campaigns resumed; live events
         try:
             yield
         finally:
+            await asyncio.to_thread(svc.workflows.stop)
             await asyncio.to_thread(svc.stop)
 
     app = FastAPI(
@@ -131,6 +133,9 @@ def create_app(settings: ServiceSettings | None = None, service: LabService | No
     from sdl.data_views.api import data_router
 
     app.include_router(data_router(svc, P))  # NeXus downloads (sdl.data_views)
+    workflows = APIRouter(prefix="/api")
+    __import__("sdl.workflows.api").workflows.api.add_routes(workflows, svc, P)  # /api/workflows, /api/samples
+    app.include_router(workflows)
     app.include_router(web_router(svc, principal))  # the web app's files and additions (sdl.service.webapi)
     app.include_router(routers.stream.router)  # /api/stream (WebSocket)
     return app
