@@ -69,8 +69,8 @@ class _Outage(Progress):
     """Kill the Tiled server after ``down_at`` experiments; bring it back (in a thread,
     the campaign does not wait) after ``up_at``."""
 
-    def __init__(self, server: EmbeddedTiled, down_at: int, up_at: int):
-        self.server, self.down_at, self.up_at = server, down_at, up_at
+    def __init__(self, server: EmbeddedTiled, down_at: int, up_at: int, feed: TiledFeed | None = None):
+        self.server, self.down_at, self.up_at, self.feed = server, down_at, up_at, feed
         self.down: float | None = None
         self.up: float | None = None
         self.thread: threading.Thread | None = None
@@ -81,6 +81,11 @@ class _Outage(Progress):
             self.down = time.time()
         elif done == self.up_at:
             def back() -> None:
+                # back only once the feed has met the outage (on a loaded machine its thread may
+                # not have tried yet): the test is about catching up, so the outage must be seen
+                deadline = time.time() + 60
+                while self.feed is not None and self.feed.outages < 1 and time.time() < deadline:
+                    time.sleep(0.05)
                 self.server.start()
                 self.up = time.time()
 
@@ -93,7 +98,7 @@ def test_campaign_reaches_tiled_through_an_outage(shared):
     feed = TiledFeed(store, server.feed_login, ping=server.alive, poll_s=0.1, backoff_max_s=0.5).start()
     try:
         cid = create_campaign(store, {"instrument": "sim-xrd", "agent": "sobol", "budget": 6})
-        outage = _Outage(server, down_at=2, up_at=4)
+        outage = _Outage(server, down_at=2, up_at=4, feed=feed)
         assert CampaignRunner(store, cid, progress=outage).run() == "completed"
         finished_at = time.time()
         outage.thread.join(60)
