@@ -219,6 +219,11 @@ def inspect_plan(plugin: str, name: str, func: Callable[..., Any], space: Search
             options[pname] = _option_from(plugin, name, pname, hints.get(pname, p.annotation), p.default)
     missing = [n for n in names if n not in point_args and n not in dofs
                and not isinstance(space.parameter(n), FixedParameter)]
+    if missing and any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        # a plan taking **point gets the parameters its signature does not name (also those
+        # whose names are no Python identifiers, such as a table's column 'yield' or 'd1 (mM)')
+        point_args += missing
+        missing = []
     if missing:
         raise PluginError(plugin, f"plans.{name}", f"search-space parameters {missing} are neither plan arguments "
                           f"nor bound to a device; plan arguments: {list(params)}, dofs: {list(dofs)}")
