@@ -82,11 +82,13 @@ def main() -> None:
     a = ap.parse_args()
     variants = [("adaptive", CHOICES)] + [(f"fixed {float(t):g} s", [float(t)]) for t in a.fixed.split(",") if t]
     rows = []
-    for label, choices in variants:
-        for s in range(a.first_seed, a.first_seed + a.seeds):
+    for s in range(a.first_seed, a.first_seed + a.seeds):
+        for label, choices in variants:
             r = campaign(choices, s, a.budget, a.target, a.overhead)
             r["variant"] = label
             rows.append(r)
+            print(f"  {label:14s} seed {s}: reached {r['reached']}, beamtime {r['beamtime']:.2f} s, "
+                  f"{r['seconds']:.0f} s", flush=True)
     print(f"exposure: {a.seeds} seeds from {a.first_seed}, up to {a.budget} experiments, target {a.target:g} x "
           f"optimum (reported point's truth), overhead {a.overhead:g} s per point")
     print(f"{'variant':14s} {'reached':>8s} {'beamtime to target (median, s)':>31s} {'experiments (median)':>21s} "
