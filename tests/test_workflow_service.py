@@ -119,7 +119,10 @@ def test_workflow_campaign_over_http(lab):
     while time.monotonic() < deadline and not any(e.get("kind") == "discarded" for e in events):
         time.sleep(0.2)
     kinds = {(e["type"], e.get("kind") or e.get("status")) for e in events}
-    assert ("sample", "made") in kinds and ("sample", "measured") in kinds and ("task", "running") in kinds
+    # task changes are published from the store by a polling pump: a short task may be seen
+    # only as done, never as running
+    assert ("sample", "made") in kinds and ("sample", "measured") in kinds
+    assert ("task", "running") in kinds or ("task", "done") in kinds, kinds
     assert bob_events == []
 
 

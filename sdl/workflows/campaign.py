@@ -257,7 +257,11 @@ class WorkflowCampaignRunner:
             self._submit(sug.id, sug.params)
             running.append(None)  # type: ignore[arg-type]
         pending = [w.params for w in running if w is not None]
-        room = min(self.cspec.parallel - len(running), self.cspec.budget - n_obs - len(running))
+        # every workflow submitted ends in one observation: count them all, also one that ended
+        # after this step recorded observations (neither observed nor running yet: counting only
+        # those two ran the campaign one workflow past its budget)
+        spent = max(n_obs, len(with_wf)) + len(orphans)
+        room = min(self.cspec.parallel - len(running), self.cspec.budget - spent)
         if room <= 0:
             return
         if self.agent is None:
