@@ -56,13 +56,29 @@ def pytest_make_collect_report(collector):
             report.longrepr = f"skipped for a missing package in a locked environment: {reason}"
 
 
+#: test files that never touch the configured store (agents, simulated physics, EPICS clients, the
+#: lock, and ``sdl demo``, which keeps its own SQLite file): the SQLite pass runs them, the
+#: PostgreSQL pass (``SDL_TEST_DATABASE_URL``) would only repeat them
+STORE_INDEPENDENT = {
+    "test_agents_bench.py", "test_agents_features.py", "test_bo_vs_random.py", "test_cli_demo.py",
+    "test_conformance.py", "test_lock.py", "test_pool_benchmark.py", "test_sim_materials.py", "test_space.py",
+    "test_motor_race.py", "test_motor_record.py", "test_epics_soak.py", "test_epics_motor.py", "test_sim_lab.py",
+    "test_pool_model.py",
+}
+#: tests that start a PostgreSQL cluster of their own: the SQLite pass runs them once
+OWN_CLUSTER = {"test_workflow_crash.py::test_kill_workers_runner_and_restart_postgres"}
+
+
 def pytest_collection_modifyitems(config, items):
     if test_database_url() is None:
         return
     skip = pytest.mark.skip(reason="about the SQLite store; this run is on PostgreSQL ($SDL_TEST_DATABASE_URL)")
+    once = pytest.mark.skip(reason="does not use the configured store: run once, in the SQLite pass")
     for item in items:
         if item.get_closest_marker("sqlite_only"):
             item.add_marker(skip)
+        elif item.path.name in STORE_INDEPENDENT or f"{item.path.name}::{item.name}" in OWN_CLUSTER:
+            item.add_marker(once)
 
 
 @pytest.fixture
