@@ -38,22 +38,27 @@ class EpicsMotor(ophyd.EpicsMotor):
 
     @raise_if_disconnected
     def move(self, position: float, wait: bool = True, **kwargs: Any):
-        # ophyd.EpicsMotor.move, with PositionerBase.move under the lock.
-        self._started_moving = False
-        with self._request_lock:
-            status = PositionerBase.move(self, position, **kwargs)
-        self.user_setpoint.put(position, wait=False)
-        try:
-            if wait:
-                status_wait(status)
-        except KeyboardInterrupt:
-            self.stop()
-            raise
-        return status
+        return _move_under(self._request_lock, self, position, wait, **kwargs)
 
     def _done_moving(self, *args: Any, **kwargs: Any) -> None:
         with self._request_lock:
             super()._done_moving(*args, **kwargs)
+
+
+def _move_under(lock: Any, motor: Any, position: float, wait: bool, **kwargs: Any):
+    """ophyd.EpicsMotor.move, with PositionerBase.move (which subscribes to the move's end)
+    under ``lock``, the lock ``_done_moving`` also takes."""
+    motor._started_moving = False
+    with lock:
+        status = PositionerBase.move(motor, position, **kwargs)
+    motor.user_setpoint.put(position, wait=False)
+    try:
+        if wait:
+            status_wait(status)
+    except KeyboardInterrupt:
+        motor.stop()
+        raise
+    return status
 
 
 def close_stock_race() -> None:
@@ -65,17 +70,7 @@ def close_stock_race() -> None:
     lock_of = _lock_of
 
     def move(self: Any, position: float, wait: bool = True, **kwargs: Any):
-        self._started_moving = False
-        with lock_of(self):
-            status = PositionerBase.move(self, position, **kwargs)
-        self.user_setpoint.put(position, wait=False)
-        try:
-            if wait:
-                status_wait(status)
-        except KeyboardInterrupt:
-            self.stop()
-            raise
-        return status
+        return _move_under(lock_of(self), self, position, wait, **kwargs)
 
     done_moving = cls._done_moving
 
