@@ -341,3 +341,31 @@ def epics_lab_cases(prefix: str, sim_control: Any = None, *, timeout: float = 5.
                        failure_message="gripper jammed", recover=clear("robot"), timeout=timeout),
         ]
     return cases
+
+
+@contextlib.contextmanager
+def served_double(instrument: str, prefix: str, timeout: float = 60.0):
+    """``sdl ioc --instrument NAME`` in a subprocess on a free loopback port, until it says
+    READY; yields ``(port, env)``: the environment a client process (``sdl campaign run``)
+    needs to reach it over Channel Access. The IOC is stopped on exit."""
+    import os
+    import subprocess
+    import sys
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EPICS_", "SDL_TEST_CA"))}
+    env.update(EPICS_CA_AUTO_ADDR_LIST="NO", EPICS_CA_ADDR_LIST=LOOPBACK)
+    ioc = subprocess.Popen([sys.executable, "-m", "sdl.cli", "ioc", "--instrument", instrument, "--prefix", prefix,
+                            "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           text=True)
+    try:
+        deadline = time.monotonic() + timeout
+        line = ""
+        for line in ioc.stdout:
+            if line.startswith("READY") or time.monotonic() > deadline:
+                break
+        assert line.startswith("READY"), f"sdl ioc --instrument {instrument} did not start: {line}"
+        yield port, {**env, "EPICS_CA_SERVER_PORT": str(port)}
+    finally:
+        ioc.terminate()
+        ioc.wait(10)

@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -17,6 +16,7 @@ sdl_alignment = pytest.importorskip("sdl_alignment", reason="pip install -e exam
 import sdl_alignment.model  # noqa: E402
 
 from sdl.ca_env import free_port  # noqa: E402
+from sdl.testing import served_double  # noqa: E402
 from sdl.service import crashtest  # noqa: E402
 
 NAME = "mirror-alignment"
@@ -114,24 +114,13 @@ def test_serve_and_worker_run_the_plugin_instrument(tmp_path):
 def test_sdl_ioc_serves_the_double_and_the_instrument_drives_it(tmp_path):
     """``sdl ioc --instrument mirror-alignment``: the package's caproto double; the same
     instrument with ``epics_prefix`` runs a campaign over Channel Access."""
-    port = free_port()
     prefix = f"AL{os.getpid()}:"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("EPICS_", "SDL_TEST_CA"))}
-    env.update(EPICS_CA_AUTO_ADDR_LIST="NO", EPICS_CA_ADDR_LIST="127.0.0.1")
-    ioc = subprocess.Popen(SDL + ["ioc", "--instrument", NAME, "--prefix", prefix, "--port", str(port)], env=env,
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline = time.monotonic() + 60
-        for line in ioc.stdout:
-            if line.startswith("READY") or time.monotonic() > deadline:
-                break
-        assert line.startswith("READY"), line
+    with served_double(NAME, prefix) as (port, env):
         spec = tmp_path / "spec.json"
         spec.write_text(json.dumps({"instrument": NAME, "agent": "sobol", "budget": 3, "seed": 0,
                                     "instrument_options": {"epics_prefix": prefix}}))
         store = f"sqlite:///{tmp_path / 's.sqlite'}"
-        out = sdl("campaign", "run", "--spec", str(spec), "--store", store, "--id", "ca",
-                  env={**env, "EPICS_CA_SERVER_PORT": str(port)}, timeout=120)
+        out = sdl("campaign", "run", "--spec", str(spec), "--store", store, "--id", "ca", env=env, timeout=120)
         assert out.returncode == 0, out.stdout + out.stderr
         from sdl.store import Store
 
@@ -143,9 +132,6 @@ def test_sdl_ioc_serves_the_double_and_the_instrument_drives_it(tmp_path):
         ev = [d for n, d in s.documents(obs[0].run_uid) if n == "event"][0]
         assert len(ev["data"]["camera_image"]) == sdl_alignment.model.N ** 2  # the frame came over CA
         s.close()
-    finally:
-        ioc.terminate()
-        ioc.wait(10)
 
 
 @pytest.mark.slow

@@ -9,14 +9,13 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 
 pytest.importorskip("sdl_colour", reason="pip install -e examples/colour_station")
 from sdl_colour import optics  # noqa: E402
 
-from sdl.ca_env import free_port  # noqa: E402
+from sdl.testing import served_double  # noqa: E402
 
 NAME = "colour-station"
 SDL = [sys.executable, "-m", "sdl.cli"]
@@ -54,24 +53,14 @@ def test_colour_station_campaign_measures_the_mix_it_asked_for(store):
 
 
 def test_colour_station_over_channel_access(tmp_path):
-    port = free_port()
     prefix = f"CS{os.getpid()}:"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("EPICS_", "SDL_TEST_CA"))}
-    env.update(EPICS_CA_AUTO_ADDR_LIST="NO", EPICS_CA_ADDR_LIST="127.0.0.1")
-    ioc = subprocess.Popen(SDL + ["ioc", "--instrument", NAME, "--prefix", prefix, "--port", str(port)], env=env,
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline = time.monotonic() + 60
-        for line in ioc.stdout:
-            if line.startswith("READY") or time.monotonic() > deadline:
-                break
-        assert line.startswith("READY"), line
+    with served_double(NAME, prefix) as (port, env):
         spec = tmp_path / "spec.json"
         spec.write_text(json.dumps({"instrument": NAME, "agent": "sobol", "budget": 2, "seed": 0,
                                     "instrument_options": {"epics_prefix": prefix}}))
         store = f"sqlite:///{tmp_path / 's.sqlite'}"
         out = subprocess.run(SDL + ["campaign", "run", "--spec", str(spec), "--store", store, "--id", "ca"],
-                             env={**env, "EPICS_CA_SERVER_PORT": str(port)}, capture_output=True, text=True,
+                             env=env, capture_output=True, text=True,
                              timeout=120)
         assert out.returncode == 0, out.stdout + out.stderr
         from sdl.store import Store
@@ -83,9 +72,6 @@ def test_colour_station_over_channel_access(tmp_path):
             assert o.ok and o.values["colour_distance"] == pytest.approx(optics.distance(o.params),
                                                                          abs=3 * optics.NOISE)
         s.close()
-    finally:
-        ioc.terminate()
-        ioc.wait(10)
 
 
 def test_demo_over_channel_access_gives_the_in_process_numbers(tmp_path):
