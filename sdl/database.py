@@ -21,7 +21,7 @@ Both give the same results through the same code:
   document comes back exactly as written, keys in their order, so a replay or an
   export reads the same bytes on both. Values are written by :func:`json_dumps`: NaN
   and infinities, which PostgreSQL's json type refuses, are written as the record
-  writes them everywhere (null and +-1e308, see :func:`sdl.store.jsonable`) on both
+  writes them everywhere (null and +-1e308, see :func:`sdl.jsonsafe.jsonable`) on both
   backends, numpy scalars and arrays as numbers and lists;
 - long text is ``TEXT`` (unbounded on both); ids of the high-volume tables
   (documents, audit, usage, observations) are 64-bit on PostgreSQL (:data:`BigID`)
@@ -52,6 +52,7 @@ from sqlalchemy.pool import NullPool, StaticPool
 from sqlalchemy.types import TypeDecorator
 
 from sdl.errors import InvalidInput, SdlError
+from sdl.jsonsafe import jsonable
 
 #: the alembic script folder, shipped inside the package
 MIGRATIONS = Path(__file__).resolve().with_name("migrations")
@@ -99,18 +100,12 @@ class UTCDateTime(TypeDecorator):
 BigID = BigInteger().with_variant(Integer(), "sqlite")
 
 
-def _jsonable(obj: Any) -> Any:
-    from sdl.store import jsonable  # the record's one rule for JSON-safe values
-
-    return jsonable(obj)
-
-
 def json_dumps(obj: Any) -> str:
     """Serialise a JSON column's value the same way on SQLite and PostgreSQL."""
     try:
         return json.dumps(obj, allow_nan=False)
     except (ValueError, TypeError):  # NaN or infinity, numpy values
-        return json.dumps(_jsonable(obj), allow_nan=False)
+        return json.dumps(jsonable(obj), allow_nan=False)
 
 
 # ------------------------------------------------------------------------------ URLs

@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import math
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-import numpy as np
 from sqlalchemy import (
     JSON,
     Boolean,
@@ -35,6 +33,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 
 from sdl.database import BigID, UTCDateTime, ensure_schema, make_engine
 from sdl.errors import InvalidInput
+from sdl.jsonsafe import jsonable  # noqa: F401  (re-exported: callers import it from here)
 from sdl.models import Observation, Provenance, Suggestion
 
 
@@ -103,23 +102,6 @@ class ObservationRow(Base):
     ok: Mapped[bool] = mapped_column(Boolean, default=True)
     extra: Mapped[dict] = mapped_column(JSON, default=dict)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
-
-
-def jsonable(obj: Any) -> Any:
-    """Make event-model documents JSON-safe (numpy arrays and scalars, NaN)."""
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return jsonable(obj.tolist())
-    if isinstance(obj, np.generic):
-        return jsonable(obj.item())
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None if math.isnan(obj) else (1e308 if obj > 0 else -1e308)
-    if obj is None or isinstance(obj, (str, int, float, bool)):
-        return obj
-    return repr(obj)
 
 
 def sqlite_url(path: str | Path) -> str:
