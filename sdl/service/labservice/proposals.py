@@ -7,7 +7,7 @@ service's state (``db``, ``store``, ``workers``, ``scheduler``...) set up there.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, Callable
 
 from sqlalchemy import select, update
 
@@ -156,12 +156,22 @@ class ProposalsMixin:
         self.members.invalidate()
         return out
 
-    def add_member(self, p: Principal, pid: str, user: str, role: str) -> dict:
+    def _change_members(self, p: Principal, pid: str, change: Callable[[Any], None]) -> dict:
+        """Apply ``change(session)`` to a proposal's members (its PI or an admin only);
+        return the proposal as it is after the change."""
         view = self.view(p)
         with self.db.session() as s:
             prop = self._proposal_for(s, p, pid, view)
             _require(can(p, "proposals.members") or view.is_pi(pid),
                      "only the proposal's PI or an admin changes its members")
+            change(s)
+            s.flush()
+            out = self.proposal_json(prop, self._members(s, pid))
+        self.members.invalidate()
+        return out
+
+    def add_member(self, p: Principal, pid: str, user: str, role: str) -> dict:
+        def add(s) -> None:
             u = self._user_by(s, user)
             if u is None:
                 raise InvalidInput("user", "no such user", user)
@@ -171,17 +181,11 @@ class ProposalsMixin:
             else:
                 m.role = role
             audit(s, p, "proposal.add_member", "proposal", pid, pid, user_id=u.id, name=u.name, role=role)
-            s.flush()
-            out = self.proposal_json(prop, self._members(s, pid))
-        self.members.invalidate()
-        return out
+
+        return self._change_members(p, pid, add)
 
     def remove_member(self, p: Principal, pid: str, user: str) -> dict:
-        view = self.view(p)
-        with self.db.session() as s:
-            prop = self._proposal_for(s, p, pid, view)
-            _require(can(p, "proposals.members") or view.is_pi(pid),
-                     "only the proposal's PI or an admin changes its members")
+        def remove(s) -> None:
             u = self._user_by(s, user)
             m = None if u is None else s.get(MemberRow, (pid, u.id))
             if m is None:
@@ -190,10 +194,8 @@ class ProposalsMixin:
                 raise Conflict("the last PI cannot be removed; make another member PI first")
             s.delete(m)
             audit(s, p, "proposal.remove_member", "proposal", pid, pid, user_id=u.id, name=u.name)
-            s.flush()
-            out = self.proposal_json(prop, self._members(s, pid))
-        self.members.invalidate()
-        return out
+
+        return self._change_members(p, pid, remove)
 
     def audit_log(self, p: Principal, proposal_id: str | None = None, limit: int = 200,
                   action: str | None = None) -> list[dict]:
