@@ -8,7 +8,8 @@ mix well in one process)::
 
 Clients: ``ophyd`` (sdl's :class:`sdl.devices.motor.EpicsMotor`), ``ophyd-stock``
 (:class:`ophyd.EpicsMotor` as shipped: it has a client-side race, see
-:mod:`sdl.devices.motor`), ``pyepics`` (:class:`epics.Motor` and put-completion on
+:mod:`sdl.devices.motor`), ``ophyd-stock-patched`` (the same class after
+:func:`sdl.devices.motor.close_stock_race`, as a user script would use it), ``pyepics`` (:class:`epics.Motor` and put-completion on
 ``.VAL``), ``ophyd-async`` (:class:`ophyd_async.epics.motor.Motor`, CA backend),
 ``ophyd-async-pva`` (the same over PVAccess; the IOC needs ``--pva-port`` and the
 client the ``EPICS_PVA_*`` environment).
@@ -108,11 +109,13 @@ class OphydClient:
     retarget_reaches_target = False
     supports_retarget = False
 
-    def __init__(self, pv: str, stock: bool):
+    def __init__(self, pv: str, stock: bool, patched: bool = False):
         from ophyd import EpicsMotor as Stock
 
-        from sdl.devices.motor import EpicsMotor
+        from sdl.devices.motor import EpicsMotor, close_stock_race
 
+        if patched:
+            close_stock_race()
         cls = Stock if stock else EpicsMotor
         self.m = cls(pv, name="m")
         self.m.wait_for_connection(timeout=10)
@@ -288,13 +291,16 @@ def make_client(kind: str, pv: str):
         return OphydClient(pv, stock=False)
     if kind == "ophyd-stock":
         return OphydClient(pv, stock=True)
+    if kind == "ophyd-stock-patched":
+        return OphydClient(pv, stock=True, patched=True)
     if kind == "pyepics":
         return PyepicsClient(pv)
     if kind == "ophyd-async":
         return OphydAsyncClient(pv)
     if kind == "ophyd-async-pva":
         return OphydAsyncClient(pv, protocol="pva")
-    raise SystemExit(f"--client: one of ophyd, ophyd-stock, pyepics, ophyd-async, ophyd-async-pva (got {kind!r})")
+    raise SystemExit("--client: one of ophyd, ophyd-stock, ophyd-stock-patched, pyepics, ophyd-async, "
+                     f"ophyd-async-pva (got {kind!r})")
 
 
 # ---------------------------------------------------------------------- the soak
