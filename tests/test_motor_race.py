@@ -9,8 +9,13 @@ from sdl.testing import configure_loopback_ca, unique_prefix
 
 PORT = configure_loopback_ca()
 
+import os  # noqa: E402
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import ophyd  # noqa: E402
 import pytest  # noqa: E402
@@ -73,3 +78,41 @@ def test_close_stock_race_fixes_the_stock_class(ioc, late_clearing, monkeypatch)
     close_stock_race()
     close_stock_race()  # idempotent
     _back_to_back(ophyd.EpicsMotor(ioc.prefix + "STAGE:X", name="x_patched"))
+
+
+UPSTREAM_PATCH = Path(__file__).resolve().parents[1] / "docs" / "upstream" / "ophyd-positioner-request-race.patch"
+
+_PATCHED_RUN = """
+import sys, threading, time
+sys.path.insert(0, sys.argv[1])
+import ophyd
+assert ophyd.__file__.startswith(sys.argv[1]), ophyd.__file__
+from ophyd.positioner import PositionerBase
+original = PositionerBase._reset_sub
+def slow_reset(self, event_type):
+    if event_type == self._SUB_REQ_DONE and threading.current_thread() is not threading.main_thread():
+        time.sleep(0.3)
+    return original(self, event_type)
+PositionerBase._reset_sub = slow_reset
+m = ophyd.EpicsMotor(sys.argv[2], name="x_upstream")
+m.wait_for_connection(timeout=5)
+m.velocity.set(50.0).wait(5)
+m.move(1.0, wait=True)
+first = m.move(2.0, wait=False)
+first.wait(5)
+second = m.move(3.0, wait=False)
+second.wait(3)
+assert second.success and abs(m.position - 3.0) < 1e-3, m.position
+print("ok")
+"""
+
+
+def test_upstream_patch_fixes_stock_ophyd(ioc, tmp_path):
+    """The fix offered to ophyd (docs/upstream/): stock ophyd with only this patch
+    applied survives the late clearing that hangs it as shipped."""
+    shutil.copytree(Path(ophyd.__file__).parent, tmp_path / "ophyd")
+    subprocess.run(["patch", "-p1", "-d", str(tmp_path), "-i", str(UPSTREAM_PATCH)], check=True,
+                   capture_output=True)
+    proc = subprocess.run([sys.executable, "-c", _PATCHED_RUN, str(tmp_path), ioc.prefix + "STAGE:X"],
+                          capture_output=True, text=True, timeout=40, env=os.environ.copy())
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-2000:]
