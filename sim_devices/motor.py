@@ -96,6 +96,10 @@ class SimMotor(Device, PositionerBase):
     ) -> MoveStatus:
         """Start a move (limits checked first); returns a MoveStatus, waits if ``wait``."""
         self.check_value(position)
+        # One lock over the whole start, and over _done_moving (see _arrive): ophyd's
+        # PositionerBase finishes a move's status and only then clears its request
+        # subscriptions; a move started in between (by the thread the status woke) would
+        # otherwise lose its own completion (the race of sdl.devices.motor, in-process).
         with self._lock:
             # A move that supersedes one in progress starts from where the motor is now
             # (the superseded move's status fails, as an EpicsMotor's does).
@@ -103,8 +107,7 @@ class SimMotor(Device, PositionerBase):
             self._move_id += 1
             if self._motion is not None:
                 self._end_motion(self._current_position())
-        status = super().move(float(position), moved_cb=moved_cb, timeout=timeout)
-        with self._lock:
+            status = super().move(float(position), moved_cb=moved_cb, timeout=timeout)
             self._cancel_timer()
             self._move_id += 1
             move_id = self._move_id
@@ -128,11 +131,11 @@ class SimMotor(Device, PositionerBase):
             was_moving = self._motion is not None
             if was_moving:
                 self._end_motion(self._current_position())
-        # Device.stop comes first in the MRO and would skip PositionerBase.stop, which
-        # is what completes the pending MoveStatus: report the end of motion here.
-        Device.stop(self, success=success)
-        if was_moving:
-            self._done_moving(success=success)
+            # Device.stop comes first in the MRO and would skip PositionerBase.stop, which
+            # is what completes the pending MoveStatus: report the end of motion here.
+            Device.stop(self, success=success)
+            if was_moving:
+                self._done_moving(success=success)
 
     def _current_position(self) -> float:
         """Where the motor is now: interpolated along a move in progress, else the readback."""
@@ -149,7 +152,7 @@ class SimMotor(Device, PositionerBase):
                 return
             self._timer = None
             self._end_motion(target)
-        self._done_moving(success=True)
+            self._done_moving(success=True)
 
     def _end_motion(self, position: float) -> None:
         self._motion = None
