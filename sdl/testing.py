@@ -369,3 +369,39 @@ def served_double(instrument: str, prefix: str, timeout: float = 60.0):
     finally:
         ioc.terminate()
         ioc.wait(10)
+
+
+@contextlib.contextmanager
+def late_request_clearing(delay_s: float = 0.3):
+    """Widen ophyd's move/done gap on purpose: while inside, ``PositionerBase`` clears a
+    finished move's request subscriptions ``delay_s`` late when that happens off the main
+    thread (in a CA monitor or timer thread), which is where the stock race bites. A
+    motor whose move survives this has the race closed (see :mod:`sdl.devices.motor`)."""
+    import threading
+
+    from ophyd.positioner import PositionerBase
+
+    original = PositionerBase._reset_sub
+
+    def slow_reset(self: Any, event_type: str) -> None:
+        if event_type == self._SUB_REQ_DONE and threading.current_thread() is not threading.main_thread():
+            time.sleep(delay_s)
+        return original(self, event_type)
+
+    PositionerBase._reset_sub = slow_reset
+    try:
+        yield
+    finally:
+        PositionerBase._reset_sub = original
+
+
+def back_to_back_moves(motor: Any, timeout: float = 3.0) -> None:
+    """Move, then start the next move as soon as the previous one's status is done (as a
+    RunEngine does); raises if the second move's completion is lost."""
+    motor.move(1.0, wait=True)
+    first = motor.move(2.0, wait=False)
+    first.wait(5)  # returns while the other thread may still be in _done_moving
+    second = motor.move(3.0, wait=False)
+    second.wait(timeout)
+    if not (second.success and abs(motor.position - 3.0) < 1e-3):
+        raise AssertionError(f"second move: success={second.success}, position={motor.position}")

@@ -13,16 +13,14 @@ import os  # noqa: E402
 import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import ophyd  # noqa: E402
 import pytest  # noqa: E402
-from ophyd.positioner import PositionerBase  # noqa: E402
 from ophyd.utils import WaitTimeoutError  # noqa: E402
 
 from sdl.devices.motor import EpicsMotor  # noqa: E402
+from sdl.testing import back_to_back_moves, late_request_clearing  # noqa: E402
 from sdl.sim_devices.ioc import serve_sim_lab  # noqa: E402
 
 pytestmark = pytest.mark.timeout(60)
@@ -36,27 +34,15 @@ def ioc():
 
 
 @pytest.fixture
-def late_clearing(monkeypatch):
-    """Delay the clearing of the request subscriptions when it runs in the CA thread."""
-    original = PositionerBase._reset_sub
-
-    def slow_reset(self, event_type):
-        if event_type == self._SUB_REQ_DONE and threading.current_thread() is not threading.main_thread():
-            time.sleep(0.3)
-        return original(self, event_type)
-
-    monkeypatch.setattr(PositionerBase, "_reset_sub", slow_reset)
+def late_clearing():
+    with late_request_clearing():
+        yield
 
 
 def _back_to_back(motor) -> None:
     motor.wait_for_connection(timeout=5)
     motor.velocity.set(50.0).wait(5)
-    motor.move(1.0, wait=True)
-    first = motor.move(2.0, wait=False)
-    first.wait(5)  # returns while the monitor thread is still in _done_moving
-    second = motor.move(3.0, wait=False)
-    second.wait(3)
-    assert second.success and motor.position == pytest.approx(3.0, abs=1e-3)
+    back_to_back_moves(motor)
 
 
 def test_sdl_epics_motor_survives_a_late_clearing(ioc, late_clearing):
@@ -83,26 +69,16 @@ def test_close_stock_race_fixes_the_stock_class(ioc, late_clearing, monkeypatch)
 UPSTREAM_PATCH = Path(__file__).resolve().parents[1] / "docs" / "upstream" / "ophyd-positioner-request-race.patch"
 
 _PATCHED_RUN = """
-import sys, threading, time
+import sys
 sys.path.insert(0, sys.argv[1])
 import ophyd
 assert ophyd.__file__.startswith(sys.argv[1]), ophyd.__file__
-from ophyd.positioner import PositionerBase
-original = PositionerBase._reset_sub
-def slow_reset(self, event_type):
-    if event_type == self._SUB_REQ_DONE and threading.current_thread() is not threading.main_thread():
-        time.sleep(0.3)
-    return original(self, event_type)
-PositionerBase._reset_sub = slow_reset
+from sdl.testing import back_to_back_moves, late_request_clearing
 m = ophyd.EpicsMotor(sys.argv[2], name="x_upstream")
 m.wait_for_connection(timeout=5)
 m.velocity.set(50.0).wait(5)
-m.move(1.0, wait=True)
-first = m.move(2.0, wait=False)
-first.wait(5)
-second = m.move(3.0, wait=False)
-second.wait(3)
-assert second.success and abs(m.position - 3.0) < 1e-3, m.position
+with late_request_clearing():
+    back_to_back_moves(m)
 print("ok")
 """
 
