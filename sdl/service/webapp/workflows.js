@@ -83,7 +83,7 @@ export async function workflowsView({ view, onLeave }) {
     <h3>Workflows <span class="muted">(newest first)</span></h3><div id="wf-list" class="table-wrap"></div>`.s;
   const $ = (s) => view.querySelector(s);
   async function draw() {
-    const wfs = (await api("/workflows?limit=500")).reverse();
+    const wfs = (await api("/workflows?limit=300")).reverse();
     const cids = [...new Set(wfs.map((w) => w.campaign_id).filter(Boolean))].slice(0, 30);
     const camps = (await Promise.all(cids.map((c) => api(`/workflow-campaigns/${enc(c)}`).catch(() => null)))).filter(Boolean);
     $("#wf-campaigns").innerHTML = camps.length ? html`<table id="wf-campaigns-table"><thead><tr><th>id</th><th>name</th><th>state</th>
@@ -101,7 +101,7 @@ export async function workflowsView({ view, onLeave }) {
       : html`<p class="muted">No workflow you can see.</p>`.s;
   }
   await draw();
-  const later = soon(() => draw().catch(() => {}), 1000);
+  const later = soon(() => draw().catch(() => {}), 2500); // a busy lab sends many task events: redraw at most every 2.5 s
   const s = stream({ types: "task" }, () => later(), (st) => { $("#wf-live").textContent = st === "live" ? "Live." : st; });
   const t = setInterval(later, 5000);
   onLeave(() => { s.close(); clearInterval(t); later.cancel(); });
