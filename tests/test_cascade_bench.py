@@ -23,18 +23,21 @@ def test_counts_beamline_experiments_until_a_measured_value_reaches_the_target()
     assert beamline_runs_to_target(obs({"uvvis_score": 0.4}, {}), 0.5) == (1, False, 0)
 
 
-def test_summary_and_table():
+def test_summary_compares_on_the_seeds_both_reached():
     rows = [{"seed": 0, "cascade": False, "beamline_to_target": 10, "reached": True, "samples": 10},
             {"seed": 0, "cascade": True, "beamline_to_target": 4, "reached": True, "samples": 9},
             {"seed": 1, "cascade": False, "beamline_to_target": 6, "reached": True, "samples": 6},
-            {"seed": 1, "cascade": True, "beamline_to_target": 9, "reached": False, "samples": 20}]
+            {"seed": 1, "cascade": True, "beamline_to_target": 3, "reached": False, "samples": 20},
+            {"seed": 2, "cascade": False, "beamline_to_target": 8, "reached": True, "samples": 8},
+            {"seed": 2, "cascade": True, "beamline_to_target": 6, "reached": True, "samples": 11}]
     s = summarise(rows, target=0.8, best=1.0, budget=20, agent="bo")
-    assert [p["ratio"] for p in s["per_seed"]] == [0.4, 1.5]
-    assert s["without_cascade"] == {"median": 8, "mean": 8, "reached": 2}
-    assert s["with_cascade"] == {"median": 6.5, "mean": 6.5, "reached": 1}
-    assert s["median_ratio"] == pytest.approx(0.95) and s["beamline_saved_ratio"] == round(6.5 / 8, 3)
+    assert [p["ratio"] for p in s["per_seed"]] == [0.4, None, 0.75]  # a lower bound is no count: no ratio
+    assert s["without_cascade"]["reached"] == 3 and s["with_cascade"]["reached"] == 2
+    assert s["both_reached"] == {"seeds": 2, "without_median": 9, "with_median": 5, "median_ratio": 0.575,
+                                 "ratio_of_totals": round(10 / 18, 3)}
     table = markdown(s)
-    assert "| 1 | 6 | yes | 9 | **no** | 20 | 1.50 |" in table and "| **median** | **8** | 2/2 | **6.5** | 1/2 |" in table
+    assert "| 1 | 6 | ≥ 3 (**not reached**) | 20 | – |" in table and "| reached | 3/3 | 2/3 | | |" in table
+    assert "| **median, the 2 seeds both reached** | **9** | **5** | | **0.57** |" in table
 
 
 def test_one_seed_through_the_workflow_engine():
@@ -51,4 +54,7 @@ def test_one_seed_through_the_workflow_engine():
     assert base["beamline_total"] == base["samples"]  # without the cascade every sample is measured there
     assert base["reached"]  # seed 0 reaches 0.4 x best within 6 samples: the stop at the target is exercised
     p = s["per_seed"][0]
-    assert p["ratio"] == pytest.approx(casc["beamline_to_target"] / base["beamline_to_target"], abs=1e-3)
+    if casc["reached"]:
+        assert p["ratio"] == pytest.approx(casc["beamline_to_target"] / base["beamline_to_target"], abs=1e-3)
+    else:
+        assert p["ratio"] is None and s["both_reached"]["seeds"] == 0

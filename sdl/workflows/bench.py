@@ -8,9 +8,11 @@ threads, instant simulation).
 ``--target`` is a fraction of the hidden model's best figure of merit. "Reached" means
 a *measured* (beamline) value at or above the target, and each campaign stops there
 (not on a UV-vis prediction that says so: a prediction is not a result). A campaign
-that does not reach it within its budget counts as its beamline experiments + 1
-(censored; reported as not reached). Both arms use the same agent, seed and workflow;
-without the cascade the gate always opens, so every sample goes to the beamline.
+that does not reach it within its budget has no count, only a lower bound (its beamline
+experiments + 1): it is reported as not reached, and the comparison that counts is on
+the seeds where both arms reached the target. Both arms use the same agent, seed and
+workflow; without the cascade the gate always opens, so every sample goes to the
+beamline. ``--json FILE`` keeps the rows; ``--rows FILE`` summarises kept rows again.
 """
 
 from __future__ import annotations
@@ -85,16 +87,22 @@ def one(seed: int, cascade: bool, *, budget: int, target: float, agent: str, fol
 
 
 def summarise(rows: list[dict], *, target: float, best: float, budget: int, agent: str) -> dict:
+    """Per seed and overall. A campaign that did not reach the target has no count, only a lower
+    bound (its beamline experiments + 1), so the fair comparison is on the seeds where both arms
+    reached it (``both_reached``); the medians over all seeds treat a bound as a count and are
+    reported beside it, never alone."""
     seeds = sorted({r["seed"] for r in rows})
     by = {(r["seed"], r["cascade"]): r for r in rows}
     per_seed = []
     for s in seeds:
         b, c = by[(s, False)], by[(s, True)]
+        both = b["reached"] and c["reached"]
         per_seed.append({"seed": s, "without": b["beamline_to_target"], "without_reached": b["reached"],
-                         "with": c["beamline_to_target"], "with_reached": c["reached"],
-                         "samples_with": c["samples"], "ratio": round(c["beamline_to_target"] / b["beamline_to_target"], 3)})
+                         "with": c["beamline_to_target"], "with_reached": c["reached"], "samples_with": c["samples"],
+                         "ratio": round(c["beamline_to_target"] / b["beamline_to_target"], 3) if both else None})
     base = [p["without"] for p in per_seed]
     casc = [p["with"] for p in per_seed]
+    fair = [p for p in per_seed if p["ratio"] is not None]
     return {
         "target_fom": target, "best_fom": best, "seeds": len(seeds), "budget": budget, "agent": agent,
         "per_seed": per_seed,
@@ -102,24 +110,32 @@ def summarise(rows: list[dict], *, target: float, best: float, budget: int, agen
                             "reached": sum(p["without_reached"] for p in per_seed)},
         "with_cascade": {"median": statistics.median(casc), "mean": statistics.fmean(casc),
                          "reached": sum(p["with_reached"] for p in per_seed)},
-        "median_ratio": statistics.median(p["ratio"] for p in per_seed),
-        "beamline_saved_ratio": round(statistics.fmean(casc) / statistics.fmean(base), 3),  # ratio of the means
+        "both_reached": {
+            "seeds": len(fair),
+            "without_median": statistics.median(p["without"] for p in fair) if fair else None,
+            "with_median": statistics.median(p["with"] for p in fair) if fair else None,
+            "median_ratio": statistics.median(p["ratio"] for p in fair) if fair else None,
+            "ratio_of_totals": round(sum(p["with"] for p in fair) / sum(p["without"] for p in fair), 3) if fair else None,
+        },
     }
 
 
 def markdown(summary: dict) -> str:
     """The summary as a Markdown table (docs/workflows.md carries one)."""
-    yn = {True: "yes", False: "**no**"}
-    lines = ["| seed | beamline without cascade | reached | beamline with cascade | reached | samples (cascade) "
-             "| with / without |", "| ---: | ---: | --- | ---: | --- | ---: | ---: |"]
+    def count(n: int, reached: bool) -> str:
+        return str(n) if reached else f"≥ {n} (**not reached**)"
+
+    lines = ["| seed | beamline experiments without cascade | with cascade | samples made (cascade) | with / without |",
+             "| ---: | ---: | ---: | ---: | ---: |"]
     for p in summary["per_seed"]:
-        lines.append(f"| {p['seed']} | {p['without']} | {yn[p['without_reached']]} | {p['with']} "
-                     f"| {yn[p['with_reached']]} | {p['samples_with']} | {p['ratio']:.2f} |")
-    w, c = summary["without_cascade"], summary["with_cascade"]
-    n = summary["seeds"]
-    lines.append(f"| **median** | **{w['median']:g}** | {w['reached']}/{n} | **{c['median']:g}** | {c['reached']}/{n} "
-                 f"| | **{summary['median_ratio']:.2f}** |")
-    lines.append(f"| mean | {w['mean']:.1f} | | {c['mean']:.1f} | | | {summary['beamline_saved_ratio']:.2f} |")
+        ratio = f"{p['ratio']:.2f}" if p["ratio"] is not None else "–"
+        lines.append(f"| {p['seed']} | {count(p['without'], p['without_reached'])} | {count(p['with'], p['with_reached'])} "
+                     f"| {p['samples_with']} | {ratio} |")
+    w, c, f, n = summary["without_cascade"], summary["with_cascade"], summary["both_reached"], summary["seeds"]
+    lines.append(f"| reached | {w['reached']}/{n} | {c['reached']}/{n} | | |")
+    if f["seeds"]:
+        lines.append(f"| **median, the {f['seeds']} seeds both reached** | **{f['without_median']:g}** "
+                     f"| **{f['with_median']:g}** | | **{f['median_ratio']:.2f}** |")
     return "\n".join(lines)
 
 
@@ -130,8 +146,17 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--budget", type=int, default=40, help="samples per campaign")
     ap.add_argument("--target", type=float, default=0.8, help="fraction of the best achievable figure of merit")
     ap.add_argument("--agent", default="bo")
-    ap.add_argument("--json", type=Path, help="also write the summary here")
+    ap.add_argument("--json", type=Path, help="also write the summary and every row here")
+    ap.add_argument("--rows", type=Path, help="summarise the rows of an earlier --json instead of running")
     args = ap.parse_args(argv)
+    if args.rows:
+        old = json.loads(args.rows.read_text())
+        summary = summarise(old["rows"], target=old["target_fom"], best=old["best_fom"], budget=old["budget"],
+                            agent=old["agent"])
+        summary["rows"] = old["rows"]
+        print(json.dumps({k: v for k, v in summary.items() if k not in ("rows", "per_seed")}, indent=2))
+        print(markdown(summary))
+        return summary
     from sdl.instruments import make_instrument
 
     best = float(make_instrument("sim-beamline").optimum[OBJECTIVE])
