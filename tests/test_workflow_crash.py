@@ -189,11 +189,3 @@ def test_cli_runs_a_three_station_campaign_to_its_budget_with_worker_processes(t
                for t in eng.workflow(w.id)["tasks"] if t["worker"]}
     assert workers == set(STATIONS)
     store.close()
-
-
-def test_cascade_benchmark_runs(capsys):
-    from sdl.workflows.bench import main
-
-    summary = main(["--seeds", "1", "--budget", "5", "--agent", "random", "--target", "0.2"])
-    assert set(summary) >= {"without_cascade", "with_cascade", "beamline_saved_ratio"}
-    assert summary["with_cascade"]["mean"] <= 6 and summary["without_cascade"]["mean"] <= 6

@@ -6,6 +6,7 @@ import { proposalsView, proposalView, homeView } from "./proposals.js";
 import { instrumentsView, instrumentView, submitView } from "./instruments.js";
 import { campaignsView, campaignView, runView } from "./campaigns.js";
 import { facilityView } from "./facility.js";
+import { workflowsView, workflowView, workflowCampaignView, sampleView } from "./workflows.js";
 
 const $ = (s) => document.querySelector(s);
 let cleanup = null;
@@ -21,6 +22,10 @@ const routes = [
   [/^campaigns\/([^/]+)$/, campaignView],
   [/^runs\/([^/]+)$/, runView],
   [/^facility$/, facilityView],
+  [/^workflows$/, workflowsView],
+  [/^workflows\/([^/]+)$/, workflowView],
+  [/^workflow-campaigns\/([^/]+)$/, workflowCampaignView],
+  [/^samples\/([^/]+)$/, sampleView],
 ];
 
 async function route() {
