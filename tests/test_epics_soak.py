@@ -12,7 +12,9 @@ from sdl.testing import configure_loopback_ca, unique_prefix
 
 PORT = configure_loopback_ca()
 
+import json  # noqa: E402
 import os  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
@@ -66,6 +68,9 @@ def test_soak_full(ioc):
     """Issue 20's acceptance: 20 runs x 500 back-to-back moves and scans per client."""
     results = run_soak(MOTOR_CLIENTS, runs=20, moves=500, seed=100, pv=ioc.prefix + "STAGE:X", env=_env())
     commands = run_soak(CLIENTS, runs=5, moves=500, seed=200, pv=ioc.prefix, env=_env(), record="detector")
+    out = Path(os.environ.get("SDL_ARTIFACTS", "test-artifacts")) / "soak-full.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"motor": results, "detector": commands}, indent=1))  # kept whatever follows
     _summarise(results, "motor")
     _summarise(commands, "detector")
     assert len(results) == 20 * len(MOTOR_CLIENTS)
@@ -73,11 +78,16 @@ def test_soak_full(ioc):
     _check(commands)
 
 
+def _count(value) -> int:
+    """A tally's count: a number, or a dict of counts per operation (``ops``)."""
+    return sum(_count(v) for v in value.values()) if isinstance(value, dict) else int(value or 0)
+
+
 def _summarise(results: list[dict], what: str) -> None:
     """Per client totals, printed (``-s``) for the record of a long run."""
     for client in dict.fromkeys(r["client"] for r in results):
         mine = [r for r in results if r["client"] == client]
-        total = {k: sum(int(r.get(k) or 0) for r in mine) for k in ("moves", "ops", *BAD)}
+        total = {k: sum(_count(r.get(k)) for r in mine) for k in ("moves", "ops", *BAD)}
         seconds = sum(float(r.get("seconds") or 0) for r in mine)
         print(f"soak {what} {client}: runs={len(mine)} " + " ".join(f"{k}={v}" for k, v in total.items())
               + f" errors={sum(len(r.get('errors') or []) for r in mine)} seconds={seconds:.0f}")
