@@ -5,6 +5,7 @@ tasks count against the proposal's experiment allocation (sdl.workflows.fairqueu
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import select
 
 from sdl.models import new_id
 from sdl.service.db import InstrumentStateRow, ItemRow, MemberRow, ProposalRow, ServiceDB, UserRow
@@ -182,4 +183,52 @@ def test_allocation_refuses_a_workflow_over_http(tmp_path):
                                             "parameters": POINT})
         assert e.value.status == 409
     finally:
+        lab.server.stop()
+
+
+def test_real_workers_alternate_on_one_station(tmp_path):
+    """The service's own worker (plain experiments of A) and an ``sdl workflow worker``
+    process (workflow tasks of B) on one station: it serves A, B, A, B..."""
+    import subprocess
+    import time
+
+    from sdl.service.testing import start_lab
+    from sdl.workflows.campaign import spawn_worker
+    from sdl.workflows.tables import TaskRow
+
+    lab = start_lab(tmp_path, instruments=[{"name": STATION}, {"name": "sim-beamline", "external": True},
+                                           {"name": "sim-uvvis", "external": True}])
+    worker = None
+    try:
+        alice, bob = lab.user(), lab.user()
+        pa = lab.proposal(alice, [STATION])
+        pb = lab.proposal(bob, [STATION, "sim-beamline", "sim-uvvis"])
+        lab.admin.post(f"/api/instruments/{STATION}/pause", {"reason": "loading the queue"})
+        for _ in range(4):
+            alice.post("/api/experiments", {"proposal_id": pa["id"], "instrument": STATION, "parameters": POINT})
+        for _ in range(4):
+            bob.post("/api/workflows", {"proposal_id": pb["id"], "workflow": three_station_workflow(),
+                                        "parameters": POINT})
+        url = lab.service.settings.store_url
+        worker = spawn_worker(url, STATION, lease_s=5.0, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        lab.admin.post(f"/api/instruments/{STATION}/resume", {"reason": "go"})
+        store = lab.service.store
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            with store.session() as s:
+                items = [(r.started_at, pa["id"]) for r in s.scalars(
+                    select(ItemRow).where(ItemRow.status == "done"))]
+                tasks = [(r.started_at, pb["id"]) for r in s.scalars(
+                    select(TaskRow).where(TaskRow.instrument == STATION,
+                                                                   TaskRow.status == "done"))]
+            if len(items) == 4 and len(tasks) == 4:
+                break
+            time.sleep(0.3)
+        assert (len(items), len(tasks)) == (4, 4)
+        order = [p for _, p in sorted(items + tasks)]
+        assert order == [pa["id"], pb["id"]] * 4
+    finally:
+        if worker is not None:
+            worker.terminate()
+            worker.wait(10)
         lab.server.stop()
