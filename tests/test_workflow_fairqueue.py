@@ -232,3 +232,18 @@ def test_real_workers_alternate_on_one_station(tmp_path):
             worker.terminate()
             worker.wait(10)
         lab.server.stop()
+
+
+def test_a_workflow_campaign_stops_when_the_allocation_is_spent(lab, store):
+    from sdl.workflows.campaign import WorkflowCampaignRunner, create_workflow_campaign
+
+    db, _, eng = lab
+    b = proposal(db, allocation_experiments=7)  # room for two workflows of three instrument tasks
+    cid = create_workflow_campaign(store, {"workflow": three_station_workflow(transit={"seconds": 0}),
+                                           "budget": 5, "parallel": 1, "agent": "random", "proposal": b})
+    assert WorkflowCampaignRunner(store, cid, lease_s=5).run("threads", timeout=120) == "stopped"
+    row = store.campaign(cid)
+    assert row.status == "stopped" and "allocation of 7 experiments" in row.message
+    obs = store.observations(cid)
+    assert len(obs) == 2 and all(o.ok for o in obs)  # the two that had room ran to the end
+    assert len(eng.workflows(cid)) == 2 and eng.locks() == []
