@@ -247,3 +247,63 @@ def test_a_workflow_campaign_stops_when_the_allocation_is_spent(lab, store):
     obs = store.observations(cid)
     assert len(obs) == 2 and all(o.ok for o in obs)  # the two that had room ran to the end
     assert len(eng.workflows(cid)) == 2 and eng.locks() == []
+
+
+def test_concurrent_claimers_of_both_kinds_never_take_one_unit_twice(lab):
+    """Four threads (two plain, two workflow claimers) race for one station's 16 units."""
+    import threading
+
+    from sdl.workflows.tables import TaskRow
+
+    db, disp, eng = lab
+    disp.ensure_instrument(STATION)
+    a, b = proposal(db), proposal(db)
+    for _ in range(8):
+        experiment(db, a)
+    for _ in range(8):
+        eng.submit(three_station_workflow(hotel_capacity=16), POINT, proposal_id=b)
+    taken: list[str] = []
+    errors: list[BaseException] = []
+
+    def plain(n: int) -> None:
+        try:
+            for _ in range(400):
+                lease = disp.claim(STATION, f"plain-{n}")
+                if lease is not None:
+                    taken.append(lease.id)
+                    disp.finish(lease, "done", seconds=0.0)
+                if len(taken) >= 16:
+                    return
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    def workflow(n: int) -> None:
+        try:
+            for _ in range(400):
+                c = eng.claim(STATION, f"wf-{n}")
+                if c is not None:
+                    taken.append(c.id)
+                    eng.finish(c, ok=True, result={})
+                if len(taken) >= 16:
+                    return
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=f, args=(i,)) for i in range(2) for f in (plain, workflow)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors
+    assert len(taken) == 16 and len(set(taken)) == 16
+    with db.read() as s:
+        items = list(s.scalars(select(ItemRow)))
+        state = FairState.from_json(s.get(InstrumentStateRow, STATION).fair)
+    with eng.session() as s:
+        tasks = list(s.scalars(select(TaskRow).where(TaskRow.instrument == STATION)))
+    assert {r.attempts for r in items} == {1} and {t.attempts for t in tasks} == {1}
+    assert state.served == 16 and state.charge == {a: 8.0, b: 8.0}
+    # one kind at a time on the station: no experiment overlaps a task
+    for it in items:
+        for t in tasks:
+            assert it.finished_at <= t.started_at or t.finished_at <= it.started_at, (it.id, t.id)
