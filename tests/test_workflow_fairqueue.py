@@ -137,6 +137,26 @@ def test_a_closed_proposals_tasks_wait_and_the_other_proposal_goes_on(lab):
     assert eng.claim(STATION, "wf-worker") is None
 
 
+def test_a_proposal_out_of_hours_is_held_on_both_kinds(lab):
+    import datetime as dt
+
+    from sdl.service.db import UsageRow
+
+    db, disp, eng = lab
+    disp.ensure_instrument(STATION)
+    a, b = proposal(db), proposal(db, allocation_hours=1.0)
+    eng.submit(three_station_workflow(), POINT, proposal_id=b)
+    experiment(db, b)
+    experiment(db, a)
+    now = dt.datetime.now(dt.timezone.utc)
+    with db.session() as s:  # B has used its hour (on another instrument)
+        s.add(UsageRow(proposal_id=b, instrument="sim-uvvis", item_id="x", kind="experiment", status="done",
+                       started_at=now - dt.timedelta(hours=1), finished_at=now, seconds=3600.0))
+    assert eng.claim(STATION, "wf-worker") is None  # B's task is held; the head is A's experiment
+    assert serve(disp, eng, 1) == [(a, "experiment")]
+    assert disp.claim(STATION, "plain-worker") is None and eng.claim(STATION, "wf-worker") is None
+
+
 def test_workflow_tasks_are_charged_to_the_experiment_allocation(lab):
     db, disp, eng = lab
     b = proposal(db, allocation_experiments=7)
