@@ -118,13 +118,13 @@ def startable_tasks(s: Session, instrument: str) -> TaskSide:
     hold the queue's head while it cannot start)."""
     from sdl.workflows.tables import ResourceRow
 
-    rows = s.execute(select(TaskRow, WorkflowRow.spec).join(WorkflowRow, WorkflowRow.id == TaskRow.workflow_id)
+    rows = s.scalars(select(TaskRow).join(WorkflowRow, WorkflowRow.id == TaskRow.workflow_id)
                      .where(TaskRow.instrument == instrument, TaskRow.status == "ready",
                             WorkflowRow.status == "running")
                      .order_by(TaskRow.ready_at, TaskRow.id)).all()
     side = TaskSide()
     hotel: bool | None = None
-    for t, spec in rows:
+    for t in rows:
         if t.kind == "make":
             if hotel is None:
                 res = s.get(ResourceRow, "hotel")
