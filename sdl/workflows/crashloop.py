@@ -63,10 +63,11 @@ def service_kill_loop(folder: Path, url: str, *, kills: int = 20, budget: int = 
 
     folder.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
-    store = Store(url)
+    store = Store(url)  # the schema, before any process starts on the store
     port = free_port()
     svc = start_service(folder, url, port, instruments=",".join(STATIONS))
-    procs: list[Proc] = [svc]
+    stations = {n: start_station(folder, url, n, i) for i, n in enumerate(STATIONS)}  # they start meanwhile
+    procs: list[Proc] = [svc, *stations.values()]
     t0 = time.monotonic()
     restarts: list[float] = []
     at_kill: list[int] = []
@@ -77,8 +78,6 @@ def service_kill_loop(folder: Path, url: str, *, kills: int = 20, budget: int = 
         alice = Client(f"http://127.0.0.1:{port}", user["token"])
         prop = alice.create_proposal("workflows under service kills", list(STATIONS), kind="proprietary")
         admin.approve(prop["id"])
-        stations = {n: start_station(folder, url, n, i) for i, n in enumerate(STATIONS)}
-        procs += list(stations.values())
         wf = three_station_workflow(transit={"seconds": 10}, max_attempts=8)
         c = alice.post("/api/workflow-campaigns", {"proposal_id": prop["id"], "spec": {
             "workflow": wf, "budget": budget, "parallel": parallel, "agent": "random", "seed": seed}})
