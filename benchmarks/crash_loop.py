@@ -4,10 +4,13 @@ tests pass 20 times in a row").
     python benchmarks/crash_loop.py                    # 20 loops of a, a2, b on SQLite
     python benchmarks/crash_loop.py --pg -n 20         # on a private PostgreSQL cluster, with c
     python benchmarks/crash_loop.py --only a -n 20     # one scenario
+    python benchmarks/crash_loop.py --only w -n 1 --kills 20   # workflows: 20 service kills
 
 Scenarios (sdl.service.crashtest): a = kill -9 a worker mid-exposure, another worker
 recovers the item; a2 = lease fencing and a clean SIGTERM stop; b = kill -9 the service
-during a campaign and restart it; c = restart PostgreSQL during a campaign (--pg only).
+during a campaign and restart it; c = restart PostgreSQL during a campaign (--pg only);
+w (only when asked) = kill -9 the service ``--kills`` times while it runs a workflow
+campaign started over HTTP, station workers in processes (sdl.workflows.crashloop).
 Each loop uses a fresh store (SQLite file or a new database on the cluster).
 """
 
@@ -31,6 +34,8 @@ def main() -> int:
     ap.add_argument("--url", help="a PostgreSQL server URL to make databases on (instead of a private cluster)")
     ap.add_argument("--only", default="", help="comma-separated scenarios: a,a2,b,c")
     ap.add_argument("--keep", action="store_true", help="keep the logs of every loop")
+    ap.add_argument("--kills", type=int, default=20, help="scenario w: service kills per loop")
+    ap.add_argument("--budget", type=int, default=0, help="scenario w: workflows (default 3 x kills)")
     args = ap.parse_args()
 
     cluster = None
@@ -75,6 +80,13 @@ def main() -> int:
                         out = crashtest.scenario_fencing_and_cleanup(folder, store_url(folder))
                     elif name == "b":
                         out = crashtest.scenario_service_kill(folder, store_url(folder))
+                    elif name == "w":
+                        from sdl.workflows.crashloop import service_kill_loop
+
+                        out = service_kill_loop(folder / "lab", store_url(folder), kills=args.kills,
+                                                budget=args.budget or 3 * args.kills, seed=i)
+                        if out["kills"] < args.kills:
+                            raise AssertionError(f"the campaign ended after {out['kills']} kills: raise --budget")
                     elif name == "c":
                         if cluster is None:
                             raise RuntimeError("scenario c needs the private cluster (--pg without --url)")

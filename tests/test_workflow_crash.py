@@ -1,7 +1,7 @@
-"""kill -9 of a station worker (and of the campaign runner) mid-task, in a loop: the
-lab comes back in a stated state with no operator touching the database. Workers and
-the runner are separate processes on one SQLite store. CI runs a short loop; the
-20-kill loop is marked slow."""
+"""kill -9 of a station worker (and of the campaign runner) mid-task, and of the service
+running a workflow campaign started over HTTP, in a loop: the lab comes back in a stated
+state with no operator touching the database. Workers, the runner and the service are
+separate processes on one store. CI runs short loops; the 20-kill loops are marked slow."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ import time
 import pytest
 from sqlalchemy import select
 
-from sdl.store import RunRow, Store, sqlite_url
+from sdl.store import Store, sqlite_url
 from sdl.workflows.campaign import create_workflow_campaign, spawn_worker
+from sdl.workflows.crashloop import check_lab, service_kill_loop
 from sdl.workflows.engine import Engine
 from sdl.workflows.stations import three_station_workflow
 from sdl.workflows.tables import TaskRow
@@ -106,42 +107,14 @@ def crash_loop(tmp_path, kills: int, budget: int, cluster=None) -> None:
 
     assert len(killed) >= min(kills // 2, 2), killed  # the workers really died mid-task
     killed = [k for k in killed if k != "database"]
-    eng = Engine(store)
-    assert store.campaign(cid).status == "completed", store.campaign(cid).message
-    obs = store.observations(cid)
-    assert len(obs) == budget and all(o.ok for o in obs), [o.extra for o in obs if not o.ok]
-    assert len({o.suggestion_id for o in obs}) == budget  # each observation written once
-    # every task ended; nothing held: no lock past its lease, no sample left in a position
-    wfs = [eng.workflow(w.id) for w in eng.workflows(cid)]
-    assert len(wfs) == budget and all(w["status"] == "done" for w in wfs)
-    assert all(t["status"] == "done" for w in wfs for t in w["tasks"])
-    assert eng.locks() == []
+    check_lab(store, cid, budget)  # completed to its budget; nothing lost, held or double-booked
     # the interrupted tasks were resumed (run again to the end)
-    tasks = {t["id"]: t for w in wfs for t in w["tasks"]}
+    eng = Engine(store)
+    tasks = {t["id"]: t for w in eng.workflows(cid) for t in eng.workflow(w.id)["tasks"]}
     for tid in killed:
         if tid in tasks:
             assert tasks[tid]["status"] == "done"
     assert sum(t["attempts"] > 1 for t in tasks.values()) >= min(1, len(killed))
-    # every sample accounted for, none lost, its history consistent (one place at a time)
-    samples = eng.samples(cid)
-    assert len(samples) == budget and {s["state"] for s in samples} == {"discarded"}
-    for s in samples:
-        h = eng.sample(s["id"])["history"]
-        assert h[0]["kind"] == "made" and h[-1]["kind"] == "discarded"
-        at_station = None
-        for e in h:
-            if e["kind"] == "arrived":
-                assert at_station is None, f"{s['id']} at two stations: {h}"
-                at_station = e["station"]
-            elif e["kind"] in ("returned", "recovered"):
-                at_station = None
-    # no double booking of a station: its successful runs never overlap in time
-    with store.session() as ses:
-        for inst in STATIONS:
-            uids = [t["run_uid"] for t in tasks.values() if t["instrument"] == inst and t["run_uid"]]
-            runs = sorted((r.started_at, r.finished_at) for r in ses.scalars(select(RunRow).where(RunRow.uid.in_(uids))))
-            for (a0, a1), (b0, b1) in zip(runs, runs[1:]):
-                assert a1 <= b0, f"{inst}: runs overlap"
     store.close()
 
 
@@ -189,3 +162,18 @@ def test_cli_runs_a_three_station_campaign_to_its_budget_with_worker_processes(t
                for t in eng.workflow(w.id)["tasks"] if t["worker"]}
     assert workers == set(STATIONS)
     store.close()
+
+
+def test_kill_the_service_running_a_workflow_campaign(tmp_path, store_url):
+    """The service (uvicorn, ``sdl serve``) runs the campaign started over HTTP; killed with
+    SIGKILL and started again on the same store, it resumes it; the stations' workers
+    (separate processes) carry on meanwhile."""
+    out = service_kill_loop(tmp_path / "lab", store_url, kills=2, budget=6, seed=1)
+    assert out["kills"] == 2, out  # both kills landed while the campaign ran
+
+
+@pytest.mark.slow
+def test_kill_the_service_20_times(tmp_path, store_url):
+    out = service_kill_loop(tmp_path / "lab", store_url, kills=20, budget=60, seed=2)
+    print(out)
+    assert out["kills"] == 20, out

@@ -173,7 +173,7 @@ class Dispatcher:
     # ------------------------------------------------------------------ claim
     def claim(self, instrument: str, worker_id: str, may_run: Callable[[], bool] | None = None) -> Lease | None:
         """Claim the next item of ``instrument`` (fair share, see sdl.service.scheduler), or None."""
-        from sdl.service.scheduler import CHARGE_PER_EXPERIMENT, FairState, candidates, charge, choose
+        from sdl.service.scheduler import CHARGE_PER_EXPERIMENT, FairState, charge, choose
 
         t0 = time.time()
         with self.db.session() as s:
@@ -184,12 +184,20 @@ class Dispatcher:
                 s.flush()
             if st.paused or (may_run is not None and not may_run()):
                 return None
-            cands = candidates(s, instrument)
+            # one fair queue with the instrument's workflow tasks (sdl.workflows.fairqueue)
+            from sdl.workflows import fairqueue as fq
+
+            if fq.device_held(s, instrument):  # a workflow task has the instrument
+                return None
+            tasks = fq.startable_tasks(s, instrument)
+            cands = fq.candidates(s, instrument, tasks)
             if not cands:
                 return None
             state = FairState.from_json(st.fair)
             while cands:
                 pid = choose(state, cands, st.dedicated_fraction)
+                if fq.next_is_task(s, instrument, pid, tasks):
+                    return None  # the fair head is a workflow task: a workflow worker takes it
                 q = (select(ItemRow).where(ItemRow.instrument == instrument, ItemRow.status == "queued",
                                            ItemRow.proposal_id == pid)
                      .order_by(ItemRow.priority.desc(), ItemRow.created_at, ItemRow.id).limit(1))

@@ -22,7 +22,8 @@ The state of the choice (charges, who was served when) is not one process's memo
 is stored in the instrument's row of ``svc_instruments`` and every claim, by any worker
 thread or ``sdl worker`` process on any host, reads and writes it under that row's lock
 (see :mod:`sdl.service.dispatch`). N workers therefore obey the same fair queue, and a
-restarted service carries on with the charges it had.
+restarted service carries on with the charges it had. Workflow tasks on the instrument
+are in the same queue, chosen with the same state (:mod:`sdl.workflows.fairqueue`).
 """
 
 from __future__ import annotations
@@ -111,6 +112,10 @@ def usage(s, proposal_ids: list[str]) -> dict[str, tuple[int, float]]:
         select(UsageRow.proposal_id, func.sum(UsageRow.seconds)).where(UsageRow.proposal_id.in_(proposal_ids))
         .group_by(UsageRow.proposal_id)
     ).all())
+    from sdl.workflows.fairqueue import counted_tasks  # workflow tasks count like experiments
+
+    for p, n in counted_tasks(s, proposal_ids).items():
+        counts[p] = counts.get(p, 0) + n
     return {p: (int(counts.get(p, 0)), float(seconds.get(p) or 0.0) / 3600.0) for p in proposal_ids}
 
 

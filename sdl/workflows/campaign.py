@@ -157,6 +157,8 @@ class WorkflowCampaignRunner:
         self.told: set[str] = set()
         self._halt = threading.Event()
         self._last_sweep = 0.0
+        #: why the proposal's allocation refused the next workflow (the campaign then stops)
+        self.spent = ""
         self.cascade = None
         if self.cspec.cascade:
             from sdl.workflows.cascade import Cascade
@@ -192,9 +194,10 @@ class WorkflowCampaignRunner:
                     time.sleep(0.5)
                     continue
                 if reason:
-                    retry(lambda: self.store.set_campaign_status(self.campaign_id, "completed", reason),
+                    status = "stopped" if reason == self.spent else "completed"  # stopped: the allocation
+                    retry(lambda: self.store.set_campaign_status(self.campaign_id, status, reason),
                           what="campaign status")
-                    return "completed"
+                    return status
                 if time.monotonic() > deadline:
                     self.store.set_campaign_status(self.campaign_id, "interrupted", f"timeout after {timeout:g} s")
                     return "interrupted"
@@ -226,7 +229,7 @@ class WorkflowCampaignRunner:
                 self.cascade.tell(new)
         if self.cascade is not None:
             self.cascade.decide(self.agent, self.campaign_id, obs)
-        reason = self._stop_reason(obs)
+        reason = self._stop_reason(obs) or self.spent
         if reason:
             running = self.engine.workflows(self.campaign_id, status="running")
             if not running:
@@ -235,7 +238,13 @@ class WorkflowCampaignRunner:
                 for wf in running:  # target reached: the rest is not needed
                     self.engine.cancel(wf.id, reason)
             return ""
-        self._submit_new(len(obs))
+        from sdl.workflows.fairqueue import AllocationSpent
+
+        try:
+            self._submit_new(len(obs))
+        except AllocationSpent as exc:  # as a service campaign: no more steps; those in flight end
+            log.warning("campaign %s: %s", self.campaign_id, exc)
+            self.spent = str(exc)
         return ""
 
     def _stop_reason(self, obs: list[Observation]) -> str:

@@ -5,13 +5,16 @@ host, a restarted service) can die at any point and the next one carries on from
 the database says.
 
 Claim (one transaction, per instrument)
-    the instrument's device resource row is locked (PostgreSQL ``FOR UPDATE``; SQLite: a
-    no-op UPDATE takes the write lock), the proposals with ready tasks on it are ranked by
-    :func:`sdl.service.scheduler.choose` over the fair-share state stored in that row (the
-    same rules as the service's queue), and the chosen proposal's oldest task whose
-    resources are all free takes them at once (:func:`sdl.workflows.resources.try_acquire`):
-    the device, and the sample (a measure) or a hotel position (a make). A task whose
-    resources are busy stays ready and waits; nothing is held while waiting.
+    the instrument's one fair queue, shared with the service's plain experiments
+    (:mod:`sdl.workflows.fairqueue`): its ``svc_instruments`` row is locked (PostgreSQL
+    ``FOR UPDATE``; SQLite: a no-op UPDATE takes the write lock), the proposals with
+    queued experiments or startable tasks on it are ranked by
+    :func:`sdl.service.scheduler.choose` over the fair-share state stored in that row, and
+    if the chosen proposal's next unit is a task, its oldest task whose resources are all
+    free takes them at once (:func:`sdl.workflows.resources.try_acquire`): the device, and
+    the sample (a measure) or a hotel position (a make). A task whose resources are busy
+    stays ready and waits; nothing is held while waiting. A plain experiment at the head
+    is left to the service's worker.
 
 Lease
     the task and every lock it took share one token and expiry, renewed together by the
@@ -39,10 +42,11 @@ from sqlalchemy.orm import Session
 from sdl.errors import InvalidInput
 from sdl.models import new_id
 from sdl.store import RunRow, Store, jsonable, utcnow
+from sdl.workflows import fairqueue as fq
 from sdl.workflows import resources as res
 from sdl.workflows import samples as smp
 from sdl.workflows.graph import WorkflowSpec, validate_workflow
-from sdl.workflows.tables import ResourceRow, SampleRow, TaskRow, WorkflowRow
+from sdl.workflows.tables import SampleRow, TaskRow, WorkflowRow
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +109,8 @@ class Engine:
             params = dict(inst.space.validate_point(params))
         wid = new_id()
         with self.session() as s:
+            # its instrument tasks count against the proposal's experiment allocation, like submissions
+            fq.check_allocation(s, proposal_id, sum(1 for t in spec.tasks if t.instrument))
             s.add(WorkflowRow(id=wid, campaign_id=campaign_id, suggestion_id=suggestion_id,
                               proposal_id=proposal_id, spec=spec.model_dump(mode="json"), params=jsonable(params)))
             res.ensure(s, HOTEL, "positions", spec.hotel_capacity)
@@ -119,43 +125,30 @@ class Engine:
         return wid
 
     # ------------------------------------------------------------------ claim
-    def _lock_device(self, s: Session, instrument: str) -> ResourceRow | None:
-        name = device(instrument)
-        if self.pg:
-            return s.scalar(select(ResourceRow).where(ResourceRow.name == name).with_for_update())
-        s.execute(update(ResourceRow).where(ResourceRow.name == name).values(claims=ResourceRow.claims))
-        return s.get(ResourceRow, name)
-
     def claim(self, instrument: str, worker_id: str) -> Claim | None:
-        """The next task of ``instrument`` (fair share between proposals) whose resources are
+        """The next unit of ``instrument``'s one fair queue (plain experiments and workflow
+        tasks, :mod:`sdl.workflows.fairqueue`) if it is a task of ours whose resources are
         free, with those resources held under a lease; or None."""
-        from sdl.service.scheduler import CHARGE_PER_EXPERIMENT, Candidate, FairState, charge, choose
+        from sdl.service.scheduler import CHARGE_PER_EXPERIMENT, FairState, charge, choose
 
         with self.session() as s:
-            dev = self._lock_device(s, instrument)
-            if dev is None:
+            st = fq.lock_instrument(s, instrument)
+            if st.paused:  # the operator paused the instrument: all its work waits
                 return None
-            from sdl.service.db import InstrumentStateRow
-
-            svc_state = s.get(InstrumentStateRow, instrument)
-            if svc_state is not None and svc_state.paused:  # the operator paused the instrument: all its work waits
+            if fq.experiment_running(s, instrument):  # a plain experiment has the instrument
                 return None
-            ready = list(s.scalars(select(TaskRow).where(TaskRow.instrument == instrument, TaskRow.status == "ready")
-                                   .order_by(TaskRow.ready_at, TaskRow.id)))
-            if not ready:
+            tasks = fq.startable_tasks(s, instrument)
+            if not tasks.per:
                 return None
-            per: dict[str, list[TaskRow]] = {}
-            for t in ready:
-                per.setdefault(t.proposal_id, []).append(t)
-            cands = {p: Candidate(p, False, ts[0].ready_at) for p, ts in per.items() if self._may_run(s, p)}
-            state = FairState.from_json(dev.fair)
+            cands = fq.candidates(s, instrument, tasks)
+            state = FairState.from_json(st.fair)
             expiry = self._expiry(s)
             while cands:
-                pid = choose(state, cands, 0.0)
-                for t in per[pid]:
+                pid = choose(state, cands, float(st.dedicated_fraction or 0.0))
+                if not fq.next_is_task(s, instrument, pid, tasks):
+                    return None  # the fair head is a plain experiment: the service's worker takes it
+                for t in tasks.per.pop(pid, []):
                     wf = s.get(WorkflowRow, t.workflow_id)
-                    if wf.status != "running":
-                        continue
                     token = new_id()
                     sample_id = None
                     wants = [res.Want(device(instrument))]
@@ -174,12 +167,12 @@ class Engine:
                     t.started_at, t.run_uid, t.error = utcnow(), None, t.error
                     if t.kind == "make":
                         t.sample_id = sample_id
-                    charge(state, pid, False, CHARGE_PER_EXPERIMENT)
+                    charge(state, pid, cands[pid].dedicated, CHARGE_PER_EXPERIMENT)
                     state.seq += 1
                     state.last_served[pid] = state.seq
                     state.served += 1
-                    dev.fair = state.to_json()
-                    dev.claims = (dev.claims or 0) + 1
+                    st.fair = state.to_json()
+                    st.claims = (st.claims or 0) + 1
                     s.flush()
                     sample = None
                     if t.kind != "make":
@@ -192,31 +185,30 @@ class Engine:
 
     # ------------------------------------------------------------------ lease
     @staticmethod
-    def _may_run(s: Session, proposal_id: str) -> bool:
-        """A proposal of the service runs only while approved and within its hours (a workflow
-        without a service proposal, e.g. from the CLI, always may)."""
-        from sdl.service.db import ProposalRow
-        from sdl.service.scheduler import usage
-
-        prop = s.get(ProposalRow, proposal_id) if proposal_id else None
-        if prop is None:
-            return True
-        if prop.status != "approved":
-            return False
-        return prop.allocation_hours is None or usage(s, [proposal_id])[proposal_id][1] < prop.allocation_hours
-
-    @staticmethod
     def _charge(s: Session, t: TaskRow, status: str) -> None:
-        """The instrument time a task used, charged to its service proposal (svc_usage)."""
+        """The instrument time a task used, charged to its service proposal (svc_usage) and in
+        the instrument's fair state (the caller locked its row first: :meth:`_lock_for`)."""
         from sdl.service.db import ProposalRow, UsageRow, as_utc
 
-        prop = s.get(ProposalRow, t.proposal_id) if t.proposal_id else None
-        if prop is None or t.started_at is None or not t.instrument:
+        if t.started_at is None or not t.instrument:
             return
+        prop = s.get(ProposalRow, t.proposal_id) if t.proposal_id else None
         end = utcnow()
+        seconds = max(0.0, (end - as_utc(t.started_at)).total_seconds())
+        # the instrument's one fair state is charged the time, as for a plain experiment
+        fq.charge_time(s, t.instrument, t.proposal_id, bool(prop and prop.dedicated), seconds)
+        if prop is None:
+            return
         s.add(UsageRow(proposal_id=prop.id, instrument=t.instrument, item_id=t.id, kind="workflow-task",
                        status=status, dedicated=bool(prop.dedicated), started_at=as_utc(t.started_at),
-                       finished_at=end, seconds=max(0.0, (end - as_utc(t.started_at)).total_seconds())))
+                       finished_at=end, seconds=seconds))
+
+    @staticmethod
+    def _lock_for(s: Session, *instruments: str) -> None:
+        """Lock the instruments' rows first (sorted), before any task or lock row: a claim
+        takes its instrument's row first too, so the two never wait on each other in a cycle."""
+        for name in sorted({i for i in instruments if i}):
+            fq.lock_instrument(s, name)
 
     def renew(self, claim: Claim) -> None:
         with self.session() as s:
@@ -247,6 +239,7 @@ class Engine:
         """The sample was dropped: lost, its positions freed, the task failed (no retry can
         bring a lost sample back), every other task of it skipped."""
         with self.session() as s:
+            self._lock_for(s, claim.task.instrument)
             t = self._mine(s, claim)
             row = smp.get(s, t.sample_id)
             smp.event(s, row, "lost", actor=claim.worker_id, task_id=t.id, state="lost", station="",
@@ -270,6 +263,7 @@ class Engine:
                params: dict | None = None) -> TaskRow:
         """End the task and everything it changed, in one transaction, if the lease is ours."""
         with self.session() as s:
+            self._lock_for(s, claim.task.instrument)
             t = self._mine(s, claim)
             wf = s.get(WorkflowRow, t.workflow_id)
             spec = WorkflowSpec.model_validate(wf.spec)
@@ -415,6 +409,8 @@ class Engine:
                 raise InvalidInput("workflow_id", "no such workflow", workflow_id)
             if wf.status != "running":
                 return
+            self._lock_for(s, *s.scalars(select(TaskRow.instrument).where(TaskRow.workflow_id == wf.id,
+                                                                         TaskRow.status == "running")))
             tasks = {t.name: t for t in self._tasks(s, wf.id)}
             for t in tasks.values():
                 if t.status == "running" and t.run_uid:
@@ -445,6 +441,8 @@ class Engine:
 
     def _recover(self, task_id: str) -> bool:
         with self.session() as s:
+            inst = s.scalar(select(TaskRow.instrument).where(TaskRow.id == task_id))
+            self._lock_for(s, inst or "")
             t = s.get(TaskRow, task_id)
             if t is None or t.status != "running" or t.lease_expires_at is None or t.lease_expires_at >= res.now(s):
                 return False

@@ -96,8 +96,8 @@ class SampleEventRow(WorkflowBase):
 
 
 class ResourceRow(WorkflowBase):
-    """A device (capacity 1) or a set of sample positions (capacity n). ``fair``: the
-    fair-share state of an instrument's queue (devices only)."""
+    """A device (capacity 1) or a set of sample positions (capacity n). ``fair``: unused
+    since the instrument's one fair state is in ``svc_instruments`` (sdl.workflows.fairqueue)."""
 
     __tablename__ = "wf_resources"
     name: Mapped[str] = mapped_column(String(120), primary_key=True)
