@@ -106,6 +106,9 @@ def test_a_workflow_live_its_sample_and_a_non_member_refused(open_as, lab, worke
     assert len(runs) == 3 and set(page.evaluate(
         "() => [...document.querySelectorAll('#smp-runs-table tbody tr')].map((r) => r.dataset.run)")) == runs
     s.shot("sample")
+    page.locator("#smp-runs-table a[href^='#/runs/']").first.click()  # a workflow's run opens like any run
+    page.wait_for_selector("#run-events")
+    assert page.locator("#run-events tbody tr").count() >= 1
     page = s.go("#/workflows", f"#wf-table tr[data-id='{wid}']")
     s.shot("workflows")
     t = open_as(alice, viewport=TABLET)  # a tablet: the graph and the history scroll inside their boxes

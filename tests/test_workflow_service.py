@@ -96,9 +96,14 @@ def test_workflow_campaign_over_http(lab):
     assert s["history"][0]["kind"] == "made" and any(h["kind"] == "measured" for h in s["history"])
     assert s["made_by"]["run_uid"]
 
-    # a proprietary proposal's workflows and samples are its members' alone
+    # the runs a workflow made are read like any other run: by the proposal's members
+    run_uid = s["made_by"]["run_uid"]
+    run = alice.get(f"/api/runs/{run_uid}")
+    assert run["proposal_id"] == prop["id"] and run["documents"][0]["name"] == "start"
+
+    # a proprietary proposal's workflows, samples and runs are its members' alone
     for path in (f"/api/samples/{s['id']}", f"/api/workflows/{wf['id']}", f"/api/workflow-campaigns/{cid}",
-                 f"/api/workflow-campaigns/{cid}/rocrate"):
+                 f"/api/workflow-campaigns/{cid}/rocrate", f"/api/runs/{run_uid}"):
         with pytest.raises(ServiceError) as e:
             bob.get(path)
         assert e.value.status == 404

@@ -59,15 +59,19 @@ class DataMixin:
         return buf.getvalue()
 
     def _run_proposal(self, uid: str) -> str | None:
+        """Whose run this is: its queue item's, its service campaign's, or its workflow's."""
         with self.db.read() as s:
             pid = s.scalar(select(ItemRow.proposal_id).where(ItemRow.run_uid == uid).limit(1))
             if pid is not None:
                 return pid
         with self.store.session() as s:
             run = s.get(RunRow, uid)
-            cid = None if run is None else run.campaign_id
-        if cid is None:
-            return None
+            if run is None:
+                return None
+            cid = run.campaign_id
+            wf_pid = _workflow_run_proposal(s, uid)
+        if wf_pid is not None or cid is None:
+            return wf_pid
         with self.db.read() as s:
             row = s.get(ServiceCampaignRow, cid)
             return None if row is None else row.proposal_id
@@ -103,3 +107,15 @@ class DataMixin:
         c["exported_at"] = utcnow().isoformat()
         c["exported_by"] = p.name
         return c
+
+
+def _workflow_run_proposal(s, uid: str) -> str | None:
+    """The proposal of a run a workflow task made: the task's (its latest attempt), else the
+    sample's history (an earlier, interrupted attempt of a retried task)."""
+    from sdl.workflows.tables import SampleEventRow, SampleRow, TaskRow
+
+    pid = s.scalar(select(TaskRow.proposal_id).where(TaskRow.run_uid == uid).limit(1))
+    if not pid:
+        pid = s.scalar(select(SampleRow.proposal_id).join(SampleEventRow, SampleEventRow.sample_id == SampleRow.id)
+                       .where(SampleEventRow.run_uid == uid).limit(1))
+    return pid or None

@@ -258,7 +258,7 @@ export async function sampleView({ view, onLeave }, id) {
     const uids = [...new Set([m.run_uid, ...smp.history.map((h) => h.run_uid)].filter(Boolean))];
     const byRun = Object.fromEntries((wf ? wf.tasks : []).filter((t) => t.run_uid).map((t) => [t.run_uid, t]));
     $("#smp-runs").innerHTML = uids.length ? html`<table id="smp-runs-table"><thead><tr><th>run</th><th>task</th><th>station</th><th>task state</th><th>result</th></tr></thead>
-      <tbody>${uids.map((u) => { const t = byRun[u]; const ev = smp.history.find((h) => h.run_uid === u) || {}; return html`<tr data-run="${u}"><td><code>${u}</code></td>
+      <tbody>${uids.map((u) => { const t = byRun[u]; const ev = smp.history.find((h) => h.run_uid === u) || {}; return html`<tr data-run="${u}"><td><a href="#/runs/${u}"><code>${u}</code></a></td>
         <td>${t ? t.name : taskName(ev.task_id)}</td><td>${t ? t.instrument : ev.station || ""}</td><td>${t ? state(t.status) : "–"}</td>
         <td>${t && t.result ? params(Object.fromEntries(Object.entries(t.result).filter(([, v]) => typeof v === "number"))) : ""}</td></tr>`; })}</tbody></table>`.s
       : html`<p class="muted">no run yet</p>`.s;
