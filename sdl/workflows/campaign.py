@@ -12,8 +12,11 @@ suggestion id is unique in the observations table).
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import math
+import os
+import socket
 import subprocess
 import sys
 import threading
@@ -157,6 +160,13 @@ class WorkflowCampaignRunner:
         self.told: set[str] = set()
         self._halt = threading.Event()
         self._last_sweep = 0.0
+        #: who holds the campaign while this runner runs it (the store's runner lease)
+        self.holder = f"runner:{os.getpid()}@{socket.gethostname()}"
+        self._token = new_id()
+        self._renewed: float | None = None
+        #: how long to wait while another live runner holds the campaign (None: for as long
+        #: as it takes, as a service's runner does; the CLI gives up after a few leases)
+        self.standby_s: float | None = None
         #: why the proposal's allocation refused the next workflow (the campaign then stops)
         self.spent = ""
         self.cascade = None
@@ -172,17 +182,23 @@ class WorkflowCampaignRunner:
 
         from sdl.service.dispatch import retry
 
+        if not self._take_the_campaign():
+            return "stopped"  # halted while another runner held it
+        deadline = time.monotonic() + timeout
         self.agent = make_agent(self.cspec.agent, self.space, self.objectives, seed=self.cspec.seed,
                                 **self.cspec.agent_options)
         retry(lambda: self.store.set_campaign_status(self.campaign_id, "running"), what="campaign status")
         stop = threading.Event()
         started = self._start_workers(workers, stop, store_url)
-        deadline = time.monotonic() + timeout
         try:
             from sdl.service.dispatch import is_disconnect
 
             while True:
                 if self._halt.is_set():  # the process is stopping: the campaign stays running, to resume
+                    return "stopped"
+                if not self._keep_the_campaign():
+                    log.warning("campaign %s: another runner took it over (this one stopped renewing in "
+                                "time); this one stops", self.campaign_id)
                     return "stopped"
                 try:
                     reason = self.step()
@@ -195,20 +211,81 @@ class WorkflowCampaignRunner:
                     continue
                 if reason:
                     status = "stopped" if reason == self.spent else "completed"  # stopped: the allocation
+                    self._let_go()
                     retry(lambda: self.store.set_campaign_status(self.campaign_id, status, reason),
                           what="campaign status")
                     return status
                 if time.monotonic() > deadline:
+                    self._let_go()
                     self.store.set_campaign_status(self.campaign_id, "interrupted", f"timeout after {timeout:g} s")
                     return "interrupted"
                 time.sleep(self.poll_s)
         except KeyboardInterrupt:
+            self._let_go()
             self.store.set_campaign_status(self.campaign_id, "interrupted", "interrupted; resume to continue")
             return "interrupted"
         finally:
             stop.set()
             for w in started:
                 _stop(w)
+            self._let_go()
+
+    # ---------------------------------------------------------------- one runner per campaign
+    def _take_the_campaign(self) -> bool:
+        """Hold the campaign's runner lease (``runner:CAMPAIGN`` in the store), so that a
+        service resuming its running campaigns and a CLI runner never drive one campaign
+        together. Waits while a live runner holds it (its lease is renewed); a dead one's
+        lease expires (or, on this host, its process is gone) and is taken over. False if
+        halted meanwhile; :class:`~sdl.errors.InvalidInput` after ``standby_s`` (if set)."""
+        said, t0 = False, time.monotonic()
+        while not self._halt.is_set():
+            other = self._hold()
+            if other is None:
+                return True
+            if not said:
+                log.warning("campaign %s: runner %s holds it until %s; waiting for it to stop renewing",
+                            self.campaign_id, other[0], other[1])
+                said = True
+            if self.standby_s is not None and time.monotonic() > t0 + self.standby_s:
+                raise InvalidInput("campaign_id", f"another runner ({other[0]}) is running this campaign and "
+                                   f"renews its lease (until {other[1]}); stop it first", self.campaign_id)
+            self._halt.wait(min(1.0, self.engine.lease_s / 4))
+        return False
+
+    def _hold(self) -> tuple[str, str] | None:
+        """Take or renew the lease: None when this runner holds it, else (holder, expiry)."""
+        from sdl.service.dispatch import retry
+        from sdl.workflows import resources as res
+
+        def hold():
+            with self.store.session() as s:
+                exp = res.now(s) + dt.timedelta(seconds=self.engine.lease_s)
+                cur = res.try_hold_runner(s, self.campaign_id, self.holder, self._token, exp, _holder_gone)
+                return None if cur is None else (cur.holder, cur.expires_at.isoformat() if cur.expires_at else "")
+
+        out = retry(hold, what="the campaign's runner lease")
+        if out is None:
+            self._renewed = time.monotonic()
+        return out
+
+    def _keep_the_campaign(self) -> bool:
+        """Renew the lease a few times per lease; False if another runner holds it now."""
+        if time.monotonic() - self._renewed < self.engine.lease_s / 3:
+            return True
+        return self._hold() is None
+
+    def _let_go(self) -> None:
+        from sdl.workflows import resources as res
+
+        if self._renewed is None:
+            return
+        try:
+            with self.store.session() as s:
+                res.release_runner(s, self.campaign_id, self._token)
+            self._renewed = None
+        except Exception:  # noqa: BLE001 - the database is away: the lease expires on its own
+            log.warning("campaign %s: could not release the runner lease; it expires in %g s",
+                        self.campaign_id, self.engine.lease_s)
 
     def halt(self) -> None:
         """Stop the loop without changing the campaign's status (a service shutting down)."""
@@ -378,3 +455,21 @@ def _stop(w: Any) -> None:
         worker, th = w
         worker.stop()
         th.join(30)
+
+
+def _holder_gone(holder: str) -> bool:
+    """A runner on this host whose process has ended (its lease need not be waited out)."""
+    try:
+        pid_s, host = holder.removeprefix("runner:").split("@", 1)
+        pid = int(pid_s)
+    except ValueError:
+        return False
+    if host != socket.gethostname() or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False

@@ -74,6 +74,8 @@ def run(
 
         cid = resume or create_workflow_campaign(st, data)
         runner = retry(lambda: WorkflowCampaignRunner(st, cid, lease_s=lease), what="open the campaign")
+        # a runner killed a moment ago is waited out (its lease); a live one is an error
+        runner.standby_s = 3 * lease + 5
         console.print(f"campaign {cid}: {runner.cspec.budget} workflows, stations {runner.cspec.spec.instruments}, "
                       f"workers: {workers}")
         status = runner.run(workers, timeout=timeout, store_url=st.url)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import Callable
 
 from sqlalchemy import DateTime, delete, func, select, update
 from sqlalchemy import exc as sa_exc
@@ -131,3 +132,38 @@ def held(s: Session, resource: str | None = None) -> list[LockRow]:
 def lock_dict(r: LockRow) -> dict:
     return {"resource": r.resource, "slot": r.slot, "holder": r.holder, "task_id": r.task_id,
             "sample_id": r.sample_id, "expires_at": r.expires_at.isoformat() if r.expires_at else None}
+
+
+# ------------------------------------------------------------------ a campaign's runner
+def runner_resource(campaign_id: str) -> str:
+    return f"runner:{campaign_id}"
+
+
+def try_hold_runner(s: Session, campaign_id: str, holder: str, token: str, expires_at: dt.datetime,
+                    holder_gone: Callable[[str], bool] = lambda h: False) -> LockRow | None:
+    """Take the one unit of ``runner:CAMPAIGN`` (so two runners never drive one campaign),
+    or return the lock of the runner holding it. A lock past its expiry, or whose holder
+    ``holder_gone`` says is dead, is taken over."""
+    name = runner_resource(campaign_id)
+    ensure(s, name, "device", 1)
+    cur = s.scalar(select(LockRow).where(LockRow.resource == name).with_for_update())
+    if cur is not None:
+        if cur.token == token:
+            cur.expires_at = expires_at
+            return None
+        if cur.expires_at is not None and cur.expires_at >= now(s) and not holder_gone(cur.holder):
+            return cur
+        s.delete(cur)
+        s.flush()
+    try:
+        with s.begin_nested():
+            s.add(LockRow(resource=name, slot=1, holder=holder, token=token, expires_at=expires_at))
+            s.flush()
+    except sa_exc.IntegrityError:  # another runner took it between our read and insert
+        return s.scalar(select(LockRow).where(LockRow.resource == name))
+    return None
+
+
+def release_runner(s: Session, campaign_id: str, token: str) -> int:
+    return s.execute(delete(LockRow).where(LockRow.resource == runner_resource(campaign_id), LockRow.token == token)
+                     .execution_options(synchronize_session=False)).rowcount

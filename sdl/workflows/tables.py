@@ -118,7 +118,7 @@ class LockRow(WorkflowBase):
     id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
     resource: Mapped[str] = mapped_column(ForeignKey("wf_resources.name"), index=True)
     slot: Mapped[int] = mapped_column(Integer)
-    holder: Mapped[str] = mapped_column(String(120))  # task:ID | sample:ID
+    holder: Mapped[str] = mapped_column(String(120))  # task:ID | sample:ID | runner:PID@HOST
     task_id: Mapped[str | None] = mapped_column(String(32), index=True, nullable=True)
     sample_id: Mapped[str | None] = mapped_column(String(64), index=True, nullable=True)
     token: Mapped[str | None] = mapped_column(String(32), nullable=True)
