@@ -108,8 +108,10 @@ class Detector(CommandDevice):
     exposure_time = Cpt(EpicsSignal, "EXPOSURE", kind="config", put_complete=True, limits=True,
                         auto_monitor=True)
     two_theta = Cpt(EpicsSignalRO, "TWO_THETA", kind="config")
-    spectrum = Cpt(EpicsSignalRO, "SPECTRUM", kind="normal")
-    total_counts = Cpt(EpicsSignalRO, "TOTAL_COUNTS", kind="hinted")
+    # Monitored: the IOC posts them before ACQUIRE's put completes (see CommandSignal),
+    # so a read after trigger() is the new frame without a get.
+    spectrum = Cpt(EpicsSignalRO, "SPECTRUM", kind="normal", auto_monitor=True)
+    total_counts = Cpt(EpicsSignalRO, "TOTAL_COUNTS", kind="hinted", auto_monitor=True)
 
     #: seconds allowed for readout on top of the exposure
     readout_timeout: float = 60.0
@@ -125,7 +127,7 @@ class PoolProbe(CommandDevice):
     acquire = Cpt(CommandSignal, "ACQUIRE", kind="omitted")
     exposure_time = Cpt(EpicsSignal, "EXPOSURE", kind="config", put_complete=True, limits=True,
                         auto_monitor=True)
-    value = Cpt(EpicsSignalRO, "VALUE", kind="hinted")
+    value = Cpt(EpicsSignalRO, "VALUE", kind="hinted", auto_monitor=True)
 
     readout_timeout: float = 60.0
 
