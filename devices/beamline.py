@@ -108,9 +108,11 @@ class Detector(CommandDevice):
     exposure_time = Cpt(EpicsSignal, "EXPOSURE", kind="config", put_complete=True, limits=True,
                         auto_monitor=True)
     two_theta = Cpt(EpicsSignalRO, "TWO_THETA", kind="config")
-    # Monitored: the IOC posts them before ACQUIRE's put completes (see CommandSignal),
-    # so a read after trigger() is the new frame without a get.
-    spectrum = Cpt(EpicsSignalRO, "SPECTRUM", kind="normal", auto_monitor=True)
+    # TOTAL_COUNTS is monitored: the IOC posts it before ACQUIRE's put completes (see
+    # CommandSignal), so a read after trigger() has the new total without a get. SPECTRUM
+    # is read with a get: pyepics (3.5) formats every monitored value with repr() on
+    # arrival (PV._set_charval), which for 601 doubles costs more than the get.
+    spectrum = Cpt(EpicsSignalRO, "SPECTRUM", kind="normal")
     total_counts = Cpt(EpicsSignalRO, "TOTAL_COUNTS", kind="hinted", auto_monitor=True)
 
     #: seconds allowed for readout on top of the exposure

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import heapq
 import math
+import numbers
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -95,7 +96,9 @@ class CommandSignal(EpicsSignal):
             self._conclude_from_monitors(status, idles_before)
 
         try:
-            self.put(value, use_complete=True, callback=_on_monitor_thread(put_done))
+            callback = _on_monitor_thread(put_done)
+            if not put_flushed(self, value, callback):
+                self.put(value, use_complete=True, callback=callback)
         except Exception as exc:  # noqa: BLE001 - refused or disconnected
             finish_status(status, connection_fault(device.name, exc))
         return status
@@ -207,8 +210,11 @@ class _Watchdog:
         handle = _Handle()
         with self._cond:
             self._seq += 1
-            heapq.heappush(self._heap, (time.monotonic() + seconds, self._seq, handle, fn))
-            self._cond.notify()
+            entry = (time.monotonic() + seconds, self._seq, handle, fn)
+            earliest = not self._heap or entry[0] < self._heap[0][0]
+            heapq.heappush(self._heap, entry)
+            if earliest:  # else the thread's current wait ends before this deadline anyway
+                self._cond.notify()
         return handle
 
     def _run(self) -> None:
@@ -279,6 +285,60 @@ def fresh_values(signals: list[Any], timeout: float = 5.0) -> list[Any]:
             raise TimeoutError(f"{pv.pvname}: no answer to a get within {timeout:g} s")
         values.append(value)
     return values
+
+
+def put_flushed(signal: Any, value: Any, callback: Any = None) -> bool:
+    """Write a scalar number to an EPICS signal's PV (with put-completion when ``callback``)
+    and flush, without pyepics' ``ca_pend_event`` sleep: True if done, False if not
+    applicable (not pyepics, not connected, not a scalar numeric PV: use ``signal.put``).
+
+    pyepics' ``ca.put`` ends with ``poll()``, which in preemptive-callback mode sleeps
+    the pend_event timeout (10 us for a put, 100 us with a callback): a thread sleep
+    on every move and every command, which on a busy machine waits for the CPU again.
+    The write itself is the one pyepics makes (``ca_array_put[_callback]``, pyepics'
+    put-completion handler); ``ca_flush_io`` sends it. ``callback()`` runs in the CA
+    thread, with no arguments. ophyd's setpoint bookkeeping of ``EpicsSignal.put`` is
+    not done (the monitors bring the readback).
+    """
+    pv = getattr(signal, "_write_pv", None)
+    chid = getattr(pv, "chid", None)
+    if chid is None or not getattr(pv, "connected", False) or getattr(pv, "context", None) is None:
+        return False
+    if isinstance(value, (str, bytes)) or not isinstance(value, numbers.Real):
+        return False
+    import ctypes
+
+    import epics.ca as ca
+    from epics import dbr
+
+    current = ca.current_context()
+    if current is None:
+        ca.attach_context(pv.context)  # this thread now uses the PVs' context (pyepics' initial one)
+    elif current != pv.context:
+        return False  # a thread of another context: let pyepics switch contexts
+    ftype = ca.field_type(chid)
+    if ca.element_count(chid) != 1 or ftype in (dbr.STRING, dbr.CHAR) or ftype not in dbr.Map:
+        return False
+    data = (1 * dbr.Map[ftype])()
+    try:
+        data[0] = value
+    except TypeError:
+        data[0] = type(data[0])(value)
+    if callback is None:
+        ret = ca.libca.ca_array_put(ftype, 1, chid, data)
+    else:
+        completes = ca._put_completes  # pyepics keeps the handler alive until it has run
+
+        def put_completed() -> None:
+            with contextlib.suppress(ValueError):
+                completes.remove(put_completed)
+            callback()
+
+        completes.append(put_completed)
+        ret = ca.libca.ca_array_put_callback(ftype, 1, chid, data, ca._CB_PUTWAIT, ctypes.py_object(put_completed))
+    ca.PySEVCHK("put", ret)
+    ca.flush_io()
+    return True
 
 
 def connection_fault(device: str, exc: BaseException) -> DeviceFault:

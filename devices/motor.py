@@ -37,6 +37,8 @@ from ophyd.positioner import PositionerBase
 from ophyd.status import wait as status_wait
 from ophyd.utils.epics_pvs import raise_if_disconnected
 
+from sdl.devices.common import put_flushed
+
 
 class PostedBeforeDone(EpicsSignalRO):
     """A monitored motor-record field that the record posts before ``DMOV``: a get while
@@ -73,7 +75,8 @@ def _move_under(lock: Any, motor: Any, position: float, wait: bool, **kwargs: An
     motor._started_moving = False
     with lock:
         status = PositionerBase.move(motor, position, **kwargs)
-    motor.user_setpoint.put(position, wait=False)
+    if not put_flushed(motor.user_setpoint, position):  # no pend_event sleep (sdl.devices.common)
+        motor.user_setpoint.put(position, wait=False)
     try:
         if wait:
             status_wait(status)

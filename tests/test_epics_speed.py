@@ -45,10 +45,19 @@ def lab(ioc):
 
 
 class CountGets:
-    """Counts CA gets (pyepics' get entry points) made while active."""
+    """Counts CA gets (pyepics' get entry points) made while active, and pyepics polls
+    (``ca.put`` polls, sleeping in ``ca_pend_event``)."""
 
     def __init__(self, monkeypatch):
         self.calls: list[str] = []
+        self.polls = 0
+        poll = epics.ca.poll
+
+        def counting_poll(*args, **kwargs):
+            self.polls += 1
+            return poll(*args, **kwargs)
+
+        monkeypatch.setattr(epics.ca, "poll", counting_poll)
         for name in ("get_with_metadata", "get_complete_with_metadata", "get", "get_complete"):
             original = getattr(epics.ca, name)
 
@@ -91,7 +100,7 @@ def test_put_completion_reply_follows_the_monitors_before_it(ioc):
     assert len({v for v, _ in at_reply}) > 40  # exposures differ: the value check is not vacuous
 
 
-def test_trigger_read_and_move_make_no_get(lab, monkeypatch):
+def test_trigger_read_and_move_make_no_get_and_no_poll(lab, monkeypatch):
     det, motor = lab.detector, lab.stage_x
     assert isinstance(motor.low_limit_switch, PostedBeforeDone)
     det.trigger().wait(5)
@@ -104,6 +113,7 @@ def test_trigger_read_and_move_make_no_get(lab, monkeypatch):
         det.trigger().wait(5)
         frames.append(det.read())
     assert gets.calls == []
+    assert gets.polls == 0  # puts flushed, no pend_event sleep
     monkeypatch.undo()
     assert det.acquire.concluded_from_monitors == before + 20
     assert motor.position == pytest.approx(0.9)
