@@ -15,7 +15,7 @@ from ophyd import Device, EpicsSignal, EpicsSignalRO
 from ophyd.pv_positioner import PVPositionerIsClose
 from ophyd.status import DeviceStatus
 
-from sdl.devices.common import CommandDevice, CommandSignal, finish_status
+from sdl.devices.common import ArraySignalRO, CommandDevice, CommandSignal, finish_status
 from sdl.devices.motor import EpicsMotor
 from sdl.errors import DeviceFault, InvalidInput
 
@@ -108,11 +108,10 @@ class Detector(CommandDevice):
     exposure_time = Cpt(EpicsSignal, "EXPOSURE", kind="config", put_complete=True, limits=True,
                         auto_monitor=True)
     two_theta = Cpt(EpicsSignalRO, "TWO_THETA", kind="config")
-    # TOTAL_COUNTS is monitored: the IOC posts it before ACQUIRE's put completes (see
-    # CommandSignal), so a read after trigger() has the new total without a get. SPECTRUM
-    # is read with a get: pyepics (3.5) formats every monitored value with repr() on
-    # arrival (PV._set_charval), which for 601 doubles costs more than the get.
-    spectrum = Cpt(EpicsSignalRO, "SPECTRUM", kind="normal")
+    # Monitored: the IOC posts them before ACQUIRE's put completes (see CommandSignal),
+    # so a read after trigger() is the new frame without a get. (ArraySignalRO: a
+    # monitored waveform without pyepics' repr() of every update.)
+    spectrum = Cpt(ArraySignalRO, "SPECTRUM", kind="normal", auto_monitor=True)
     total_counts = Cpt(EpicsSignalRO, "TOTAL_COUNTS", kind="hinted", auto_monitor=True)
 
     #: seconds allowed for readout on top of the exposure

@@ -3,8 +3,9 @@ as the benchmark runs it):
 
 - the IOC sends a put-completion reply only after the monitors posted before it
   (``sdl.sim_devices.ioc.ca_context``): at the reply, a monitor already holds the new frame;
-- a detector trigger and a motor move make no CA get and no pyepics poll: commands
-  conclude from monitors, the motor's limit switches come from monitors, puts are flushed;
+- a detector trigger, its read and a motor move make no CA get, and the puts no pyepics
+  poll: commands conclude from monitors, the spectrum is monitored (without pyepics'
+  repr() of each update), the motor's limit switches come from monitors, puts are flushed;
 - a command whose put completes without a BUSY 1 -> 0 still concludes (by reading fresh).
 """
 
@@ -100,7 +101,7 @@ def test_put_completion_reply_follows_the_monitors_before_it(ioc):
     assert len({v for v, _ in at_reply}) > 40  # exposures differ: the value check is not vacuous
 
 
-def test_trigger_and_move_make_no_get_and_no_poll(lab, monkeypatch):
+def test_trigger_read_and_move_make_no_get_and_no_poll(lab, monkeypatch):
     det, motor = lab.detector, lab.stage_x
     assert isinstance(motor.low_limit_switch, PostedBeforeDone)
     det.trigger().wait(5)
@@ -114,15 +115,14 @@ def test_trigger_and_move_make_no_get_and_no_poll(lab, monkeypatch):
         assert gets.calls == []
         assert gets.polls == 0  # puts flushed, no pend_event sleep
         frames.append(det.read())
-        # a read gets the spectrum (one round trip); the total comes from its monitor
-        assert {c.split()[1] for c in gets.calls} == {det.spectrum.pvname}
-        gets.calls.clear()
-        gets.polls = 0  # pyepics waits for a get's answer by polling
+    assert gets.calls == []  # the spectrum and the total come from their monitors
     monkeypatch.undo()
     assert det.acquire.concluded_from_monitors == before + 20
     assert motor.position == pytest.approx(0.9)
+    np.testing.assert_array_equal(frames[-1]["detector_spectrum"]["value"], det.spectrum.get(use_monitor=False))
     assert frames[-1]["detector_total_counts"]["value"] == det.total_counts.get(use_monitor=False)
-    for f in frames:  # each read is one exposure: its spectrum and its (monitored) total
+    assert det.spectrum._read_pv.char_value == f"<array size={len(frames[-1]['detector_spectrum']['value'])}, type=time_double>"
+    for f in frames:  # each read is one exposure: its spectrum and its total
         assert float(np.sum(f["detector_spectrum"]["value"])) == f["detector_total_counts"]["value"]
     assert len({f["detector_spectrum"]["value"].tobytes() for f in frames}) == 20
 
@@ -146,3 +146,16 @@ def test_command_without_busy_transition_concludes_by_reading(lab):
     before = home.concluded_by_reading
     home.set(0).wait(5)
     assert home.concluded_by_reading == before + 1
+
+
+def test_motor_repr_is_the_stock_one_and_follows_kind_changes():
+    """sdl's EpicsMotor remembers its repr (MoveStatus takes it on every move) but never a stale one."""
+    import ophyd
+
+    from sdl.devices.motor import EpicsMotor
+
+    ours, stock = EpicsMotor("NO:SUCH:M1", name="m"), ophyd.EpicsMotor("NO:SUCH:M1", name="m")
+    assert repr(ours) == repr(stock)
+    assert repr(ours) is repr(ours)  # remembered
+    ours.velocity.kind = stock.velocity.kind = "normal"
+    assert repr(ours) == repr(stock) and "'velocity'" in repr(ours).split("configuration_attrs")[0]
