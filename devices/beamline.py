@@ -15,7 +15,7 @@ from ophyd import Device, EpicsSignal, EpicsSignalRO
 from ophyd.pv_positioner import PVPositionerIsClose
 from ophyd.status import DeviceStatus
 
-from sdl.devices.common import ArraySignalRO, CommandDevice, CommandSignal, finish_status
+from sdl.devices.common import ArraySignalRO, CommandDevice, CommandSignal, _watchdog, finish_status
 from sdl.devices.motor import EpicsMotor
 from sdl.errors import DeviceFault, InvalidInput
 
@@ -59,9 +59,10 @@ class Shutter(Device):
                     self.state.clear_sub(on_state)
             watchdog.cancel()
 
-        watchdog = threading.Timer(timeout, lambda: finish_status(status, DeviceFault(
-            self.name, f"did not report {target!r} within {timeout:g} s (reads {self.state.get()!r})")))
-        watchdog.daemon = True
+        def expired() -> None:
+            finish_status(status, DeviceFault(
+                self.name, f"did not report {target!r} within {timeout:g} s (reads {self.state.get()!r})"))
+
         try:
             cmd = self.open_cmd if value == "open" else self.close_cmd
             with lock:
@@ -72,7 +73,7 @@ class Shutter(Device):
                 finish_status(status)
         except Exception as exc:  # noqa: BLE001 - disconnected
             finish_status(status, DeviceFault(self.name, f"channel access error: {exc}"))
-        watchdog.start()
+        watchdog = _watchdog().after(timeout, expired)  # one shared thread, not a Timer per command
         status.add_callback(cleanup)
         return status
 
