@@ -12,8 +12,9 @@ Two changes to caproto 1.3's server (measured in ``docs/epics.md``, "Speed"):
   queues first, so the reply could overtake them: a client that trusted its monitors
   after put-completion could read the previous ``SPECTRUM`` or ``ERR_CODE``. An EPICS
   IOC (rsrv) posts a record's monitors while it processes and replies after; here the
-  reply waits until every update queued before it has been written to the circuit.
-  Clients (``sdl.devices.CommandSignal``) can then conclude from monitors, with no get.
+  updates queued before the reply are written ahead of it, in the same buffer (one
+  send, one wake-up of the client). Clients (``sdl.devices.CommandSignal``) can then
+  conclude from monitors, with no get.
 
 Also: TCP_NODELAY on every circuit (caproto leaves Nagle on: small replies then waited
 ~40 ms for the client's delayed ACK).
@@ -30,54 +31,14 @@ import caproto as ca
 from caproto.asyncio.server import Context, VirtualCircuit
 from caproto.server.common import DisconnectedCircuit
 
-#: longest a put-completion reply waits for the monitors before it (a stuck client)
+#: longest a put-completion reply waits for an update the context is still handing out
+#: (only when a circuit's queue is full: a client far behind)
 FLUSH_TIMEOUT_S = 2.0
 
 
-class _CountingQueue(asyncio.Queue):
-    """An asyncio.Queue that counts what was ever put in it (``put`` ends in ``put_nowait``)."""
-
-    def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self.puts = 0
-
-    def put_nowait(self, item: Any) -> None:
-        super().put_nowait(item)
-        self.puts += 1
-
-
-class _Progress:
-    """How many queued items a loop has finished, and a wait for that number to grow."""
-
-    def __init__(self) -> None:
-        self.done = 0
-        self._event = asyncio.Event()
-
-    def advance(self, n: int = 1) -> None:
-        self.done += n
-        self._event.set()
-
-    async def reach(self, target: int, deadline: float) -> bool:
-        loop = asyncio.get_running_loop()
-        while self.done < target:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return False
-            self._event.clear()
-            try:
-                await asyncio.wait_for(self._event.wait(), remaining)
-            except asyncio.TimeoutError:
-                return False
-        return True
-
-
 class FastCircuit(VirtualCircuit):
-    """A client circuit: immediate monitor sends; put-completion after earlier monitors."""
-
-    def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self.subscription_queue = _CountingQueue(ca.MAX_TOTAL_SUBSCRIPTION_BACKLOG)
-        self.sub_progress = _Progress()
+    """A client circuit: immediate monitor sends; a put-completion reply after (and with)
+    the monitors posted before it."""
 
     async def subscription_queue_loop(self) -> None:
         self.events_on.set()
@@ -87,17 +48,8 @@ class FastCircuit(VirtualCircuit):
                 refs = [await queue.get()]
             except asyncio.CancelledError:
                 break
-            while True:
-                try:
-                    refs.append(queue.get_nowait())
-                except asyncio.QueueEmpty:
-                    break
             try:
-                # None: superseded by a newer update of the same subscription (a slow
-                # client), dropped as caproto drops it. Updates of subscriptions
-                # cancelled since they were queued are not sent (caproto's rule too).
-                live = {sub.subscriptionid for subs in self.subscriptions.values() for sub in subs}
-                commands = [c for c in (r() for r in refs) if c is not None and c.subscriptionid in live]
+                commands = self._take_queued(refs)
                 if commands:
                     await self.send(*commands)
             except DisconnectedCircuit:
@@ -107,40 +59,69 @@ class FastCircuit(VirtualCircuit):
                 break
             except asyncio.CancelledError:
                 break
-            finally:
-                self.sub_progress.advance(len(refs))
+
+    def _take_queued(self, refs: list[Any]) -> list[Any]:
+        """Everything queued for this circuit now (after ``refs``), as commands to send. No
+        await comes between taking them and writing them, so nothing can overtake them."""
+        queue = self.subscription_queue
+        while True:
+            try:
+                refs.append(queue.get_nowait())
+            except asyncio.QueueEmpty:
+                break
+        # None: superseded by a newer update of the same subscription (a slow client),
+        # dropped as caproto drops it. Updates of subscriptions cancelled since they were
+        # queued are not sent (caproto's rule too).
+        live = {sub.subscriptionid for subs in self.subscriptions.values() for sub in subs}
+        return [c for c in (r() for r in refs) if c is not None and c.subscriptionid in live]
 
     async def send(self, *commands: Any) -> None:
         if any(isinstance(c, ca.WriteNotifyResponse) for c in commands):
-            await self.flush_monitors()
+            commands = (*await self.monitors_before_reply(), *commands)
         await super().send(*commands)
 
-    async def flush_monitors(self) -> None:
-        """Wait until every monitor update posted so far has been written to this circuit."""
-        ctx = self.context
-        deadline = asyncio.get_running_loop().time() + FLUSH_TIMEOUT_S
-        if await ctx.sub_progress.reach(ctx.subscription_queue.puts, deadline):
-            await self.sub_progress.reach(self.subscription_queue.puts, deadline)
+    async def monitors_before_reply(self) -> list[Any]:
+        """The monitor updates posted so far that this circuit has not sent: the context's
+        queue is handed out now (what its loop would do next), then this circuit's taken."""
+        await self.context.distribute_queued()
+        return self._take_queued([])
 
 
 class FastContext(Context):
-    """caproto's asyncio Context with :class:`FastCircuit` circuits and counted updates."""
+    """caproto's asyncio Context with :class:`FastCircuit` circuits."""
 
     CircuitClass = FastCircuit
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self.subscription_queue = _CountingQueue()
-        self.sub_progress = _Progress()
+        #: an update taken by the loop and not yet handed to the circuits' queues
+        self._handing_out = False
 
     async def subscription_queue_loop(self) -> None:
         queue = self.subscription_queue
         while True:
-            sub_specs, metadata, values, flags, sub = await queue.get()
+            item = await queue.get()
+            self._handing_out = True
             try:
-                await self._subscription_queue_iteration(sub_specs, metadata, values, flags, sub)
+                await self._subscription_queue_iteration(*item)
             finally:
-                self.sub_progress.advance()
+                self._handing_out = False
+
+    async def distribute_queued(self) -> None:
+        """Hand every queued update to its circuits' queues now, in order."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + FLUSH_TIMEOUT_S
+        # The loop holds an update across a suspension only while a circuit's queue is
+        # full; let it finish that one first (order), within the deadline.
+        while self._handing_out and loop.time() < deadline:
+            await asyncio.sleep(0.001)
+        queue = self.subscription_queue
+        while True:
+            try:
+                item = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            await self._subscription_queue_iteration(*item)
 
     async def tcp_handler(self, client: Any, addr: Any) -> Any:
         with contextlib.suppress(Exception):
