@@ -15,7 +15,7 @@ from ophyd import Device, EpicsSignal, EpicsSignalRO
 from ophyd.pv_positioner import PVPositionerIsClose
 from ophyd.status import DeviceStatus
 
-from sdl.devices.common import CommandDevice, CommandSignal, finish_status
+from sdl.devices.common import ArraySignalRO, CommandDevice, CommandSignal, _watchdog, finish_status
 from sdl.devices.motor import EpicsMotor
 from sdl.errors import DeviceFault, InvalidInput
 
@@ -59,9 +59,10 @@ class Shutter(Device):
                     self.state.clear_sub(on_state)
             watchdog.cancel()
 
-        watchdog = threading.Timer(timeout, lambda: finish_status(status, DeviceFault(
-            self.name, f"did not report {target!r} within {timeout:g} s (reads {self.state.get()!r})")))
-        watchdog.daemon = True
+        def expired() -> None:
+            finish_status(status, DeviceFault(
+                self.name, f"did not report {target!r} within {timeout:g} s (reads {self.state.get()!r})"))
+
         try:
             cmd = self.open_cmd if value == "open" else self.close_cmd
             with lock:
@@ -72,7 +73,7 @@ class Shutter(Device):
                 finish_status(status)
         except Exception as exc:  # noqa: BLE001 - disconnected
             finish_status(status, DeviceFault(self.name, f"channel access error: {exc}"))
-        watchdog.start()
+        watchdog = _watchdog().after(timeout, expired)  # one shared thread, not a Timer per command
         status.add_callback(cleanup)
         return status
 
@@ -108,8 +109,11 @@ class Detector(CommandDevice):
     exposure_time = Cpt(EpicsSignal, "EXPOSURE", kind="config", put_complete=True, limits=True,
                         auto_monitor=True)
     two_theta = Cpt(EpicsSignalRO, "TWO_THETA", kind="config")
-    spectrum = Cpt(EpicsSignalRO, "SPECTRUM", kind="normal")
-    total_counts = Cpt(EpicsSignalRO, "TOTAL_COUNTS", kind="hinted")
+    # Monitored: the IOC posts them before ACQUIRE's put completes (see CommandSignal),
+    # so a read after trigger() is the new frame without a get. (ArraySignalRO: a
+    # monitored waveform without pyepics' repr() of every update.)
+    spectrum = Cpt(ArraySignalRO, "SPECTRUM", kind="normal", auto_monitor=True)
+    total_counts = Cpt(EpicsSignalRO, "TOTAL_COUNTS", kind="hinted", auto_monitor=True)
 
     #: seconds allowed for readout on top of the exposure
     readout_timeout: float = 60.0
@@ -125,7 +129,7 @@ class PoolProbe(CommandDevice):
     acquire = Cpt(CommandSignal, "ACQUIRE", kind="omitted")
     exposure_time = Cpt(EpicsSignal, "EXPOSURE", kind="config", put_complete=True, limits=True,
                         auto_monitor=True)
-    value = Cpt(EpicsSignalRO, "VALUE", kind="hinted")
+    value = Cpt(EpicsSignalRO, "VALUE", kind="hinted", auto_monitor=True)
 
     readout_timeout: float = 60.0
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import threading
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -26,7 +27,12 @@ LONG_STRING = 256
 
 
 async def wait_status(status: Any) -> BaseException | None:
-    """Wait (without blocking the loop) for an ophyd Status; return its exception or None."""
+    """Wait (without blocking the loop) for an ophyd Status; return its exception or None.
+
+    A Status that is already done (an action at time scale 0) is answered at once: no
+    round trip through the loop, so a command's PV updates leave in one burst."""
+    if status.done:
+        return _exception_of(status)
     loop = asyncio.get_running_loop()
     done = loop.create_future()
 
@@ -35,6 +41,10 @@ async def wait_status(status: Any) -> BaseException | None:
 
     status.add_callback(_finished)
     await done
+    return _exception_of(status)
+
+
+def _exception_of(status: Any) -> BaseException | None:
     try:
         return status.exception()
     except Exception as exc:  # noqa: BLE001 - a status that cannot say is a failure
@@ -66,6 +76,7 @@ class Bridge:
 
     def __init__(self) -> None:
         self.loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
         self._links: list[_Link] = []
         self._tasks: set[asyncio.Task] = set()
 
@@ -74,6 +85,7 @@ class Bridge:
 
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         for link in self._links:
             link.cid = link.signal.subscribe(lambda *a, _l=link, **k: self._changed(_l), run=False)
         await self.sync()
@@ -90,7 +102,10 @@ class Bridge:
         if loop is None or loop.is_closed():
             return
         try:
-            loop.call_soon_threadsafe(self._schedule, link)
+            if threading.get_ident() == self._loop_thread:  # an action run by the IOC itself
+                loop.call_soon(self._schedule, link)
+            else:
+                loop.call_soon_threadsafe(self._schedule, link)
         except RuntimeError:  # the loop closed meanwhile (IOC stopping)
             pass
 

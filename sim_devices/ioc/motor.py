@@ -180,10 +180,29 @@ class MotorAxisIOC(PVGroup):
             return SkipWrite
         await instance.write(target, verify_value=False)
         await self._post_drive(target)
+        if self._instant(target):
+            # Nothing moves and the move takes no time: the whole motion (DMOV 0 ... DMOV 1)
+            # runs here, without a task and a loop round trip between DMOV 0 and DMOV 1 (the
+            # same sequence of posts; it leaves in one burst). Nothing can interleave: an
+            # instant motion never awaits anything that suspends.
+            self._target = target
+            self._stop_requested = False
+            await f.done_moving_to_value.write(0)
+            await self._run_motion()
+            return SkipWrite
         motion = await self._command(target)
         # Put-completion (caput -c, pyepics wait=True, ophyd-async): when the motion is over.
         await asyncio.wait([motion])
         return SkipWrite
+
+    def _instant(self, target: float) -> bool:
+        """No motion in progress, not paused, and the move to ``target`` takes no time."""
+        if self._motion is not None and not self._motion.done():
+            return False
+        if self.sim.moving or self._spmg() == "Pause":
+            return False
+        distance = abs(target - float(self.sim.position))
+        return self.clock.delay(distance / float(self.sim.velocity.get())) <= 0
 
     async def _command(self, target: float) -> asyncio.Task:
         """Start a motion to ``target``, or retarget the one in progress (NTM: DMOV stays 0)."""

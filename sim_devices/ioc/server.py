@@ -498,21 +498,12 @@ LOW_LATENCY = {"CAPROTO_SERVER_HIGH_LOAD_TIMEOUT_SEC": ("HIGH_LOAD_TIMEOUT", 0.0
 
 
 def make_context(pvdb: dict, interfaces: list[str], port: int):
-    """A caproto asyncio server Context on ``interfaces`` and UDP ``port``, with TCP_NODELAY
-    on every client circuit (caproto leaves Nagle on: small responses then wait ~40 ms for
-    the client's delayed ACK, e.g. every DMOV of back-to-back motor moves)."""
-    import socket
+    """A caproto asyncio server Context on ``interfaces`` and UDP ``port``: monitors sent at
+    once, put-completion replies after the monitors posted before them, TCP_NODELAY on
+    every circuit (:mod:`sdl.sim_devices.ioc.ca_context`)."""
+    from sdl.sim_devices.ioc.ca_context import FastContext
 
-    from caproto.asyncio.server import Context
-
-    class _Context(Context):
-        async def tcp_handler(self, client, addr):
-            with contextlib.suppress(Exception):
-                sock = client.writer.get_extra_info("socket")
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            return await super().tcp_handler(client, addr)
-
-    ctx = _Context(pvdb, interfaces)
+    ctx = FastContext(pvdb, interfaces)
     ctx.ca_server_port = port
     return ctx
 
