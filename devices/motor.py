@@ -69,6 +69,17 @@ class EpicsMotor(ophyd.EpicsMotor):
     def __init__(self, *args: Any, **kwargs: Any):
         self._request_lock = threading.RLock()
         super().__init__(*args, **kwargs)
+        # The motor record's soft limits are .LLM/.HLM (VAL's control limits follow them).
+        # Stock ophyd re-reads VAL's control limits with a CA get when an .HLM/.LLM monitor
+        # arrives, and that get can return the limits from before the change (1 in ~6
+        # runs of test_epics_motor here); take them from the monitors themselves.
+        self.low_limit_travel.subscribe(self._soft_limits_from_monitors, run=False)
+        self.high_limit_travel.subscribe(self._soft_limits_from_monitors, run=False)
+
+    def _soft_limits_from_monitors(self, **kwargs: Any) -> None:
+        lo, hi = self.low_limit_travel.get(), self.high_limit_travel.get()
+        if lo is not None and hi is not None:
+            self.user_setpoint._metadata.update(lower_ctrl_limit=float(lo), upper_ctrl_limit=float(hi))
 
     @raise_if_disconnected
     def move(self, position: float, wait: bool = True, **kwargs: Any):
