@@ -57,6 +57,23 @@ def test_interval_widens_with_few_pairs_a_poor_fit_and_extrapolation():
     assert cascade(kappa=0.0).prediction(many, 0.5).upper == pytest.approx(c.prediction(many, 0.5).mean)
 
 
+def test_a_calibration_that_does_not_rank_samples_holds_none_back():
+    c = cascade()
+    flat = pairs([0.0, 0.1, 0.2, 0.3, 0.4], [0.01, 0.0, 0.02, 0.002, 0.005])  # all equally poor
+    p = c.prediction(flat, 0.35)
+    assert not p.informative and p.upper < 0.02  # the line alone would hold this sample back
+    assert c.promising(flat, 0.35)
+
+
+def test_a_reading_at_least_the_best_samples_goes_on():
+    c = cascade()
+    # mostly poor samples and one good one: the straight line underestimates the good end
+    hinge = pairs([0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6], [0.0, 0.01, 0.0, 0.01, 0.0, 0.05, 0.5])
+    p = c.prediction(hinge, 0.6)
+    assert p.informative and p.upper < 0.5
+    assert c.promising(hinge, 0.6) and not c.promising(hinge, 0.55)
+
+
 def test_spec_max_held_is_checked():
     from pydantic import ValidationError
 
@@ -65,12 +82,12 @@ def test_spec_max_held_is_checked():
 
 
 def test_a_calibration_misleading_from_the_start_does_not_hold_every_later_sample_back(store):
-    """Pairs fitted almost exactly by a falling line whose best is unbeatable: the model is sure
-    that no later sample can beat it. The gate still sends one in every max_held + 1 on, through
+    """Pairs fitted almost exactly by a line whose best is unbeatable (a cheap reading no sample
+    here reaches): the model is sure that no later sample can beat it. The gate still sends one in every max_held + 1 on, through
     the real engine and station workers, one sample at a time."""
     engine = Engine(store, lease_s=5.0)
     workers = [TaskWorker(store, name, lease_s=5.0, transit_seed=1) for name in STATIONS]
-    misleading = pairs([0.0, 0.25, 0.5, 0.75, 1.0], [1.0, 0.751, 0.499, 0.251, 0.0])
+    misleading = pairs([0.0, 0.375, 0.75, 1.125, 1.5], [0.001, 0.374, 0.751, 1.124, 1.501])
     space = make_instrument("sim-synth").space
     point = space.validate_point({"A": 0.5, "B": 0.3, "C": 0.2, "temperature": 600.0})
 

@@ -12,6 +12,14 @@ residual ``s``), and for a cheap reading outside the calibrated range. ``kappa``
 one-sided level of that bound, in normal quantiles (1.0: 84 %), turned into the Student-t
 quantile of the same level.
 
+The cascade's premise is that a higher cheap reading means a higher expensive value. The
+gate holds a sample back only where its pairs support that premise: while the fitted
+slope is not above zero at the same level (its lower bound ``a - t * s / sqrt(Sxx)`` is
+at most 0: e.g. every sample so far is equally poor, and the cheap reading varies with
+something else), the calibration cannot rank samples and every sample goes on; and a
+sample whose cheap reading is at least that of the best measured sample goes on (a
+straight line fitted mostly on poor samples underestimates the good end).
+
 A calibration can still be confidently wrong (its pairs are the samples it chose to
 send, so nothing held back ever corrects it). So the gate never holds more than
 ``max_held`` samples in a row: the next one goes on regardless, an exploratory send (at
@@ -65,6 +73,7 @@ class Prediction:
     mean: float
     upper: float
     pairs: int
+    informative: bool = False  # the fitted slope is above zero at the interval's level
 
 
 class Cascade:
@@ -108,7 +117,8 @@ class Cascade:
         s = float(np.sqrt(np.sum(resid**2) / (n - 2)))
         sxx = float(np.sum((x - x.mean()) ** 2))
         se = s * math.sqrt(1 + 1 / n + (cheap - float(x.mean())) ** 2 / sxx)
-        return Prediction(m, m + float(stats.t.ppf(level, n - 2)) * se, n)
+        t = float(stats.t.ppf(level, n - 2))
+        return Prediction(m, m + t * se, n, informative=bool(a - t * s / math.sqrt(sxx) > 0))
 
     def predict(self, observations: list, cheap: float) -> tuple[float, float]:
         """(mean, upper bound) of the expensive value for a cheap reading."""
@@ -126,10 +136,15 @@ class Cascade:
 
     def promising(self, observations: list, cheap: float) -> bool:
         """The model's own verdict (no exploration): could this sample beat the best measured?"""
-        _, y = self.pairs(observations)
+        x, y = self.pairs(observations)
         if len(y) < self.spec.warmup:
             return True
-        return self.prediction(observations, cheap).upper >= float(np.max(y))
+        p = self.prediction(observations, cheap)
+        if not p.informative:  # the pairs do not show that the cheap reading ranks samples
+            return True
+        if cheap >= float(x[int(np.argmax(y))]):  # reads at least as well as the best measured sample
+            return True
+        return p.upper >= float(np.max(y))
 
     def go(self, observations: list, cheap: float, held_in_a_row: int = 0) -> bool:
         """Send this sample on? Promising, or ``max_held`` samples were already held in a row."""
