@@ -108,8 +108,8 @@ def test_a_calibration_misleading_from_the_start_does_not_hold_every_later_sampl
             out.append(wf["result"]["gates"]["xrd"])
         return out
 
-    stalled = cascade(engine, max_held=None)  # the old gate: trusts its model forever
-    assert gates(stalled, 5, "C-stall") == [False] * 5
     c = cascade(engine)  # max_held 4
     assert gates(c, 10, "C-explore") == [False] * 4 + [True] + [False] * 4 + [True]
     assert (c.sent, c.held, c.explored) == (2, 8, 2)
+    stalled = cascade(engine, max_held=None)  # the old gate: trusts its model forever
+    assert gates(stalled, 5, "C-stall") == [False] * 5
