@@ -12,7 +12,9 @@ that does not reach it within its budget has no count, only a lower bound (its b
 experiments + 1): it is reported as not reached, and the comparison that counts is on
 the seeds where both arms reached the target. Both arms use the same agent, seed and
 workflow; without the cascade the gate always opens, so every sample goes to the
-beamline. ``--json FILE`` keeps the rows; ``--rows FILE`` summarises kept rows again.
+beamline. Each row carries the gate's counts (``sent``, ``held``, ``explored``: sent only
+because ``max_held`` samples were held in a row). ``--json FILE`` keeps the rows;
+``--rows FILE`` summarises kept rows again.
 """
 
 from __future__ import annotations
