@@ -83,15 +83,16 @@ def test_spec_max_held_is_checked():
 
 def test_a_calibration_misleading_from_the_start_does_not_hold_every_later_sample_back(store):
     """Pairs fitted almost exactly by a line whose best is unbeatable (a cheap reading no sample
-    here reaches): the model is sure that no later sample can beat it. The gate still sends one in every max_held + 1 on, through
-    the real engine and station workers, one sample at a time."""
+    here reaches): the model is sure that no later sample can beat it. The gate still sends one
+    in every max_held + 1 on, through the real engine and station workers, one at a time."""
     engine = Engine(store, lease_s=5.0)
     workers = [TaskWorker(store, name, lease_s=5.0, transit_seed=1) for name in STATIONS]
     misleading = pairs([0.0, 0.375, 0.75, 1.125, 1.5], [0.001, 0.374, 0.751, 1.124, 1.501])
     space = make_instrument("sim-synth").space
     point = space.validate_point({"A": 0.5, "B": 0.3, "C": 0.2, "temperature": 600.0})
 
-    def gates(c: Cascade, n: int, campaign: str) -> list[bool]:
+    def gates(gate, n: int, campaign: str) -> list[bool]:
+        """``gate()``: the cascade that decides each sample (the same one, or a new one each time)."""
         store.create_campaign(campaign, campaign, {"kind": "workflow"})
         out = []
         for _ in range(n):
@@ -99,7 +100,7 @@ def test_a_calibration_misleading_from_the_start_does_not_hold_every_later_sampl
             for _ in range(50):  # make, then uvvis: the gated xrd waits for the decision
                 if not any(w.run_once() for w in workers):
                     break
-            c.decide(None, campaign, misleading)
+            gate().decide(None, campaign, misleading)
             for _ in range(50):
                 if not any(w.run_once() for w in workers):
                     break
@@ -109,7 +110,9 @@ def test_a_calibration_misleading_from_the_start_does_not_hold_every_later_sampl
         return out
 
     c = cascade(engine)  # max_held 4
-    assert gates(c, 10, "C-explore") == [False] * 4 + [True] + [False] * 4 + [True]
+    assert gates(lambda: c, 10, "C-explore") == [False] * 4 + [True] + [False] * 4 + [True]
     assert (c.sent, c.held, c.explored) == (2, 8, 2)
+    # a runner restarted before every decision: the streak is read from the store
+    assert gates(lambda: cascade(engine), 5, "C-restart") == [False] * 4 + [True]
     stalled = cascade(engine, max_held=None)  # the old gate: trusts its model forever
-    assert gates(stalled, 5, "C-stall") == [False] * 5
+    assert gates(lambda: stalled, 5, "C-stall") == [False] * 5
