@@ -74,6 +74,18 @@ def test_a_reading_at_least_the_best_samples_goes_on():
     assert c.promising(hinge, 0.6) and not c.promising(hinge, 0.55)
 
 
+def test_the_agent_is_told_a_prediction_marked_as_one_within_the_measured_range():
+    c = cascade()
+    line = pairs([0.2, 0.4, 0.6, 0.8], [0.0, 0.2, 0.41, 0.6])
+    assert c.estimate(line, {"uvvis_score": 0.5, "fom": 0.33}) == (0.33, "measured")
+    v, source = c.estimate(line, {"uvvis_score": 0.5})
+    assert source == "predicted from uvvis_score" and v == pytest.approx(c.prediction(line, 0.5).mean)
+    # the line goes to -0.2 at 0.0: not told, as nothing measured is below 0.0
+    assert c.estimate(line, {"uvvis_score": 0.0}) == (0.0, "predicted from uvvis_score")
+    assert c.estimate(line, {"uvvis_score": 2.0})[0] == 0.6
+    assert c.estimate([], {"uvvis_score": 0.5}) == (None, "none")
+
+
 def test_spec_max_held_is_checked():
     from pydantic import ValidationError
 

@@ -30,7 +30,9 @@ read from the store (the gates of the campaign's workflows), so a resumed runner
 The first ``warmup`` samples all go on (the model needs pairs). The campaign's agent is
 told ``<objective>_est``: the expensive value where it was measured, else the cheap one
 calibrated by the model, marked as a prediction (the source is in the observation's
-``extra``), so it learns from every sample.
+``extra``), so it learns from every sample. A prediction is kept within the expensive
+values measured so far: the line is not extrapolated past what the calibration has
+seen (a poor sample's reading would otherwise tell the agent a figure of merit of -0.3).
 
 Config (``cascade`` in a workflow campaign spec)::
 
@@ -130,8 +132,9 @@ class Cascade:
             return values[self.spec.objective], "measured"
         if self.spec.cheap in values:
             m = self.prediction(observations, values[self.spec.cheap]).mean
-            if math.isfinite(m):
-                return m, f"predicted from {self.spec.cheap}"
+            if math.isfinite(m):  # no further than the measured values: the line is not extrapolated
+                _, y = self.pairs(observations)  # past what the calibration has seen (a fom of -0.3)
+                return float(np.clip(m, y.min(), y.max())), f"predicted from {self.spec.cheap}"
         return None, "none"
 
     def promising(self, observations: list, cheap: float) -> bool:
