@@ -122,11 +122,6 @@ class Cascade:
         t = float(stats.t.ppf(level, n - 2))
         return Prediction(m, m + t * se, n, informative=bool(a - t * s / math.sqrt(sxx) > 0))
 
-    def predict(self, observations: list, cheap: float) -> tuple[float, float]:
-        """(mean, upper bound) of the expensive value for a cheap reading."""
-        p = self.prediction(observations, cheap)
-        return p.mean, p.upper
-
     def estimate(self, observations: list, values: dict) -> tuple[float | None, str]:
         if self.spec.objective in values:
             return values[self.spec.objective], "measured"
@@ -148,12 +143,6 @@ class Cascade:
         if cheap >= float(x[int(np.argmax(y))]):  # reads at least as well as the best measured sample
             return True
         return p.upper >= float(np.max(y))
-
-    def go(self, observations: list, cheap: float, held_in_a_row: int = 0) -> bool:
-        """Send this sample on? Promising, or ``max_held`` samples were already held in a row."""
-        if self.promising(observations, cheap):
-            return True
-        return self.spec.max_held is not None and held_in_a_row >= self.spec.max_held
 
     # --------------------------------------------------------------- decisions
     def tell(self, observations: list) -> None:  # the model is refitted from the store at each decision
