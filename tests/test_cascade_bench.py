@@ -52,6 +52,12 @@ def test_one_seed_through_the_workflow_engine():
         else:
             assert r["samples"] == 6 and r["beamline_to_target"] == r["beamline_total"] + 1
     assert base["beamline_total"] == base["samples"]  # without the cascade every sample is measured there
+    for r in (base, casc):  # every sample's gate was decided once: sent (measured at the beamline) or held;
+        g = r["gate"]          # one more may be decided after the last observation (submitted as the campaign
+        #                        reached its target, it ends unrecorded when the runner stops)
+        assert r["samples"] <= g["sent"] + g["held"] <= r["samples"] + 1
+        assert r["beamline_total"] <= g["sent"] <= r["beamline_total"] + 1 and g["explored"] <= g["sent"]
+    assert base["gate"]["held"] == 0
     assert base["reached"]  # seed 0 reaches 0.4 x best within 6 samples: the stop at the target is exercised
     p = s["per_seed"][0]
     if casc["reached"]:

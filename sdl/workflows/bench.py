@@ -12,7 +12,9 @@ that does not reach it within its budget has no count, only a lower bound (its b
 experiments + 1): it is reported as not reached, and the comparison that counts is on
 the seeds where both arms reached the target. Both arms use the same agent, seed and
 workflow; without the cascade the gate always opens, so every sample goes to the
-beamline. ``--json FILE`` keeps the rows; ``--rows FILE`` summarises kept rows again.
+beamline. Each row carries the gate's counts (``sent``, ``held``, ``explored``: sent only
+because ``max_held`` samples were held in a row). ``--json FILE`` keeps the rows;
+``--rows FILE`` summarises kept rows again.
 """
 
 from __future__ import annotations
@@ -64,7 +66,8 @@ def campaign_spec(seed: int, cascade: bool, *, budget: int, agent: str) -> dict:
                   "workflow": cascade_workflow(transit={"seconds": 0}), "budget": budget,
                   "parallel": 1, "agent": agent, "seed": seed}
     if cascade:
-        spec["cascade"] = {"task": "xrd", "cheap": "uvvis_score", "objective": OBJECTIVE, "warmup": 4, "kappa": 1.0}
+        spec["cascade"] = {"task": "xrd", "cheap": "uvvis_score", "objective": OBJECTIVE, "warmup": 4, "kappa": 1.0,
+                           "max_held": 4}
     else:  # every sample goes to the beamline: the gate always opens (the model never has enough pairs)
         spec["cascade"] = {"task": "xrd", "cheap": "uvvis_score", "objective": OBJECTIVE, "warmup": 1000}
     return spec
@@ -81,8 +84,10 @@ def one(seed: int, cascade: bool, *, budget: int, target: float, agent: str, fol
     n, reached, total = beamline_runs_to_target(obs, target)
     row = store.campaign(cid)
     store.close()
+    c = runner.cascade
     return {"seed": seed, "cascade": cascade, "beamline_to_target": n, "reached": reached,
             "beamline_total": total, "samples": len(obs), "failed": sum(not o.ok for o in obs),
+            "gate": {"sent": c.sent, "held": c.held, "explored": c.explored} if c is not None else None,
             "status": row.status, "stopped": row.message, "seconds": round(time.time() - t0, 1)}
 
 
