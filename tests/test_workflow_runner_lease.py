@@ -91,3 +91,30 @@ def test_a_service_runner_stands_by_until_halted(store, campaign):
     th.join(10)
     assert out["status"] == "stopped"
     assert store.campaign(campaign).status != "failed"
+
+
+def test_an_ended_workflow_is_recorded_before_the_next_is_asked_for(store):
+    """A workflow that ends between the runner recording the ended ones and asking for the
+    next is recorded first (next step): the agent sees it, and a target it reached starts
+    nothing more (a second workflow used to be submitted in that gap)."""
+    from sdl.registry import make_agent
+    from sdl.workflows.worker import TaskWorker
+
+    cid = create_workflow_campaign(store, {"workflow": three_station_workflow(transit={"seconds": 0}),
+                                           "budget": 6, "parallel": 1, "agent": "random", "time_scale": 0,
+                                           "stopping": {"target": -1e9}})
+    runner = WorkflowCampaignRunner(store, cid, lease_s=30.0)
+    runner.agent = make_agent("random", runner.space, runner.objectives, seed=0)
+    assert runner.step() == "" and len(Engine(store).workflows(cid)) == 1
+    workers = [TaskWorker(store, n, lease_s=30.0) for n in ("sim-synth", "sim-beamline", "sim-uvvis")]
+    for _ in range(50):  # the first workflow runs to its end, the runner not looking
+        if not any(w.run_once() for w in workers) and Engine(store).workflows(cid)[0].status != "running":
+            break
+    assert Engine(store).workflows(cid)[0].status == "done"
+    record = runner._record_ended
+    runner._record_ended = lambda: None  # it ended just after this step recorded the ended ones
+    assert runner.step() == ""
+    assert len(Engine(store).workflows(cid)) == 1  # nothing asked for before it is recorded
+    runner._record_ended = record
+    assert runner.step().startswith("target")  # recorded: the target is reached, nothing more runs
+    assert len(Engine(store).workflows(cid)) == 1 and len(store.observations(cid)) == 1

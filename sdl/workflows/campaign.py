@@ -59,8 +59,8 @@ class WorkflowCampaignSpec(BaseModel):
     time_scale: float = Field(0.0, ge=0, le=10)
     instrument_options: dict[str, Any] = Field(default_factory=dict)
     proposal: str = ""
-    cascade: dict[str, Any] | None = Field(None, description="see sdl.workflows.cascade: {task, quantile, "
-                                           "warmup, score}")
+    cascade: dict[str, Any] | None = Field(None, description="cheap before expensive, see sdl.workflows.cascade: "
+                                           "{task, cheap, objective, warmup, kappa, max_held}")
 
     @field_validator("workflow")
     @classmethod
@@ -336,6 +336,10 @@ class WorkflowCampaignRunner:
 
     def _submit_new(self, n_obs: int) -> None:
         wfs = self.engine.workflows(self.campaign_id)
+        if self.agent is not None and any(w.status != "running" and w.suggestion_id not in self.told for w in wfs):
+            # one ended after this step recorded the ended ones: record it (next step) before
+            # asking again, so the agent sees it and a reached target submits nothing more
+            return
         with_wf = {w.suggestion_id for w in wfs}
         running = [w for w in wfs if w.status == "running"]
         orphans = [s for s in self.store.suggestions(self.campaign_id, status="pending") if s.id not in with_wf]
