@@ -46,9 +46,10 @@ def _running(store: Store, pid: int, instrument: str) -> str | None:
     return None
 
 
-def crash_loop(tmp_path, kills: int, budget: int, cluster=None) -> None:
+def crash_loop(tmp_path, kills: int, budget: int, cluster=None) -> dict[str, int]:
     """``kills`` times: kill -9 a station worker mid-task, or the campaign runner, or (with a
-    PostgreSQL ``cluster``) restart the database, in turn; then check the lab's state."""
+    PostgreSQL ``cluster``) restart the database, in turn; then check the lab's state.
+    Returns how many times each kind (station, ``runner``, ``database``) was killed."""
     url = cluster.create_database(f"wf{os.getpid()}{int(time.time())}") if cluster else sqlite_url(tmp_path / "lab.sqlite")
     store = Store(url)
     wf = three_station_workflow(transit={"seconds": 10}, max_attempts=8)
@@ -60,6 +61,7 @@ def crash_loop(tmp_path, kills: int, budget: int, cluster=None) -> None:
              for i, n in enumerate(STATIONS)}
     runner = _runner(url, cid, log)
     killed: list[str] = []
+    counts: dict[str, int] = {}
     try:
         for k in range(kills):
             victims = STATIONS + ("runner",) + (("database",) if cluster else ())
@@ -70,6 +72,7 @@ def crash_loop(tmp_path, kills: int, budget: int, cluster=None) -> None:
                     break
                 cluster.restart()
                 killed.append("database")
+                counts["database"] = counts.get("database", 0) + 1
                 continue
             if victim == "runner":
                 time.sleep(0.3)
@@ -77,6 +80,7 @@ def crash_loop(tmp_path, kills: int, budget: int, cluster=None) -> None:
                     break  # the campaign is done
                 runner.send_signal(signal.SIGKILL)
                 runner.wait()
+                counts["runner"] = counts.get("runner", 0) + 1
                 runner = _runner(url, cid, log)
                 continue
             deadline = time.monotonic() + 60
@@ -92,6 +96,7 @@ def crash_loop(tmp_path, kills: int, budget: int, cluster=None) -> None:
             os.kill(procs[victim].pid, signal.SIGKILL)
             procs[victim].wait()
             killed.append(task)
+            counts[victim] = counts.get(victim, 0) + 1
             procs[victim] = spawn_worker(url, victim, lease_s=LEASE, seed=10 + k, time_scale=TIME_SCALE, **quiet)
         try:
             rc = runner.wait(timeout=900)
@@ -116,6 +121,7 @@ def crash_loop(tmp_path, kills: int, budget: int, cluster=None) -> None:
             assert tasks[tid]["status"] == "done"
     assert sum(t["attempts"] > 1 for t in tasks.values()) >= min(1, len(killed))
     store.close()
+    return counts
 
 
 def test_kill_workers_and_runner_mid_task(tmp_path):
@@ -124,7 +130,10 @@ def test_kill_workers_and_runner_mid_task(tmp_path):
 
 @pytest.mark.slow
 def test_kill_workers_and_runner_20_times(tmp_path):
-    crash_loop(tmp_path, kills=20, budget=12)
+    """Each station's worker and the runner killed 20 times (in turn), on SQLite."""
+    counts = crash_loop(tmp_path, kills=20 * 4, budget=60)
+    print("kills:", counts)
+    assert counts == {**{n: 20 for n in STATIONS}, "runner": 20}, counts
 
 
 @pytest.fixture
@@ -143,7 +152,10 @@ def test_kill_workers_runner_and_restart_postgres(tmp_path, cluster):
 
 @pytest.mark.slow
 def test_kill_workers_runner_and_restart_postgres_20_times(tmp_path, cluster):
-    crash_loop(tmp_path, kills=25, budget=12, cluster=cluster)
+    """Each station's worker, the runner and the database: 20 times each (in turn)."""
+    counts = crash_loop(tmp_path, kills=20 * 5, budget=60, cluster=cluster)
+    print("kills:", counts)
+    assert counts == {**{n: 20 for n in STATIONS}, "runner": 20, "database": 20}, counts
 
 
 def test_cli_runs_a_three_station_campaign_to_its_budget_with_worker_processes(tmp_path):
