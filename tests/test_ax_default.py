@@ -111,3 +111,19 @@ def test_sdl_bench_pool_runs_ax_default(tmp_path):
     saved = json.loads((tmp_path / "out" / "bench.json").read_text())
     runs = {r["agent"]: r for r in saved["runs"]}
     assert set(runs) == {"ax-default", "random"} and len(runs["ax-default"]["curve"]) == 7
+
+
+def test_aggregate_checks_bo_against_the_baselines():
+    from sdl.bench import CurveResult
+    from sdl.bench_stats import aggregate
+
+    scores = {"bo": 0.8, "gp-ei": 0.6, "random": 0.2, "ax-default": 0.7}
+    res = [CurveResult(a, p, s, [v + 0.01 * s] * 3, 1.0) for p in ("x", "y") for s in range(8)
+           for a, v in scores.items()]
+    res += [CurveResult("ax-default", "z", s, [0.9] * 3, 1.0) for s in range(8)]  # only ax-default ran z
+    res += [CurveResult("bo", "z2", s, [0.1 + 0.01 * s] * 3, 1.0) for s in range(8)]
+    res += [CurveResult("ax-default", "z2", s, [0.5 + 0.01 * s] * 3, 1.0) for s in range(8)]
+    check = aggregate(res, [3])["3"]["bo_vs_baselines"]
+    assert check["vs"]["ax-default"]["win"] == 2 and check["vs"]["ax-default"]["losses_on"] == ["z2"]
+    assert not check["loses_to_none"] and check["missing"] == []
+    assert check["common"] == ["x", "y"] and check["mean_rank"]["bo"] == 1.0 and check["best_mean_rank"]
