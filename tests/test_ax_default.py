@@ -127,3 +127,13 @@ def test_aggregate_checks_bo_against_the_baselines():
     assert check["vs"]["ax-default"]["win"] == 2 and check["vs"]["ax-default"]["losses_on"] == ["z2"]
     assert not check["loses_to_none"] and check["missing"] == []
     assert check["common"] == ["x", "y"] and check["mean_rank"]["bo"] == 1.0 and check["best_mean_rank"]
+
+
+def test_the_tuned_ax_agent_still_refuses_a_pool(tmp_path):
+    from sdl.errors import InvalidInput
+
+    pool = PoolModel.from_csv(_continuous_csv(tmp_path / "c.csv"), objectives=["yield:max"])
+    with pytest.raises(InvalidInput, match="continuous space"):
+        make_agent("ax", pool.search_space(), list(pool.objectives))
+    with pytest.raises(InvalidInput, match="unknown option"):
+        make_agent("ax-default", pool.search_space(), list(pool.objectives), n_init=3)
