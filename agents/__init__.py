@@ -8,6 +8,8 @@ bo          the default: Ax Bayesian optimisation for one objective on continuou
             several objectives (what Ax cannot express there: an objective that is a
             parameter known exactly, a figure of merit modelled above its floor)
 ax          Ax's Bayesian optimisation always, several objectives included
+ax-default  Ax's own default generation strategy, untuned (baseline); on a pool each
+            candidate is measured at the nearest open row
 botorch     BoTorch GP + noisy log-EI, log-transform for heavy-tailed objectives
 gp-ei       a plain GP + expected-improvement loop (what users hand-write today)
 random      uniform random points (baseline)
@@ -60,6 +62,7 @@ def _lazy(module: str, cls: str) -> Callable[..., Agent]:
 AGENTS: dict[str, Callable[..., Agent]] = {
     "bo": _bo,
     "ax": _lazy("ax_agent", "AxAgent"),
+    "ax-default": _lazy("ax_pool", "AxDefaultAgent"),
     "botorch": _lazy("gp", "BoTorchAgent"),
     "gp-ei": _lazy("gp", "PlainGPAgent"),
     "random": _lazy("baselines", "RandomAgent"),

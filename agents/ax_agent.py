@@ -94,10 +94,12 @@ class AxAgent(AgentBase):
 
     name = "ax"
     option_names = ("n_init", "outcome_constraints", "reference_point", "ax_default", "num_restarts", "raw_samples")
+    #: Whether the class maps Ax's points onto a pool (``sdl.agents.ax_pool``); this one does not.
+    handles_pool = False
 
     def __init__(self, space, objectives, seed: int = 0, **options):
         super().__init__(space, objectives, seed, **options)
-        if space.pool is not None:
+        if space.pool is not None and not self.handles_pool:
             raise InvalidInput("space", "the Ax agent needs a continuous space; pools use the BoTorch agent")
         # Ax parameter and metric names: safe identifiers, mapped back on the way out.
         self._pname = {p.name: f"x{i}" for i, p in enumerate(space.parameters)}

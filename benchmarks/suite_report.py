@@ -4,6 +4,11 @@ Wilcoxon wins/ties/losses).
 
     python benchmarks/suite_report.py /tmp/suite/s0/bench.json /tmp/suite/s1/bench.json --at 30,50
     python benchmarks/suite_report.py ... --split   # the held-out halves (every other problem)
+    python benchmarks/suite_report.py out/runs.jsonl other/bench.json   # a run still going, joined
+
+A campaign (agent, problem, seed) found in several files is taken from the first. The
+aggregate ends with ``bo`` against the baselines (random, gp-ei, ax-default): wins/ties/
+losses, best mean rank, and whether it loses to any baseline on any problem.
 """
 
 from __future__ import annotations
@@ -18,10 +23,17 @@ from sdl.bench import CurveResult
 from sdl.bench_stats import aggregate, print_aggregate
 
 
+def _runs(path: str) -> list[dict]:
+    """The campaigns of a ``bench.json`` or of a ``runs.jsonl`` (one per line, written as they end)."""
+    if path.endswith(".jsonl"):
+        return [json.loads(line) for line in open(path) if line.strip()]
+    return json.load(open(path))["runs"]
+
+
 def load(paths: list[str]) -> list[CurveResult]:
     out, seen = [], set()
     for p in paths:
-        for r in json.load(open(p))["runs"]:
+        for r in _runs(p):
             key = (r["agent"], r["problem"], r["seed"])
             if key not in seen:
                 seen.add(key)

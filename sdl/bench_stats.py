@@ -20,6 +20,10 @@ import numpy as np
 #: Significance level of the paired test.
 ALPHA = 0.05
 
+#: The baselines the default agent must not lose to anywhere (issue 18): random search, a
+#: hand-written GP-EI loop and Ax's own default generation strategy (``ax-default``).
+BASELINES = ("random", "gp-ei", "ax-default")
+
 
 def _better_sign(metric: str) -> float:
     return -1.0 if metric == "simple regret" else 1.0
@@ -77,7 +81,31 @@ def aggregate(results, at: Sequence[int], alpha: float = ALPHA) -> dict:
         mean_rank = {a: float(np.mean([ranks[p][a] for p in ranks if a in ranks[p]])) for a in agents
                      if any(a in ranks[p] for p in ranks)}
         out[str(n)] = {"mean_rank": mean_rank, "ranks": ranks, "vs": vs, "problems": len(ranks)}
+        if "bo" in vs:
+            out[str(n)]["bo_vs_baselines"] = against_baselines(out[str(n)])
     return out
+
+
+def against_baselines(part: dict, agent: str = "bo", baselines: Sequence[str] = BASELINES) -> dict:
+    """The acceptance check of one ``aggregate(...)[n]``: ``agent``'s wins/ties/losses against
+    each baseline that was run, whether it loses (significantly) to any baseline on any
+    problem, and its mean rank against those baselines over the problems where all of them
+    ran (``common``; a rank over different sets of problems would compare nothing)."""
+    vs = {b: part["vs"][agent][b] for b in baselines if b in part["vs"].get(agent, {})}
+    group = [agent, *vs]
+    common = sorted(p for p, r in part["ranks"].items() if all(a in r for a in group))
+    from scipy.stats import rankdata
+
+    # re-rank within the group (other agents run on those problems do not move the ranks)
+    mean = {a: 0.0 for a in group}
+    for p in common:
+        r = rankdata([part["ranks"][p][a] for a in group], method="average")
+        for a, v in zip(group, r):
+            mean[a] += float(v) / len(common)
+    return {"vs": vs, "common": common, "mean_rank": mean if common else {},
+            "best_mean_rank": bool(common) and mean[agent] == min(mean.values()),
+            "loses_to_none": all(v["loss"] == 0 for v in vs.values()),
+            "missing": [b for b in baselines if b not in vs]}
 
 
 def print_aggregate(agg: dict, console) -> None:
@@ -106,3 +134,12 @@ def print_aggregate(agg: dict, console) -> None:
             for b in agents:
                 if a != b and part["vs"][a][b]["losses_on"]:
                     console.print(f"  {a} loses to {b} at {n} on: {', '.join(part['vs'][a][b]['losses_on'])}")
+        check = part.get("bo_vs_baselines")
+        if check and check["vs"]:
+            cells = ", ".join(f"{b} {v['win']}/{v['tie']}/{v['loss']}" for b, v in check["vs"].items())
+            ranks = ", ".join(f"{a} {v:.2f}" for a, v in check["mean_rank"].items())
+            console.print(f"  bo against the baselines at {n} (W/T/L): {cells}; mean rank over the "
+                          f"{len(check['common'])} problems all of them ran: {ranks} (best: "
+                          f"{'yes' if check['best_mean_rank'] else 'no'}); loses to none: "
+                          f"{'yes' if check['loses_to_none'] else 'no'}"
+                          + (f"; not run: {', '.join(check['missing'])}" if check["missing"] else ""))
