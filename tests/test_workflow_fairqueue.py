@@ -67,14 +67,21 @@ def serve(disp: Dispatcher, eng: Engine, n: int) -> list[tuple[str, str]]:
     return order
 
 
-def test_experiments_and_workflow_tasks_share_one_fair_queue(lab):
+def competing(lab, n: int, **workflow) -> tuple[str, str]:
+    """Two proposals on one station: A with ``n`` plain experiments, B with ``n`` workflows."""
     db, disp, eng = lab
     disp.ensure_instrument(STATION)
     a, b = proposal(db), proposal(db)
-    for _ in range(4):
+    for _ in range(n):
         experiment(db, a)
-    for _ in range(4):
-        eng.submit(three_station_workflow(), POINT, proposal_id=b)
+    for _ in range(n):
+        eng.submit(three_station_workflow(**workflow), POINT, proposal_id=b)
+    return a, b
+
+
+def test_experiments_and_workflow_tasks_share_one_fair_queue(lab):
+    db, disp, eng = lab
+    a, b = competing(lab, 4)
     # least used first: A waited longest, then they take turns (ties go to the one served longest ago)
     order = serve(disp, eng, 8)
     assert order == [(a, "experiment"), (b, "task")] * 4
@@ -278,12 +285,7 @@ def test_concurrent_claimers_of_both_kinds_never_take_one_unit_twice(lab):
     from sdl.workflows.tables import TaskRow
 
     db, disp, eng = lab
-    disp.ensure_instrument(STATION)
-    a, b = proposal(db), proposal(db)
-    for _ in range(8):
-        experiment(db, a)
-    for _ in range(8):
-        eng.submit(three_station_workflow(hotel_capacity=16), POINT, proposal_id=b)
+    a, b = competing(lab, 8, hotel_capacity=16)
     taken: list[str] = []
     errors: list[BaseException] = []
     deadline = time.monotonic() + 60
