@@ -112,7 +112,7 @@ def usage(s, proposal_ids: list[str]) -> dict[str, tuple[int, float]]:
         select(UsageRow.proposal_id, func.sum(UsageRow.seconds)).where(UsageRow.proposal_id.in_(proposal_ids))
         .group_by(UsageRow.proposal_id)
     ).all())
-    from sdl.workflows.fairqueue import counted_tasks  # workflow tasks count like experiments
+    from sdl.workflows.counting import counted_tasks  # workflow tasks count like experiments
 
     for p, n in counted_tasks(s, proposal_ids).items():
         counts[p] = counts.get(p, 0) + n

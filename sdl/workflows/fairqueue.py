@@ -23,7 +23,7 @@ Both claimers go through this module, so the instrument has one queue:
   experiment runs on it (live lease) and no plain experiment while a workflow task holds
   the device (``device:NAME`` in ``wf_locks``);
 - a workflow task counts against its proposal's experiment allocation like a submission
-  (:func:`counted_tasks`, added to :func:`sdl.service.scheduler.usage`): from its
+  (:func:`sdl.workflows.counting.counted_tasks`, added to :func:`sdl.service.scheduler.usage`): from its
   submission until it ends, or until it is withdrawn without having run (cancelled, a
   gate not passed, a sample lost); a workflow that would go over the allocation is
   refused (:func:`check_allocation`).
@@ -40,10 +40,6 @@ from sqlalchemy.orm import Session
 
 from sdl.service.errors import Conflict
 from sdl.workflows.tables import LockRow, SampleRow, TaskRow, WorkflowRow
-
-#: task states that count against an experiment allocation whatever the attempts
-PENDING = ("waiting", "ready", "running")
-
 
 class AllocationSpent(Conflict):
     """The proposal's experiment allocation has no room for the workflow's tasks (HTTP 409)."""
@@ -193,18 +189,6 @@ def _aware(t: dt.datetime | None) -> dt.datetime:
 
 
 # ----------------------------------------------------------------- allocation
-def counted_tasks(s: Session, proposal_ids: list[str]) -> dict[str, int]:
-    """Workflow tasks that count against each proposal's experiment allocation: those still
-    to run (waiting, ready, running) and those that ran (at least one attempt)."""
-    if not proposal_ids:
-        return {}
-    return dict(s.execute(
-        select(TaskRow.proposal_id, func.count()).where(
-            TaskRow.proposal_id.in_(proposal_ids), TaskRow.instrument != "",
-            or_(TaskRow.status.in_(PENDING), TaskRow.attempts > 0))
-        .group_by(TaskRow.proposal_id)).all())
-
-
 def check_allocation(s: Session, proposal_id: str, n_tasks: int) -> None:
     """Refuse a workflow of ``n_tasks`` instrument tasks its service proposal has no room for
     (the proposal's experiment allocation counts experiments and workflow tasks alike)."""
