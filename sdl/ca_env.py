@@ -79,3 +79,21 @@ def unique_prefix(tag: str = "T") -> str:
     global _prefix_counter
     _prefix_counter += 1
     return f"SDL{tag}{os.getpid()}x{_prefix_counter}:"
+
+
+def stop_ca_callbacks() -> None:
+    """Stop ophyd's Channel Access callback threads now, before the interpreter exits.
+
+    At exit pyepics finalises libca (an ``atexit`` hook registered when libca started,
+    which is after ophyd was imported, so it runs *before* ophyd's own clean-up): a
+    metadata thread ophyd started for a PV that just connected may still be inside a CA
+    call then, and the process can die with SIGSEGV after its work is done (seen with
+    ``sdl instruments show`` on a TOML profile of EPICS devices). A no-op when ophyd's
+    pyepics layer was never used."""
+    import sys
+
+    shim = sys.modules.get("ophyd._pyepics_shim")
+    dispatcher = getattr(shim, "_dispatcher", None)
+    if dispatcher is not None and dispatcher.is_alive():
+        dispatcher.stop()
+        shim._dispatcher = None  # ophyd's own clean-up at exit then has nothing to do

@@ -141,7 +141,14 @@ def test_dedicated_fraction(lab: Lab, sci):
     _wait_idle(sci, "pool:agnp")
     ran = _ran_order([(staff, pd["id"]), (guest, ps["id"])], "pool:agnp")
     assert 1 <= ran[:8].count(pd["id"]) <= 3
-    shares = lab.admin.get("/api/usage/shares")["pool:agnp"]
+    # the queue empties when the last experiment starts; its usage is written when it ends
+    deadline = time.monotonic() + 30
+    while True:
+        shares = lab.admin.get("/api/usage/shares")["pool:agnp"]
+        done = shares["dedicated_experiments"] + shares["shared_experiments"]
+        if done >= 16 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert shares["dedicated_experiments"] == 8 and shares["shared_experiments"] == 8
     assert shares["dedicated_fraction_target"] == 0.25
 

@@ -42,7 +42,9 @@ def mini_beamline(tmp_path):
     try:
         put = [sys.executable, "-m", "caproto.commandline.put", "--timeout", "2", f"{prefix}ph:vel", "100000"]
         for _ in range(60):  # fast moves (the default 1 mm/s would take a minute per point)
-            if subprocess.run(put, env=env, capture_output=True).returncode == 0:
+            # not captured: a CA repeater the put may start inherits its output and outlives it
+            if subprocess.run(put, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              timeout=30).returncode == 0:
                 break
             time.sleep(0.25)
         else:
@@ -61,6 +63,9 @@ def test_toml_profile_against_caproto_mini_beamline_beats_random(mini_beamline, 
     out = subprocess.run(SDL + ["instruments", "show", "pinhole", "--json", "--profile", str(profile)], env=env,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
+    # ophyd's CA callback threads are stopped before libca is finalised at exit (a metadata
+    # thread still in a CA call there printed a traceback, and now and then crashed the process)
+    assert "Traceback" not in out.stderr, out.stderr[-3000:]
     assert '"x-units": "mm"' in out.stdout and f"profile {profile}" in out.stdout
     budget = 10
     out = subprocess.run(SDL + ["campaign", "run", "--profile", str(profile), "--instrument", "pinhole", "--agent",
