@@ -108,6 +108,10 @@ class SimMotor(Device, PositionerBase):
             if self._motion is not None:
                 self._end_motion(self._current_position())
             status = super().move(float(position), moved_cb=moved_cb, timeout=timeout)
+            # Not a repeat of the lines above: super().move fails the superseded move's
+            # status, whose callbacks run in this thread (an ophyd Status without a timeout)
+            # and may start a move themselves (the lock is re-entrant). That nested move's
+            # timer must not finish this one.
             self._cancel_timer()
             self._move_id += 1
             move_id = self._move_id
