@@ -29,7 +29,6 @@ counting noise at 1 s, from a calibration: 0.011 at the simulated lab's optimum)
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 import numpy as np
 import torch
@@ -45,8 +44,6 @@ class ExposureOption(BaseModel):
     noise_sd_at_1s: float = Field(0.011, gt=0)
     overhead_s: float = Field(0.0, ge=0)
     default_s: float = Field(1.0, gt=0)
-    rule: Literal["kg", "variance"] = "variance"
-    start_s: float | None = Field(None, gt=0)
 
 
 def check_exposure_option(value) -> ExposureOption:
@@ -62,33 +59,13 @@ def check_exposure_option(value) -> ExposureOption:
     return opt
 
 
-def best_exposure(sigma2: float, opt: ExposureOption, mean: float | None = None, best: float | None = None) -> float:
-    """The choice with the most value per second of beamtime (module docstring): rule
-    "variance", the posterior variance removed at the point; rule "kg" (needs ``mean`` and
-    ``best``, in the objective's units, larger is better), the knowledge gradient at the
-    point, the expected rise of the best posterior mean that one measurement brings."""
-    def removed(t: float) -> float:
+def best_exposure(sigma2: float, opt: ExposureOption) -> float:
+    """The choice with the most posterior variance removed per second (module docstring)."""
+    def gain(t: float) -> float:
         tau2 = opt.noise_sd_at_1s**2 / t
-        return sigma2**2 / (sigma2 + tau2)
-
-    if opt.rule == "kg" and mean is not None and best is not None:
-        def gain(t: float) -> float:
-            s = math.sqrt(max(removed(t), 1e-300))  # sd of the posterior mean's move at the point
-            z = (mean - best) / s
-            return (s * _pdf(z) + (mean - best) * _cdf(z)) / (t + opt.overhead_s)
-    else:
-        def gain(t: float) -> float:
-            return removed(t) / (t + opt.overhead_s)
+        return sigma2**2 / (sigma2 + tau2) / (t + opt.overhead_s)
 
     return max(sorted(opt.choices), key=gain)
-
-
-def _pdf(z: float) -> float:
-    return math.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
-
-
-def _cdf(z: float) -> float:
-    return 0.5 * math.erfc(-z / math.sqrt(2))
 
 
 def fixed_noise_gp(X: np.ndarray, y: np.ndarray, yvar: np.ndarray, seed: int):

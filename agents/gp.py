@@ -411,7 +411,7 @@ class BoTorchAgent(AgentBase):
             with torch.no_grad():
                 post = model.posterior(torch.as_tensor(np.asarray(key)).reshape(1, -1))
                 mu, var = float(post.mean), float(post.variance.clamp_min(0))
-            exposure = best_exposure(var, opt, mean=mu, best=best)
+            exposure = best_exposure(var, opt)
             prov = Provenance(
                 agent=self.name, model="SingleTaskGP with each value's noise from its exposure",
                 acquisition="LogEI" if pending is None else "qLogNoisyEI", acquisition_value=acq,
@@ -642,8 +642,7 @@ class BoTorchAgent(AgentBase):
         why = Provenance(agent=self.name, reason=f"initial random design ({n_init} points before the model)")
         if getattr(self, "_exposure", None) is not None:  # the middle exposure until a model says otherwise
             choices = sorted(self._exposure.choices)
-            start = self._exposure.start_s or choices[len(choices) // 2]
-            why = Provenance(**why.model_dump(), exposure=start)
+            why = Provenance(**why.model_dump(), exposure=choices[len(choices) // 2])
         if self.is_pool:
             picks = rng.choice(self.open_candidates(), size=n, replace=False)
             return [(dict(self.space.pool[int(i)]), why) for i in picks]

@@ -35,8 +35,7 @@ def measure(model, params, x, temperature, exposure, rng):
     return float(target_phase_fom_batch(model.two_theta, counts[None].astype(float), params)[0])
 
 
-def campaign(choices: list[float], seed: int, budget: int, target: float, overhead: float, n_start: int = 5,
-             rule: str = "variance", start_s: float | None = None) -> dict:
+def campaign(choices: list[float], seed: int, budget: int, target: float, overhead: float, n_start: int = 5) -> dict:
     import torch
 
     torch.set_num_threads(1)
@@ -50,8 +49,7 @@ def campaign(choices: list[float], seed: int, budget: int, target: float, overhe
     optimum = model.optimum()["fom"]
     space = model.search_space()
     agent = make_agent("bo", space, [Objective(name="fom")], seed=seed,
-                       exposure={"choices": choices, "overhead_s": overhead, "noise_sd_at_1s": 0.011, "rule": rule,
-                                 "start_s": start_s if len(choices) > 1 else None})
+                       exposure={"choices": choices, "overhead_s": overhead, "noise_sd_at_1s": 0.011})
     rng = np.random.default_rng([seed, 11])
     names = list(model.precursors)
     beamtime, best_measured, reached_at, exposures = 0.0, -np.inf, None, []
@@ -81,38 +79,32 @@ def main() -> None:
     ap.add_argument("--target", type=float, default=0.95)
     ap.add_argument("--overhead", type=float, default=0.1, help="beamtime per point besides the exposure (s)")
     ap.add_argument("--fixed", default=",".join(map(str, CHOICES)), help="fixed exposures to compare")
-    ap.add_argument("--rules", default="variance", help="the adaptive variants: comma-separated rules (variance, kg)")
-    ap.add_argument("--start", type=float, default=None, help="the adaptive variants' exposure of the random starts "
-                    "(default: the middle choice)")
     ap.add_argument("--workers", type=int, default=1, help="campaigns run in parallel (processes)")
     ap.add_argument("--out", default="")
     a = ap.parse_args()
-    variants = [(f"adaptive {r}", CHOICES, r) for r in a.rules.split(",") if r] + [
-        (f"fixed {float(t):g} s", [float(t)], "variance") for t in a.fixed.split(",") if t]
-    jobs = [(label, choices, rule, s) for s in range(a.first_seed, a.first_seed + a.seeds)
-            for label, choices, rule in variants]
+    variants = [("adaptive", CHOICES)] + [(f"fixed {float(t):g} s", [float(t)]) for t in a.fixed.split(",") if t]
+    jobs = [(label, choices, s) for s in range(a.first_seed, a.first_seed + a.seeds) for label, choices in variants]
     rows = []
     with ProcessPoolExecutor(a.workers) as pool:
-        futures = [pool.submit(campaign, choices, s, a.budget, a.target, a.overhead, rule=rule, start_s=a.start)
-                   for label, choices, rule, s in jobs]
-        for (label, _, _, s), fut in zip(jobs, futures):
+        futures = [pool.submit(campaign, choices, s, a.budget, a.target, a.overhead) for _, choices, s in jobs]
+        for (label, _, s), fut in zip(jobs, futures):
             r = fut.result()
             r["variant"] = label
             rows.append(r)
-            print(f"  {label:18s} seed {s}: reached {r['reached']}, beamtime {r['beamtime']:.2f} s, "
+            print(f"  {label:14s} seed {s}: reached {r['reached']}, beamtime {r['beamtime']:.2f} s, "
                   f"{r['seconds']:.0f} s", flush=True)
     print(f"exposure: {a.seeds} seeds from {a.first_seed}, up to {a.budget} experiments, target {a.target:g} x "
           f"optimum (reported point's truth), overhead {a.overhead:g} s per point")
-    print(f"{'variant':18s} {'reached':>8s} {'beamtime to target (median, s)':>31s} {'experiments (median)':>21s} "
+    print(f"{'variant':14s} {'reached':>8s} {'beamtime to target (median, s)':>31s} {'experiments (median)':>21s} "
           f"{'mean exposure':>14s} {'s/campaign':>10s}")
-    for label, _, _ in variants:
+    for label, _ in variants:
         rs = [r for r in rows if r["variant"] == label]
         bt = [r["reached"][1] if r["reached"] else np.inf for r in rs]
         ex = [r["reached"][0] if r["reached"] else np.inf for r in rs]
-        print(f"{label:18s} {sum(r['reached'] is not None for r in rs):5d}/{len(rs):<2d} {np.median(bt):31.3g} "
+        print(f"{label:14s} {sum(r['reached'] is not None for r in rs):5d}/{len(rs):<2d} {np.median(bt):31.3g} "
               f"{np.median(ex):21.3g} {np.mean([np.mean(r['exposures']) for r in rs]):14.3g} "
               f"{np.mean([r['seconds'] for r in rs]):10.1f}")
-    print_against_fixed(rows, [v[0] for v in variants])
+    print_against_fixed(rows, [label for label, _ in variants])
     if a.out:
         with open(a.out, "w") as fh:
             json.dump(rows, fh)

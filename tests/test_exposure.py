@@ -19,20 +19,8 @@ def test_short_exposure_where_the_model_knows_little_long_where_it_knows_much():
     assert best_exposure(0.003**2, ExposureOption(choices=[0.01, 0.1, 1.0], noise_sd_at_1s=0.01)) == 0.01
 
 
-def test_knowledge_gradient_rule_buys_precision_only_where_it_can_move_the_best():
-    opt = ExposureOption(choices=[0.01, 0.1, 1.0], noise_sd_at_1s=0.01, overhead_s=0.1, rule="kg")
-    assert best_exposure(0.3**2, opt, mean=0.5, best=0.5) == 0.01  # unsure: a noisy value moves it as much
-    # sure, at the incumbent: the variance rule takes 1 s; a value's worth to the best saturates
-    # sooner, so per second the exposure about the overhead wins
-    assert best_exposure(0.003**2, opt, mean=0.5, best=0.5) == 0.1
-    assert best_exposure(0.003**2, ExposureOption(**{**opt.model_dump(), "rule": "variance"}), 0.5, 0.5) == 1.0
-    # without a mean and best (a caller that has none) the kg rule falls back to the variance rule
-    assert best_exposure(0.003**2, opt) == 1.0
-
-
 def test_option_errors_name_the_field():
-    for bad in ({"choices": [-1.0]}, {"noise_sd_at_1s": 0}, {"colour": 1}, "long", {"rule": "greedy"},
-                {"start_s": 0}):
+    for bad in ({"choices": [-1.0]}, {"noise_sd_at_1s": 0}, {"colour": 1}, "long"):
         with pytest.raises(InvalidInput) as err:
             check_exposure_option(bad)
         assert err.value.field == "exposure"
