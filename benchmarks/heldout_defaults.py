@@ -75,11 +75,14 @@ def run_candidates(names, problems, seeds, budget, n_start, workers, runs_path, 
     return out
 
 
-def choose(results: list[CurveResult], half: list[str], at: int) -> tuple[str, dict]:
-    """The candidate with the best mean rank among the candidates on ``half`` (the default on a tie)."""
-    part = [r for r in results if r.agent in CANDIDATES and r.problem in half]
+def choose(results: list[CurveResult], names: list[str], half: list[str], at: int) -> tuple[str, dict]:
+    """The candidate with the best mean rank among ``names`` on ``half`` (the default on a tie).
+    Only candidates run on every pool of the half take part (a rank over fewer pools would
+    compare nothing)."""
+    ran = {n for n in names if all(any(r.agent == n and r.problem == p for r in results) for p in half)}
+    part = [r for r in results if r.agent in ran and r.problem in half]
     ranks = aggregate(part, [at])[str(at)]["mean_rank"]
-    best = min(CANDIDATES, key=lambda n: (ranks.get(n, float("inf")), n != "bo"))
+    best = min(ran, key=lambda n: (ranks.get(n, float("inf")), n != "bo", n))
     return best, ranks
 
 
@@ -116,7 +119,7 @@ def main() -> None:
     halves = (problems[0::2], problems[1::2])
     for n in at:
         for k, (pick_on, report_on) in enumerate((halves, halves[::-1])):
-            chosen, ranks = choose(uniq, list(pick_on), n)
+            chosen, ranks = choose(uniq, names, list(pick_on), n)
             console.print(f"\n[bold]at {n}: chosen on half {k + 1}[/] ({', '.join(pick_on)}): mean rank among "
                           f"the candidates " + ", ".join(f"{escape(c)} {ranks.get(c, float('nan')):.2f}" for c in names)
                           + f" -> [bold]{escape(chosen)}[/]")
