@@ -15,7 +15,9 @@ from ophyd import Device, EpicsSignal, EpicsSignalRO
 from ophyd.pv_positioner import PVPositionerIsClose
 from ophyd.status import DeviceStatus
 
-from sdl.devices.common import ArraySignalRO, CommandDevice, CommandSignal, _watchdog, finish_status
+from sdl.devices.common import (
+    ArraySignalRO, CommandDevice, CommandSignal, _watchdog, finish_status, on_monitor_thread, put_flushed,
+)
 from sdl.devices.motor import EpicsMotor
 from sdl.errors import DeviceFault, InvalidInput
 
@@ -63,14 +65,20 @@ class Shutter(Device):
             finish_status(status, DeviceFault(
                 self.name, f"did not report {target!r} within {timeout:g} s (reads {self.state.get()!r})"))
 
+        def put_done(**kwargs: Any) -> None:
+            # On ophyd's monitor thread, behind the STATE updates that arrived before the
+            # put completed (CA keeps a server's messages in order): the readback may
+            # already be there (a repeated command, or a fast shutter), with no get.
+            if self.state.get() == target:
+                finish_status(status)
+
         try:
             cmd = self.open_cmd if value == "open" else self.close_cmd
             with lock:
                 cid.append(self.state.subscribe(on_state, run=False))
-            cmd.put(1, wait=False)
-            # The readback may already be there (a repeated command, or a fast shutter).
-            if self.state.get(use_monitor=False) == target:
-                finish_status(status)
+            callback = on_monitor_thread(put_done)
+            if not put_flushed(cmd, 1, callback):
+                cmd.put(1, use_complete=True, callback=callback)
         except Exception as exc:  # noqa: BLE001 - disconnected
             finish_status(status, DeviceFault(self.name, f"channel access error: {exc}"))
         watchdog = _watchdog().after(timeout, expired)  # one shared thread, not a Timer per command

@@ -97,7 +97,7 @@ class CommandSignal(EpicsSignal):
             self._conclude_from_monitors(status, idles_before)
 
         try:
-            callback = _on_monitor_thread(put_done)
+            callback = on_monitor_thread(put_done)
             if not put_flushed(self, value, callback):
                 self.put(value, use_complete=True, callback=callback)
         except Exception as exc:  # noqa: BLE001 - refused or disconnected
@@ -172,7 +172,7 @@ def _busy_idles(device: Any) -> int:
     return int(getattr(device, "_busy_idles", 0))
 
 
-def _on_monitor_thread(callback: Any) -> Any:
+def on_monitor_thread(callback: Any) -> Any:
     """``callback`` wrapped to run on ophyd's monitor dispatcher thread (pyepics control layer),
     after the monitor callbacks that arrived before it; unchanged without a dispatcher."""
     try:

@@ -6,6 +6,7 @@ as the benchmark runs it):
 - a detector trigger, its read and a motor move make no CA get, and the puts no pyepics
   poll: commands conclude from monitors, the spectrum is monitored (without pyepics'
   repr() of each update), the motor's limit switches come from monitors, puts are flushed;
+- a shutter command concludes from its monitored STATE, also when it is already there;
 - a command whose put completes without a BUSY 1 -> 0 still concludes (by reading fresh).
 """
 
@@ -125,6 +126,23 @@ def test_trigger_read_and_move_make_no_get_and_no_poll(lab, monkeypatch):
     for f in frames:  # each read is one exposure: its spectrum and its total
         assert float(np.sum(f["detector_spectrum"]["value"])) == f["detector_total_counts"]["value"]
     assert len({f["detector_spectrum"]["value"].tobytes() for f in frames}) == 20
+
+
+def test_shutter_commands_make_no_get_and_conclude_when_repeated(lab, monkeypatch):
+    """Open, open again (the readback is already there: no monitor update will come), close,
+    close again: each Status finishes at once from the monitored STATE, with no CA get."""
+    shutter = lab.shutter
+    shutter.set("close").wait(5)
+    gets = CountGets(monkeypatch)
+    for what, reads in (("open", "open"), ("open", "open"), ("close", "closed"), ("close", "closed")) * 5:
+        t0 = time.monotonic()
+        shutter.set(what).wait(5)
+        assert time.monotonic() - t0 < 2.0  # not the watchdog's 10 s
+        assert shutter.state.get() == reads
+    assert gets.calls == []
+    assert gets.polls == 0  # the command puts are flushed too
+    monkeypatch.undo()
+    assert shutter.state.get(use_monitor=False) == "closed"
 
 
 def test_scan_events_hold_each_points_frame(lab):
