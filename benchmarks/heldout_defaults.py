@@ -29,7 +29,7 @@ from dataclasses import asdict, replace
 from rich.console import Console
 from rich.markup import escape
 
-from sdl.bench import CurveResult, _one_run
+from sdl.bench import CurveResult, run_one
 from sdl.bench_stats import BASELINES, against_baselines, aggregate, print_aggregate
 from sdl.pools import SUITE
 
@@ -52,7 +52,7 @@ def _load(paths: list[str]) -> list[CurveResult]:
 
 
 def _run_one(name: str, problem: str, seed: int, budget: int, n_start: int) -> CurveResult:
-    r = _one_run("bo", problem, seed, budget, n_start, CANDIDATES[name])
+    r = run_one("bo", problem, seed, budget, n_start, CANDIDATES[name])
     return replace(r, agent=name)
 
 

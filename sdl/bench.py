@@ -125,8 +125,11 @@ def is_pool_problem(problem) -> bool:
     return isinstance(problem, PoolSpec) or problem in SUITE
 
 
-def _one_run(agent: str, problem: str, seed: int, budget: int, n_start: int, options: dict,
-             batch_size: int = 1) -> CurveResult:
+def run_one(agent: str, problem: str, seed: int, budget: int, n_start: int, options: dict,
+            batch_size: int = 1) -> CurveResult:
+    """One campaign of ``agent`` (with ``options``) on ``problem`` (a pool or a function),
+    its score curve and time: the unit :func:`run_benchmark` spreads over processes, public
+    for studies that add their own bookkeeping (``benchmarks/heldout_defaults.py``)."""
     import torch
 
     torch.set_num_threads(1)  # one process per core; threads would only fight
@@ -146,10 +149,6 @@ def _one_run(agent: str, problem: str, seed: int, budget: int, n_start: int, opt
     run = run_function_campaign(agent, prob, seed, budget=budget, n_start=n_start, batch_size=batch_size, **options)
     return CurveResult(agent, problem, seed, run.scores, time.perf_counter() - t0, prob.metric, run.rounds,
                        batch_size)
-
-
-# kept under its old name: the first version benchmarked pools only
-_one_pool_run = _one_run
 
 
 def run_benchmark(
@@ -192,13 +191,13 @@ def run_benchmark(
     opts = agent_options or {}
     if workers == 1:
         for a, p, s, b in jobs:
-            r = _one_run(a, p, s, b, n_start, opts.get(a, {}), batch_size)
+            r = run_one(a, p, s, b, n_start, opts.get(a, {}), batch_size)
             out.append(r)
             if on_result:
                 on_result(r)
         return out
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as ex:
-        futs = [ex.submit(_one_run, a, p, s, b, n_start, opts.get(a, {}), batch_size) for a, p, s, b in jobs]
+        futs = [ex.submit(run_one, a, p, s, b, n_start, opts.get(a, {}), batch_size) for a, p, s, b in jobs]
         for f in as_completed(futs):
             r = f.result()
             out.append(r)
