@@ -19,6 +19,10 @@ Conformance kit
 reports failure) run on it; :func:`run_conformance` runs them all, and
 :func:`conformance_params` makes ``pytest.mark.parametrize`` arguments. See
 ``docs/adding-an-instrument.md``.
+
+Waiting
+-------
+:func:`wait_until` polls a condition with a deadline and says what never happened.
 """
 
 from __future__ import annotations
@@ -34,6 +38,42 @@ from sdl.instrument_check import assert_instrument_conforms, check_instrument  #
 
 # Channel Access on loopback lives in sdl.ca_env (production code uses it too); kept importable from here
 from sdl.ca_env import LOOPBACK, configure_loopback_ca, free_port, libca_started, unique_prefix  # noqa: F401
+
+
+# ====================================================================== waiting
+def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, *, interval: float = 0.02,
+               what: str | None = None, proc: Any = None) -> Any:
+    """Poll ``predicate()`` until it returns something truthy, and return that value.
+
+    Tests wait for what another thread or process does (a CA monitor, a worker, a server):
+    a bounded poll is neither flaky (a bare ``sleep``) nor a hang (an unbounded loop), and
+    on timeout the ``AssertionError`` names ``what`` was awaited (else the predicate's
+    name), for how long, and the last value seen. ``proc`` (a ``subprocess.Popen``) fails
+    the wait at once, with its exit code and output, if it exits first."""
+    label = what or getattr(predicate, "__qualname__", None) or repr(predicate)
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"waiting for {label}: process exited early ({proc.returncode}): "
+                                 f"{_process_output(proc)}")
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {label}; last value: {value!r}")
+        time.sleep(interval)
+
+
+def _process_output(proc: Any) -> str:
+    """What an exited process wrote to its pipes (text or bytes); '' when none were piped."""
+    import subprocess
+
+    try:
+        out, err = proc.communicate(timeout=5)
+    except (subprocess.TimeoutExpired, ValueError):  # a grandchild holds the pipe; or it was read and closed
+        return "(output not available)"
+    parts = [p.decode(errors="replace") if isinstance(p, bytes) else p for p in (out, err) if p]
+    return "\n".join(parts)
 
 
 # ====================================================================== conformance kit
