@@ -12,6 +12,7 @@ from sdl.campaign import CampaignRunner, CampaignSpec, create_campaign
 from sdl.client import ServiceError
 from sdl.errors import InvalidInput
 from sdl.service.testing import start_lab
+from sdl.testing import wait_until
 
 SPEC = {"instrument": "sim-xrd", "agent": "random", "budget": 2, "seed": 2, "approve_before_run": True}
 
@@ -24,22 +25,12 @@ def lab(tmp_path_factory):
     lab.server.stop()
 
 
-def _wait(cond, timeout=20.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        got = cond()
-        if got:
-            return got
-        time.sleep(0.05)
-    raise AssertionError("timed out")
-
-
 def test_suggestions_wait_for_a_members_approval(lab):
     alice, bob, eve = lab.user(), lab.user(), lab.user()
     prop = lab.proposal(alice, ["sim-xrd"], members=[bob])
     camp = alice.create_campaign(prop["id"], SPEC, start=True)
     cid = camp["id"]
-    first = _wait(lambda: alice.get(f"/api/campaigns/{cid}/suggestions"))[0]
+    first = wait_until(lambda: alice.get(f"/api/campaigns/{cid}/suggestions"), 20, interval=0.05, what="a suggestion")[0]
     time.sleep(1.5)  # the planner ticks every 0.5 s: it must not queue the unapproved point
     assert alice.experiments(campaign_id=cid) == [] and alice.campaign(cid)["experiments"] == 0
 
@@ -55,15 +46,17 @@ def test_suggestions_wait_for_a_members_approval(lab):
 
     out = bob.post(f"/api/campaigns/{cid}/suggestions/{first['id']}/approve", {"comment": "looks safe"})
     assert out["approved"]["by"] == bob.user["name"]
-    _wait(lambda: alice.campaign(cid)["experiments"] == 1)
+    wait_until(lambda: alice.campaign(cid)["experiments"] == 1, 20, interval=0.05, what="one experiment")
     with pytest.raises(ServiceError) as exc:  # done: nothing left to approve
         bob.post(f"/api/campaigns/{cid}/suggestions/{first['id']}/approve", {})
     assert exc.value.status == 409
 
     # the next one waits too; a veto makes the agent suggest again, which waits in turn
-    second = _wait(lambda: [s for s in alice.get(f"/api/campaigns/{cid}/suggestions") if s["status"] == "pending"])[0]
+    second = wait_until(lambda: [s for s in alice.get(f"/api/campaigns/{cid}/suggestions") if s["status"] == "pending"],
+                        20, interval=0.05, what="a pending suggestion")[0]
     alice.veto(cid, second["id"], "not that one")
-    third = _wait(lambda: [s for s in alice.get(f"/api/campaigns/{cid}/suggestions") if s["status"] == "pending"])[0]
+    third = wait_until(lambda: [s for s in alice.get(f"/api/campaigns/{cid}/suggestions") if s["status"] == "pending"],
+                       20, interval=0.05, what="a pending suggestion")[0]
     assert third["id"] != second["id"]
     time.sleep(1.0)
     assert alice.campaign(cid)["experiments"] == 1
@@ -78,7 +71,7 @@ def test_a_point_a_member_adds_runs_without_further_approval(lab):
     alice = lab.user()
     prop = lab.proposal(alice, ["sim-xrd"])
     cid = alice.create_campaign(prop["id"], {**SPEC, "budget": 1}, start=True)["id"]
-    _wait(lambda: alice.get(f"/api/campaigns/{cid}/suggestions"))
+    wait_until(lambda: alice.get(f"/api/campaigns/{cid}/suggestions"), 20, interval=0.05, what="a suggestion")
     alice.add_point(cid, {"A": 0.2, "B": 0.3, "C": 0.5, "temperature": 300.0}, "mine")
     final = alice.wait_campaign(cid, timeout=30)
     [obs] = final["observations"]

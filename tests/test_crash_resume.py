@@ -4,28 +4,16 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
 from sdl.database import scratch_store_url
 from sdl.store import Store
+from sdl.testing import wait_until
 
 
 def _sdl(*args):
     return [sys.executable, "-m", "sdl.cli", *args]
-
-
-def _wait_for(predicate, timeout=120.0, proc=None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        if proc is not None and proc.poll() is not None:
-            out = proc.stdout.read() if proc.stdout else ""
-            raise AssertionError(f"campaign process ended early ({proc.returncode}): {out}")
-        time.sleep(0.05)
-    raise AssertionError("timed out")
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
@@ -48,7 +36,7 @@ def test_killed_campaign_resumes_without_loss_or_repeats(tmp_path, sig):
             return False
         return len(obs) >= 2 and any(len(store.documents(r.uid)) >= 2 for r in running)
 
-    _wait_for(mid_run, proc=proc)
+    wait_until(mid_run, 120, interval=0.05, what="the campaign mid-run", proc=proc)
     before = store.observations(cid)
     proc.send_signal(sig)
     proc.wait(timeout=60)
