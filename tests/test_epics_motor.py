@@ -4,7 +4,7 @@ axis, reports DMOV, honours limits, stops on STOP. Real time (time scale 1) so m
 
 from __future__ import annotations
 
-from sdl.testing import configure_loopback_ca, unique_prefix
+from sdl.testing import configure_loopback_ca, unique_prefix, wait_until
 
 PORT = configure_loopback_ca()  # before ophyd/epics start libca
 
@@ -17,13 +17,6 @@ from sdl.devices.motor import EpicsMotor  # noqa: E402
 from sdl.sim_devices.ioc import serve_sim_lab  # noqa: E402
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def wait_until(predicate, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while not predicate() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return predicate()
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +52,7 @@ def test_move_reports_dmov_and_moves_the_sim_axis(ioc, stage_x):
 
 
 def test_soft_limits_refused_before_motion(ioc, stage_x):
-    assert wait_until(lambda: stage_x.limits == (-10.0, 10.0)), stage_x.limits
+    wait_until(lambda: stage_x.limits == (-10.0, 10.0), what="stage_x.limits == (-10.0, 10.0)")
     before = stage_x.position
     with pytest.raises(LimitError, match="outside of range"):
         stage_x.move(10.5, wait=False)
@@ -69,12 +62,12 @@ def test_soft_limits_refused_before_motion(ioc, stage_x):
     # narrowing HLM narrows what ophyd allows (VAL's control limits follow HLM/LLM)
     stage_x.high_limit_travel.set(5.0).wait(5)
     try:
-        assert wait_until(lambda: stage_x.limits == (-10.0, 5.0)), stage_x.limits
+        wait_until(lambda: stage_x.limits == (-10.0, 5.0), what="stage_x.limits == (-10.0, 5.0)")
         with pytest.raises(LimitError):
             stage_x.move(6.0, wait=False)
     finally:
         stage_x.high_limit_travel.set(10.0).wait(5)
-        assert wait_until(lambda: stage_x.limits == (-10.0, 10.0)), stage_x.limits
+        wait_until(lambda: stage_x.limits == (-10.0, 10.0), what="stage_x.limits == (-10.0, 10.0)")
 
 
 def test_stop_stops_where_it_is(ioc, stage_x):
@@ -85,10 +78,7 @@ def test_stop_stops_where_it_is(ioc, stage_x):
         time.sleep(0.4)
         assert stage_x.moving and stage_x.motor_done_move.get(use_monitor=False) == 0
         stage_x.stop()
-        deadline = time.monotonic() + 3
-        while not status.done and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert status.done
+        wait_until(lambda: status.done, 3, what="the stopped move's status to finish")
         assert stage_x.motor_done_move.get(use_monitor=False) == 1
         pos = stage_x.user_readback.get(use_monitor=False)
         assert 0.5 < pos < 7.0, pos

@@ -4,7 +4,6 @@ resume / abort of a running plan (a slowed-down instrument), restart of the serv
 
 from __future__ import annotations
 
-import time
 
 import httpx
 import pytest
@@ -12,6 +11,7 @@ import pytest
 from sdl.service.db import ItemRow
 from sdl.service.settings import InstrumentConfig
 from sdl.service.testing import Lab, collect_events, start_lab
+from sdl.testing import wait_until
 
 XRD = {"A": 0.3, "B": 0.45, "C": 0.25, "temperature": 420.0}
 SLOW = "pool:agnp"  # a run takes about a second here (time_scale 0.01)
@@ -73,27 +73,14 @@ def test_stream_campaign_events(lab: Lab, alice, prop):
     assert {e["campaign_id"] for e in events if e["type"] == "document"} == {camp["id"]}
 
 
-def _wait_status(client, item_id, status, timeout=20):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        it = client.experiment(item_id)
-        if it["status"] == status:
-            return it
-        time.sleep(0.02)
-    raise TimeoutError(f"{item_id} never {status}; last {it['status']}")
-
-
 def test_pause_resume_a_running_plan(lab: Lab, alice, prop, sci):
     point = alice.get(f"/api/instruments/{SLOW}/pool")[0]
     item = alice.submit(prop["id"], SLOW, point)
-    _wait_status(alice, item["id"], "running")
+    wait_until(lambda: alice.experiment(item["id"])["status"] == "running", 20, what=f"{item['id']} running")
     out = sci.pause(SLOW, immediate=True, reason="check the gripper")
     assert out["status"]["paused"] is True
     w = lab.service.workers[SLOW]
-    deadline = time.monotonic() + 10
-    while w.RE.state != "paused" and time.monotonic() < deadline:  # at the next checkpoint
-        time.sleep(0.02)
-    assert w.RE.state == "paused"
+    wait_until(lambda: w.RE.state == "paused", 10, what="the RunEngine paused")  # at the next checkpoint
     assert alice.instrument(SLOW)["status"]["state"] == "paused"
     assert alice.experiment(item["id"])["status"] == "running"
     sci.resume(SLOW)
@@ -108,7 +95,7 @@ def test_pause_resume_a_running_plan(lab: Lab, alice, prop, sci):
 def test_abort_running_and_paused(lab: Lab, alice, prop, sci):
     point = alice.get(f"/api/instruments/{SLOW}/pool")[1]
     item = alice.submit(prop["id"], SLOW, point)
-    _wait_status(alice, item["id"], "running")
+    wait_until(lambda: alice.experiment(item["id"])["status"] == "running", 20, what=f"{item['id']} running")
     out = sci.abort(item["id"], reason="wrong sample")
     assert out["status"] == "aborted" and out["redacted"]  # staff may abort, not read
     out = alice.experiment(item["id"])
@@ -119,15 +106,14 @@ def test_abort_running_and_paused(lab: Lab, alice, prop, sci):
         assert run["documents"][-1]["doc"]["exit_status"] == "abort"
     # abort while paused, through the instrument
     item2 = alice.submit(prop["id"], SLOW, point)
-    _wait_status(alice, item2["id"], "running")
+    wait_until(lambda: alice.experiment(item2["id"])["status"] == "running", 20, what=f"{item2['id']} running")
     sci.pause(SLOW, immediate=True)
     w = lab.service.workers[SLOW]
-    deadline = time.monotonic() + 10
-    while w.RE.state != "paused" and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_until(lambda: w.RE.state == "paused", 10, what="the RunEngine paused")
     r = sci.post(f"/api/instruments/{SLOW}/abort", {"reason": "operator"})
     assert r["aborted_item"] == item2["id"]
-    assert _wait_status(alice, item2["id"], "aborted")["error"] == "operator"
+    wait_until(lambda: alice.experiment(item2["id"])["status"] == "aborted", 20, what=f"{item2['id']} aborted")
+    assert alice.experiment(item2["id"])["error"] == "operator"
     sci.resume(SLOW)
     # the instrument works on
     again = alice.wait(alice.submit(prop["id"], "sim-xrd", XRD)["id"])
@@ -150,10 +136,8 @@ def test_restart_carries_on(tmp_path):
     camp = alice.create_campaign(prop["id"], {"instrument": "sim-xrd", "agent": "random", "budget": 12},
                                  start=True)
     slow = alice.submit(prop["id"], SLOW, point)
-    _wait_status(alice, slow["id"], "running")
-    deadline = time.monotonic() + 20
-    while alice.campaign(camp["id"])["experiments"] < 2 and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_until(lambda: alice.experiment(slow["id"])["status"] == "running", 20, what=f"{slow['id']} running")
+    wait_until(lambda: alice.campaign(camp["id"])["experiments"] >= 2, 20, what="two campaign experiments")
     assert alice.experiment(slow["id"])["status"] == "running", "the slow run ended before the stop: slow it down"
     lab.server.stop()  # graceful: the running plan is interrupted, not lost
     # a crash leaves an item 'running': make one
