@@ -57,7 +57,7 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, *, interval: 
         if value:
             return value
         if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"waiting for {label}: process exited early ({proc.returncode}): "
+            raise AssertionError(f"waiting for {label}: {proc.args!r} exited early ({proc.returncode}): "
                                  f"{_process_output(proc)}")
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout:g} s waiting for {label}; last value: {value!r}")
@@ -72,6 +72,8 @@ def _process_output(proc: Any) -> str:
         out, err = proc.communicate(timeout=5)
     except (subprocess.TimeoutExpired, ValueError):  # a grandchild holds the pipe; or it was read and closed
         return "(output not available)"
+    if proc.stdout is None and proc.stderr is None:
+        return "(output not piped)"
     parts = [p.decode(errors="replace") if isinstance(p, bytes) else p for p in (out, err) if p]
     return "\n".join(parts)
 

@@ -21,12 +21,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import typer
 from typer.testing import CliRunner
+
+from sdl.testing import wait_until
 
 yaml = pytest.importorskip("yaml")
 
@@ -252,14 +253,8 @@ def _healthy(svc: dict, env: dict, what: str, procs: dict, timeout: float = 120)
     test = svc["healthcheck"]["test"]
     argv = ["sh", "-c", test[1]] if test[0] == "CMD-SHELL" else test[1:]
     argv = [sys.executable if a == "python" else a for a in argv]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        proc = procs[what]
-        assert proc.poll() is None, f"{what} exited with {proc.returncode}: {(Path(proc.args[0]).name)}"
-        if subprocess.run(argv, env=env, capture_output=True, timeout=30).returncode == 0:
-            return
-        time.sleep(1)
-    raise AssertionError(f"{what} did not become healthy within {timeout} s")
+    wait_until(lambda: subprocess.run(argv, env=env, capture_output=True, timeout=30).returncode == 0, timeout,
+               interval=1, what=f"{what} to become healthy", proc=procs[what])
 
 
 @pytest.mark.slow
