@@ -12,7 +12,7 @@ as the benchmark runs it):
 
 from __future__ import annotations
 
-from sdl.testing import configure_loopback_ca, unique_prefix
+from sdl.testing import configure_loopback_ca, unique_prefix, wait_until
 
 PORT = configure_loopback_ca()  # before ophyd/epics start libca
 
@@ -81,9 +81,7 @@ def test_put_completion_reply_follows_the_monitors_before_it(ioc):
     acquire = epics.PV(p + "DET:ACQUIRE")
     for pv in (tc, bz, acquire):
         assert pv.wait_for_connection(5)
-    deadline = time.monotonic() + 5
-    while not (counts and busy) and time.monotonic() < deadline:  # the subscriptions' first values
-        time.sleep(0.01)
+    wait_until(lambda: counts and busy, 5, interval=0.01, what="the subscriptions' first values")
     at_reply: list[tuple[float, list[int]]] = []
     for _ in range(60):
         done = threading.Event()

@@ -19,6 +19,7 @@ from sdl.service.relay import MAX_PAYLOAD, encode
 from sdl.service.server import LiveServer
 from sdl.service.settings import InstrumentConfig
 from sdl.service.testing import Lab, collect_events, scratch_settings
+from sdl.testing import wait_until
 
 XRD = crashtest.XRD
 POOL = "pool:p3ht"
@@ -104,13 +105,12 @@ def test_two_worker_processes_share_one_fair_queue(facility):
         assert order == [A, B, A, B, A, B, A, A, A]
     finally:
         sci.resume(POOL)
-    items = []
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+
+    def all_done():
         items = (a.experiments(proposal_id=A, limit=50) + b.experiments(proposal_id=B, limit=50))
-        if all(x["status"] == "done" for x in items) and len(items) == 9:
-            break
-        time.sleep(0.2)
+        return items if all(x["status"] == "done" for x in items) and len(items) == 9 else None
+
+    items = wait_until(all_done, 60, interval=0.2, what="all nine experiments done")
     ran = [x["proposal_id"] for x in sorted(items, key=lambda x: x["started_at"])]
     assert ran == order  # claimed in the fair order, by two processes
     with main.service.db.read() as s:
@@ -128,9 +128,7 @@ def test_abort_reaches_a_worker_process(facility):
     sci = main.user("abort-sci", role="scientist")
     prop = main.proposal(alice, ["sim-xrd"])
     item = alice.submit(prop["id"], "sim-xrd", {**XRD, "exposure": 3000.0})  # 15 s at time scale 0.005
-    deadline = time.monotonic() + 30
-    while alice.experiment(item["id"])["status"] != "running" and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: alice.experiment(item["id"])["status"] == "running", 30, interval=0.05, what="the item running")
     out = sci.abort(item["id"], reason="wrong sample")
     assert out["status"] == "aborted"
     done = alice.experiment(item["id"])

@@ -3,7 +3,7 @@ CA client sees them: monitors of DMOV/MOVN/RBV/VAL in arrival order (pyepics).""
 
 from __future__ import annotations
 
-from sdl.testing import configure_loopback_ca, unique_prefix
+from sdl.testing import configure_loopback_ca, unique_prefix, wait_until
 
 PORT = configure_loopback_ca()  # before pyepics starts libca
 
@@ -54,13 +54,6 @@ class Recorder:
         return [v for f, v in events if f == field]
 
 
-def _dmov_1(pvs, timeout=10):
-    deadline = time.monotonic() + timeout
-    while pvs["DMOV"].get(use_monitor=False) != 1:
-        assert time.monotonic() < deadline, "DMOV did not return to 1"
-        time.sleep(0.01)
-
-
 def test_move_sequence_and_put_completion(rec):
     ioc, pvs = rec
     pvs["VAL"].put(0.0, wait=True)
@@ -98,7 +91,7 @@ def test_retarget_keeps_dmov_0_and_completes_once(rec):
     pvs["VAL"].put(5.0, use_complete=True, callback=lambda **kw: done.append("first"))
     time.sleep(0.1)
     pvs["VAL"].put(-2.0, use_complete=True, callback=lambda **kw: done.append("second"))  # reversal
-    _dmov_1(pvs)
+    wait_until(lambda: pvs["DMOV"].get(use_monitor=False) == 1, 10, interval=0.01, what="DMOV to return to 1")
     ev = r.settle(0.3)
     assert r.of(ev, "DMOV") == [0, 1]  # one complete motion
     assert pvs["RBV"].get(use_monitor=False) == pytest.approx(-2.0)
@@ -112,7 +105,7 @@ def test_stop_mid_move(rec):
     pvs["VAL"].put(5.0, use_complete=True, callback=lambda **kw: done.append(1))
     time.sleep(0.15)
     pvs["STOP"].put(1, wait=True)
-    _dmov_1(pvs)
+    wait_until(lambda: pvs["DMOV"].get(use_monitor=False) == 1, 10, interval=0.01, what="DMOV to return to 1")
     time.sleep(0.1)
     rbv, val = pvs["RBV"].get(use_monitor=False), pvs["VAL"].get(use_monitor=False)
     assert -5.0 < rbv < 5.0 and val == pytest.approx(rbv)  # VAL = RBV when stopped
@@ -130,7 +123,7 @@ def test_spmg_pause_go_and_stop(rec):
         assert pvs["DMOV"].get(use_monitor=False) == 0 and not done  # waits for Go
         assert pvs["RBV"].get(use_monitor=False) == pytest.approx(0.0)
         pvs["SPMG"].put("Go", wait=True)
-        _dmov_1(pvs)
+        wait_until(lambda: pvs["DMOV"].get(use_monitor=False) == 1, 10, interval=0.01, what="DMOV to return to 1")
         time.sleep(0.1)
         assert pvs["RBV"].get(use_monitor=False) == pytest.approx(1.0) and done == [1]
         pvs["SPMG"].put("Stop", wait=True)
@@ -145,9 +138,6 @@ def test_home_forward_resets(rec):
     ioc, pvs = rec
     pvs["VAL"].put(1.5, wait=True)
     pvs["HOMF"].put(1, wait=True)
-    deadline = time.monotonic() + 5
-    while pvs["HOMF"].get(use_monitor=False) != 0 and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert pvs["HOMF"].get(use_monitor=False) == 0
+    wait_until(lambda: pvs["HOMF"].get(use_monitor=False) == 0, 5, what="HOMF to return to 0")
     assert pvs["RBV"].get(use_monitor=False) == pytest.approx(0.0)
     assert int(pvs["MSTA"].get(use_monitor=False)) & (1 << 14)  # HOMED
