@@ -50,7 +50,7 @@ from sdl.backends.queueserver import (  # noqa: E402
     QueueServerUnreachable,
 )
 from sdl.errors import InvalidInput  # noqa: E402
-from sdl.testing import free_port  # noqa: E402
+from sdl.testing import free_port, wait_until  # noqa: E402
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -89,16 +89,17 @@ def _tail(path: Path, n: int = 40) -> str:
 
 
 def _wait_port(port: int, proc: subprocess.Popen, log: Path, what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with {proc.returncode}:\n{_tail(log)}")
+    def listening() -> bool:
         try:
             with socket.create_connection((LOOP, port), timeout=0.5):
-                return
+                return True
         except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{what} did not listen on {port} within {timeout} s:\n{_tail(log)}")
+            return False
+
+    try:
+        wait_until(listening, timeout, interval=0.1, what=f"{what} to listen on {port}", proc=proc)
+    except AssertionError as exc:  # its output went to the log
+        raise AssertionError(f"{exc}\n{_tail(log)}") from None
 
 
 @pytest.fixture(scope="session")
@@ -454,12 +455,8 @@ def test_queued_behind_a_stopped_queue_waits_and_abort_withdraws_it(backend):
         )
         history_before = backend.api.status(reload=True)["items_in_history"]
         runner.start()
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:  # until sdl's item is queued behind theirs
-            items = backend.api.queue_get()["items"]
-            if len(items) == 2:
-                break
-            time.sleep(0.05)
+        items = wait_until(lambda: len(its := backend.api.queue_get()["items"]) == 2 and its, 20, interval=0.05,
+                           what="sdl's item queued behind theirs")
         assert [it["item_uid"] for it in items][0] == their_uid and TOKEN_KEY in items[1].get("meta", {})
         time.sleep(1.0)  # sdl must not start the stopped queue: nothing runs
         status = backend.api.status(reload=True)

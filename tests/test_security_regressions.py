@@ -21,6 +21,7 @@ from sdl.client import Client, ServiceError
 from sdl.service.auth import RateLimiter
 from sdl.service.settings import InstrumentConfig
 from sdl.service.testing import Lab, start_lab
+from sdl.testing import wait_until
 
 XRD = {"A": 0.3, "B": 0.45, "C": 0.25, "temperature": 420.0}
 SECRET_T = 433.987654  # a parameter value that must never reach anyone outside alice's proposal
@@ -317,9 +318,7 @@ def test_outsiders_do_not_see_which_proposal_runs(w):
     lab, alice, mallory, sci, p = w["lab"], w["alice"], w["mallory"], w["sci"], w["p"]
     point = alice.get(f"/api/instruments/{SLOW}/pool")[0]
     item = alice.submit(p["id"], SLOW, point)
-    deadline = time.monotonic() + 30
-    while alice.experiment(item["id"])["status"] == "queued" and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: alice.experiment(item["id"])["status"] != "queued", 30, interval=0.05, what="the item out of the queue")
     assert alice.instrument(SLOW)["status"]["current_proposal"] == p["id"]
     assert sci.instrument(SLOW)["status"]["current_proposal"] == p["id"]  # staff run the instrument
     seen = [mallory.instrument(SLOW)["status"], *[i["status"] for i in mallory.instruments() if i["name"] == SLOW]]

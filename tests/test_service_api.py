@@ -19,6 +19,7 @@ import pytest
 
 from sdl.client import Client, ServiceError
 from sdl.service.testing import Lab, start_lab
+from sdl.testing import wait_until
 
 XRD_POINT = {"A": 0.3, "B": 0.45, "C": 0.25, "temperature": 420.0}
 
@@ -277,9 +278,7 @@ def test_campaign_pause_resume_stop(lab: Lab, alice, prop):
         camp = alice.create_campaign(prop["id"], {"instrument": "pool:p3ht", "agent": "random", "budget": 20},
                                      start=True)
         cid = camp["id"]
-        deadline = time.monotonic() + 20
-        while not alice.campaign(cid)["queue"] and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: alice.campaign(cid)["queue"], 20, interval=0.05, what="a queued campaign step")
         paused = alice.campaign_action(cid, "pause")
         assert paused["state"] == "paused"
         assert alice.campaign(cid)["queue"] == []  # the queued step was withdrawn
@@ -289,9 +288,7 @@ def test_campaign_pause_resume_stop(lab: Lab, alice, prop):
         time.sleep(0.3)
         assert alice.campaign(cid)["experiments"] == 0
         alice.campaign_action(cid, "resume")
-        deadline = time.monotonic() + 30
-        while alice.campaign(cid)["experiments"] < 3 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: alice.campaign(cid)["experiments"] >= 3, 30, interval=0.05, what="three campaign experiments")
         stopped = alice.campaign_action(cid, "stop", reason="enough")
         assert stopped["state"] == "stopped"
         n = alice.campaign(cid)["experiments"]
