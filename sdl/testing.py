@@ -42,25 +42,28 @@ from sdl.ca_env import LOOPBACK, configure_loopback_ca, free_port, libca_started
 
 # ====================================================================== waiting
 def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, *, interval: float = 0.02,
-               what: str | None = None, proc: Any = None) -> Any:
+               what: str | Callable[[], str] | None = None, proc: Any = None) -> Any:
     """Poll ``predicate()`` until it returns something truthy, and return that value.
 
     Tests wait for what another thread or process does (a CA monitor, a worker, a server):
     a bounded poll is neither flaky (a bare ``sleep``) nor a hang (an unbounded loop), and
     on timeout the ``AssertionError`` names ``what`` was awaited (else the predicate's
-    name), for how long, and the last value seen. ``proc`` (a ``subprocess.Popen``) fails
-    the wait at once, with its exit code and output, if it exits first."""
-    label = what or getattr(predicate, "__qualname__", None) or repr(predicate)
+    name; a callable ``what`` is asked then, for live detail), for how long, and the last
+    value seen. ``proc`` (a ``subprocess.Popen``) fails the wait at once, with its exit code
+    and output, if it exits first."""
+    def label() -> str:
+        return (what() if callable(what) else what) or getattr(predicate, "__qualname__", None) or repr(predicate)
+
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"waiting for {label}: {proc.args!r} exited early ({proc.returncode}): "
+            raise AssertionError(f"waiting for {label()}: {proc.args!r} exited early ({proc.returncode}): "
                                  f"{_process_output(proc)}")
         if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {label}; last value: {value!r}")
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {label()}; last value: {value!r}")
         time.sleep(interval)
 
 

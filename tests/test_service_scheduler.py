@@ -14,6 +14,7 @@ import pytest
 from sdl.client import ServiceError
 from sdl.service.scheduler import Candidate, FairState, choose
 from sdl.service.testing import Lab, start_lab
+from sdl.testing import wait_until
 
 XRD = {"A": 0.3, "B": 0.45, "C": 0.25, "temperature": 420.0}
 
@@ -40,15 +41,6 @@ def _ran_order(owners, instrument) -> list[str]:
     return [x["proposal_id"] for x in sorted(items, key=lambda x: x["started_at"])]
 
 
-def _wait_idle(client, instrument, timeout=30):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not client.queue(instrument):
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f"{instrument} queue not empty")
-
-
 def test_round_robin_between_proposals(lab: Lab, sci):
     a, b = lab.user("rr-a"), lab.user("rr-b")
     pa, pb = lab.proposal(a, ["sim-xrd"]), lab.proposal(b, ["sim-xrd"])
@@ -69,7 +61,7 @@ def test_round_robin_between_proposals(lab: Lab, sci):
         assert all(("parameters" in x) == (x.get("proposal_id") == A) for x in qa)
     finally:
         sci.resume("sim-xrd")
-    _wait_idle(sci, "sim-xrd")
+    wait_until(lambda: not sci.queue("sim-xrd"), 30, interval=0.05, what="sim-xrd queue empty")
     assert _ran_order([(a, pa["id"]), (b, pb["id"])], "sim-xrd") == order
 
 
@@ -92,7 +84,7 @@ def test_idle_proposal_cannot_bank_credit(lab: Lab, sci):
         sci.resume("pool:p3ht")
     A, B = pa["id"], pb["id"]
     assert order == [B, A, B, A, B, A]
-    _wait_idle(sci, "pool:p3ht")
+    wait_until(lambda: not sci.queue("pool:p3ht"), 30, interval=0.05, what="pool:p3ht queue empty")
     assert _ran_order([(a, A), (b, B)], "pool:p3ht")[5:] == order
 
 
@@ -113,7 +105,7 @@ def test_priority_orders_within_a_proposal_only(lab: Lab, sci):
     assert a_ids == [urgent["id"], low[0]["id"], low[1]["id"]]
     b_pos = [ids.index(x["id"]) for x in b_items]
     assert b_pos[0] <= 1 and b_pos[1] <= 3
-    _wait_idle(sci, "sim-xrd")
+    wait_until(lambda: not sci.queue("sim-xrd"), 30, interval=0.05, what="sim-xrd queue empty")
 
 
 def test_dedicated_fraction(lab: Lab, sci):
@@ -138,7 +130,7 @@ def test_dedicated_fraction(lab: Lab, sci):
         sci.resume("pool:agnp")
     # 25 % dedicated while both pools have work; then the dedicated pool gets what is left
     assert "".join("D" if x == pd["id"] else "S" for x in order) == "DSSSDSSSDSSDDDDD"
-    _wait_idle(sci, "pool:agnp")
+    wait_until(lambda: not sci.queue("pool:agnp"), 30, interval=0.05, what="pool:agnp queue empty")
     ran = _ran_order([(staff, pd["id"]), (guest, ps["id"])], "pool:agnp")
     assert 1 <= ran[:8].count(pd["id"]) <= 3
     # the queue empties when the last experiment starts; its usage is written when it ends

@@ -32,6 +32,17 @@ def test_timeout_without_what_names_the_predicate():
         wait_until(queue_has_items, timeout=0.05)
 
 
+def test_a_callable_what_is_asked_at_timeout_for_live_detail():
+    state = {"n": 0}
+
+    def tick():
+        state["n"] += 1
+        return False
+
+    with pytest.raises(AssertionError, match=r"the counter past 10\^6 \(at [1-9]\d*\)"):
+        wait_until(tick, timeout=0.05, what=lambda: f"the counter past 10^6 (at {state['n']})")
+
+
 def test_a_dead_process_fails_the_wait_at_once_with_its_output():
     proc = subprocess.Popen([sys.executable, "-c", "import sys; print('boom from child'); sys.exit(3)"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

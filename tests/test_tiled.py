@@ -23,6 +23,7 @@ from sdl.data_views.tiled_access import login  # noqa: E402
 from sdl.data_views.tiled_feed import TiledFeed  # noqa: E402
 from sdl.data_views.tiled_server import EmbeddedTiled  # noqa: E402
 from sdl.store import Store  # noqa: E402
+from sdl.testing import wait_until  # noqa: E402
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -209,10 +210,7 @@ def test_tiled_follows_sdl_read_rules(tmp_path):
         assert b[runs[public["id"]][0]]["primary"].read() is not None
         # membership is looked up live: once bob joins, he reads alice's runs
         alice.add_member(secret["id"], "bob-t")
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and runs[secret["id"]][0] not in set(b.keys()):
-            time.sleep(0.5)
-        assert runs[secret["id"]][0] in set(b.keys())
+        wait_until(lambda: runs[secret["id"]][0] in set(b.keys()), 10, interval=0.5, what="alice's run visible to bob")
         # no login with someone else's token; nothing for anonymous callers
         with pytest.raises(httpx.HTTPStatusError):
             login(url, "bob-t", alice.token)

@@ -29,6 +29,7 @@ else:
 from sdl.client import Client  # noqa: E402
 from sdl.service.settings import InstrumentConfig  # noqa: E402
 from sdl.service.testing import Lab, start_lab  # noqa: E402
+from sdl.testing import wait_until  # noqa: E402
 
 CHROMIUM = next((p for p in (os.environ.get("SDL_CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium"),
                              shutil.which("chromium-browser")) if p and os.path.exists(p)), None)
@@ -380,12 +381,11 @@ def test_add_a_point_shows_the_field_error_then_runs_it(open_as, lab):
     page.click("#point-form button[type=submit]")
     page.wait_for_selector("#sug-result:has-text('point added')")
     # a point a member adds needs no further approval: it runs while the agent's waits
-    deadline = time.time() + 30
-    while time.time() < deadline:
+    def point_done():
         done = [x for x in user.get(f"/api/campaigns/{camp['id']}/suggestions") if x["provenance"]["agent"] == "user"]
-        if done and done[0]["status"] == "done":
-            break
-        time.sleep(0.2)
+        return done if done and done[0]["status"] == "done" else None
+
+    done = wait_until(point_done, 30, interval=0.2, what="the member's point done")
     assert done and done[0]["status"] == "done" and done[0]["params"]["temperature"] == 300
     # pause, resume, stop from the page; the state follows live
     for action, st in (("pause", "paused"), ("resume", "running"), ("stop", "stopped")):

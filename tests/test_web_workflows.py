@@ -11,13 +11,13 @@ helpers are test_web_app's). Screenshots go to ``$SDL_ARTIFACTS/web``.
 from __future__ import annotations
 
 import subprocess
-import time
 
 import pytest
 
 from test_web_app import TABLET, browser, open_as, wait_js  # noqa: F401 - fixtures and the CSP-safe poll, reused
 
 from sdl.service.testing import start_lab
+from sdl.testing import wait_until
 from sdl.workflows.campaign import spawn_worker
 from sdl.workflows.stations import three_station_workflow
 
@@ -69,15 +69,16 @@ def test_a_workflow_live_its_sample_and_a_non_member_refused(open_as, lab, worke
     page.evaluate("() => { window.__same_page = true; }")
     lab.admin.resume("sim-synth")
     seen: dict[str, set[str]] = {}
-    deadline = time.time() + 60
-    while True:
-        states = dict(page.evaluate(GRAPH))
+    states: dict[str, str] = {}
+
+    def graph_done() -> bool:
+        states.clear()
+        states.update(page.evaluate(GRAPH))
         for k, v in states.items():
             seen.setdefault(k, set()).add(v)
-        if set(states.values()) == {"done"}:
-            break
-        assert time.time() < deadline, f"the graph did not reach done: {states}"
-        time.sleep(0.05)
+        return set(states.values()) == {"done"}
+
+    wait_until(graph_done, 60, interval=0.05, what=lambda: f"the graph to reach done: {states}")
     assert page.evaluate("() => window.__same_page") is True
     assert int(page.get_attribute("#wf-live-n", "data-n")) >= 1  # task events from the stream were applied
     assert len(seen["make"]) >= 2 and "waiting" in seen["reduce"]  # watched as it went, not drawn once at the end

@@ -13,6 +13,7 @@ from sdl.models import new_id
 from sdl.service.db import InstrumentStateRow, ItemRow, MemberRow, ProposalRow, ServiceDB, UserRow
 from sdl.service.dispatch import Dispatcher
 from sdl.service.scheduler import FairState, usage
+from sdl.testing import wait_until
 from sdl.workflows.engine import Engine
 from sdl.workflows.fairqueue import AllocationSpent
 from sdl.workflows.stations import three_station_workflow
@@ -242,18 +243,17 @@ def test_real_workers_alternate_on_one_station(tmp_path):
         worker = spawn_worker(url, STATION, lease_s=5.0, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         lab.admin.post(f"/api/instruments/{STATION}/resume", {"reason": "go"})
         store = lab.service.store
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
+
+        def all_done():
             with store.session() as s:
                 items = [(r.started_at, pa["id"]) for r in s.scalars(
                     select(ItemRow).where(ItemRow.status == "done"))]
                 tasks = [(r.started_at, pb["id"]) for r in s.scalars(
                     select(TaskRow).where(TaskRow.instrument == STATION,
                                                                    TaskRow.status == "done"))]
-            if len(items) == 4 and len(tasks) == 4:
-                break
-            time.sleep(0.3)
-        assert (len(items), len(tasks)) == (4, 4)
+            return (items, tasks) if len(items) == 4 and len(tasks) == 4 else None
+
+        items, tasks = wait_until(all_done, 120, interval=0.3, what="four items and four tasks done")
         order = [p for _, p in sorted(items + tasks)]
         assert order == [pa["id"], pb["id"]] * 4
     finally:

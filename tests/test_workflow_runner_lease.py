@@ -12,6 +12,7 @@ import time
 import pytest
 
 from sdl.errors import InvalidInput
+from sdl.testing import wait_until
 from sdl.workflows import resources as res
 from sdl.workflows.campaign import WorkflowCampaignRunner, create_workflow_campaign
 from sdl.workflows.engine import Engine
@@ -40,9 +41,7 @@ def test_a_live_runner_keeps_a_second_one_out(store):
     out: dict = {}
     th = threading.Thread(target=lambda: out.setdefault("first", first.run("threads", timeout=120)))
     th.start()
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and first._renewed is None:
-        time.sleep(0.05)
+    wait_until(lambda: first._renewed is not None, 30, interval=0.05, what="the first runner to renew its lease")
     second = WorkflowCampaignRunner(store, campaign, lease_s=2.0)
     second.standby_s = 1.0
     second.holder = "runner:1@another-host"  # the first one is renewing: a live runner elsewhere

@@ -14,6 +14,7 @@ import pytest
 
 from sdl.client import ServiceError
 from sdl.service.testing import start_lab
+from sdl.testing import wait_until
 from sdl.workflows.campaign import spawn_worker
 from sdl.workflows.stations import three_station_workflow
 
@@ -73,13 +74,8 @@ def test_workflow_campaign_over_http(lab):
     c = alice.post("/api/workflow-campaigns", {"proposal_id": prop["id"], "spec": {
         "workflow": three_station_workflow(), "budget": 3, "parallel": 2, "agent": "random"}})
     cid = c["id"]
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        c = alice.get(f"/api/workflow-campaigns/{cid}")
-        if c["status"] == "completed":
-            break
-        time.sleep(0.3)
-    assert c["status"] == "completed", c
+    c = wait_until(lambda: (c := alice.get(f"/api/workflow-campaigns/{cid}"))["status"] == "completed" and c, 180,
+                   interval=0.3, what=lambda: f"the campaign completed: {alice.get(f'/api/workflow-campaigns/{cid}')}")
     assert len(c["observations"]) == 3 and all(o["ok"] for o in c["observations"])
 
     # the stations' time is charged to the proposal (usage, hours allocations)
@@ -120,9 +116,7 @@ def test_workflow_campaign_over_http(lab):
     assert [h["kind"] for h in exported["history"]] == [h["kind"] for h in s["history"]]
 
     # live events: task and sample changes, to members only
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and not any(e.get("kind") == "discarded" for e in events):
-        time.sleep(0.2)
+    wait_until(lambda: any(e.get("kind") == "discarded" for e in events), 10, interval=0.2, what="a 'discarded' event")
     kinds = {(e["type"], e.get("kind") or e.get("status")) for e in events}
     # task changes are published from the store by a polling pump: a short task may be seen
     # only as done, never as running
@@ -164,20 +158,15 @@ def test_service_restart_resumes_the_workflow_campaign(lab):
     c = alice.post("/api/workflow-campaigns", {"proposal_id": prop["id"], "spec": {
         "workflow": three_station_workflow(), "budget": 4, "parallel": 1, "agent": "random"}})
     cid = c["id"]
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not alice.get(f"/api/workflow-campaigns/{cid}")["observations"]:
-        time.sleep(0.2)
+    wait_until(lambda: alice.get(f"/api/workflow-campaigns/{cid}")["observations"], 120, interval=0.2,
+               what="a first observation")
     settings = lab.service.settings
     lab.server.stop()  # the service goes away mid-campaign; the stations' workers carry on
     server = LiveServer(settings).start()
     lab.server = server  # the fixture stops this one
     again = Client(server.url, alice.token)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        c = again.get(f"/api/workflow-campaigns/{cid}")
-        if c["status"] == "completed":
-            break
-        time.sleep(0.3)
+    c = wait_until(lambda: (c := again.get(f"/api/workflow-campaigns/{cid}"))["status"] == "completed" and c, 180,
+                   interval=0.3, what="the campaign completed after the restart")
     assert c["status"] == "completed" and len(c["observations"]) == 4 and all(o["ok"] for o in c["observations"])
     assert len({o["suggestion_id"] for o in c["observations"]}) == 4
     assert again.get("/api/samples", campaign_id=cid) and all(
