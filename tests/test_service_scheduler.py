@@ -134,13 +134,11 @@ def test_dedicated_fraction(lab: Lab, sci):
     ran = _ran_order([(staff, pd["id"]), (guest, ps["id"])], "pool:agnp")
     assert 1 <= ran[:8].count(pd["id"]) <= 3
     # the queue empties when the last experiment starts; its usage is written when it ends
-    deadline = time.monotonic() + 30
-    while True:
+    def usage_written():
         shares = lab.admin.get("/api/usage/shares")["pool:agnp"]
-        done = shares["dedicated_experiments"] + shares["shared_experiments"]
-        if done >= 16 or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
+        return shares if shares["dedicated_experiments"] + shares["shared_experiments"] >= 16 else None
+
+    shares = wait_until(usage_written, 30, interval=0.05, what="the usage of all 16 experiments")
     assert shares["dedicated_experiments"] == 8 and shares["shared_experiments"] == 8
     assert shares["dedicated_fraction_target"] == 0.25
 

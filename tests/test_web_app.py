@@ -110,14 +110,10 @@ def open_as(browser, lab):
 def wait_js(page, expr: str, arg=None, timeout: float = 30.0):
     """Poll a JavaScript expression until it is truthy. (Playwright's wait_for_function
     evaluates its predicate with eval inside the page, which the page's CSP forbids.)"""
-    deadline = time.time() + timeout
-    while True:
-        value = page.evaluate(expr, arg)
-        if value:
-            return value
-        if time.time() > deadline:
-            raise playwright_api.TimeoutError(f"timed out after {timeout} s waiting for {expr}")
-        time.sleep(0.05)
+    try:
+        return wait_until(lambda: page.evaluate(expr, arg), timeout, interval=0.05, what=expr)
+    except AssertionError as exc:  # callers catch the browser's timeout
+        raise playwright_api.TimeoutError(str(exc)) from None
 
 
 def _approved(lab: Lab, name: str, instruments=("sim-xrd", "pool:p3ht")) -> tuple[Client, dict]:
