@@ -52,7 +52,8 @@ def test_move_reports_dmov_and_moves_the_sim_axis(ioc, stage_x):
 
 
 def test_soft_limits_refused_before_motion(ioc, stage_x):
-    wait_until(lambda: stage_x.limits == (-10.0, 10.0), what=lambda: f"stage_x.limits == (-10.0, 10.0), now {stage_x.limits}")
+    wait_until(lambda: stage_x.limits == (-10.0, 10.0),
+               what=lambda: f"stage_x.limits == (-10.0, 10.0), now {stage_x.limits}")
     before = stage_x.position
     with pytest.raises(LimitError, match="outside of range"):
         stage_x.move(10.5, wait=False)
@@ -62,12 +63,14 @@ def test_soft_limits_refused_before_motion(ioc, stage_x):
     # narrowing HLM narrows what ophyd allows (VAL's control limits follow HLM/LLM)
     stage_x.high_limit_travel.set(5.0).wait(5)
     try:
-        wait_until(lambda: stage_x.limits == (-10.0, 5.0), what=lambda: f"stage_x.limits == (-10.0, 5.0), now {stage_x.limits}")
+        wait_until(lambda: stage_x.limits == (-10.0, 5.0),
+                   what=lambda: f"stage_x.limits == (-10.0, 5.0), now {stage_x.limits}")
         with pytest.raises(LimitError):
             stage_x.move(6.0, wait=False)
     finally:
         stage_x.high_limit_travel.set(10.0).wait(5)
-        wait_until(lambda: stage_x.limits == (-10.0, 10.0), what=lambda: f"stage_x.limits == (-10.0, 10.0), now {stage_x.limits}")
+        wait_until(lambda: stage_x.limits == (-10.0, 10.0),
+                   what=lambda: f"stage_x.limits == (-10.0, 10.0), now {stage_x.limits}")
 
 
 def test_stop_stops_where_it_is(ioc, stage_x):
