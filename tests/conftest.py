@@ -64,7 +64,7 @@ STORE_INDEPENDENT = {
     "test_conformance.py", "test_lock.py", "test_pool_benchmark.py", "test_sim_materials.py", "test_space.py",
     "test_motor_race.py", "test_motor_record.py", "test_epics_soak.py", "test_epics_motor.py", "test_sim_lab.py",
     "test_pool_model.py", "test_import_layers.py", "test_sim_motor_race.py", "test_ax_default.py",
-    "test_heldout_defaults.py",
+    "test_heldout_defaults.py", "test_testing_kit.py",
 }
 #: tests that start a PostgreSQL cluster of their own: the SQLite pass runs them once
 OWN_CLUSTER = {"test_workflow_crash.py::test_kill_workers_runner_and_restart_postgres"}
