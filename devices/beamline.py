@@ -16,7 +16,7 @@ from ophyd.pv_positioner import PVPositionerIsClose
 from ophyd.status import DeviceStatus
 
 from sdl.devices.common import (
-    ArraySignalRO, CommandDevice, CommandSignal, _watchdog, finish_status, on_monitor_thread, put_flushed,
+    ArraySignalRO, CommandDevice, CommandSignal, _watchdog, finish_status, put_completing_on_monitor_thread,
 )
 from sdl.devices.motor import EpicsMotor
 from sdl.errors import DeviceFault, InvalidInput
@@ -76,9 +76,7 @@ class Shutter(Device):
             cmd = self.open_cmd if value == "open" else self.close_cmd
             with lock:
                 cid.append(self.state.subscribe(on_state, run=False))
-            callback = on_monitor_thread(put_done)
-            if not put_flushed(cmd, 1, callback):
-                cmd.put(1, use_complete=True, callback=callback)
+            put_completing_on_monitor_thread(cmd, 1, put_done)
         except Exception as exc:  # noqa: BLE001 - disconnected
             finish_status(status, DeviceFault(self.name, f"channel access error: {exc}"))
         watchdog = _watchdog().after(timeout, expired)  # one shared thread, not a Timer per command

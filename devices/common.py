@@ -97,9 +97,7 @@ class CommandSignal(EpicsSignal):
             self._conclude_from_monitors(status, idles_before)
 
         try:
-            callback = on_monitor_thread(put_done)
-            if not put_flushed(self, value, callback):
-                self.put(value, use_complete=True, callback=callback)
+            put_completing_on_monitor_thread(self, value, put_done)
         except Exception as exc:  # noqa: BLE001 - refused or disconnected
             finish_status(status, connection_fault(device.name, exc))
         return status
@@ -170,6 +168,15 @@ class CommandDevice(Device):
 
 def _busy_idles(device: Any) -> int:
     return int(getattr(device, "_busy_idles", 0))
+
+
+def put_completing_on_monitor_thread(signal: Any, value: Any, callback: Any) -> None:
+    """Write ``value`` with put-completion, flushed where :func:`put_flushed` can (else through
+    ophyd), and run ``callback()`` at the reply on ophyd's monitor thread, behind the monitor
+    updates that arrived before it: how sdl's commands and shutter conclude from monitors."""
+    wrapped = on_monitor_thread(callback)
+    if not put_flushed(signal, value, wrapped):
+        signal.put(value, use_complete=True, callback=wrapped)
 
 
 def on_monitor_thread(callback: Any) -> Any:

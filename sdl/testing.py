@@ -68,7 +68,7 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, *, interval: 
 
 
 def _process_output(proc: Any) -> str:
-    """What an exited process wrote to its pipes (text or bytes); '' when none were piped."""
+    """What an exited process wrote to its pipes (text or bytes), or why that cannot be shown."""
     import subprocess
 
     try:

@@ -82,6 +82,10 @@ def test_null_move_pulses_dmov_and_completes(rec, target):
     assert r.of(ev, "MOVN") == []      # nothing moved
 
 
+def _dmov_1(pvs, timeout=10):
+    wait_until(lambda: pvs["DMOV"].get(use_monitor=False) == 1, timeout, interval=0.01, what="DMOV to return to 1")
+
+
 def test_retarget_keeps_dmov_0_and_completes_once(rec):
     ioc, pvs = rec
     pvs["VAL"].put(-5.0, wait=True)
@@ -91,7 +95,7 @@ def test_retarget_keeps_dmov_0_and_completes_once(rec):
     pvs["VAL"].put(5.0, use_complete=True, callback=lambda **kw: done.append("first"))
     time.sleep(0.1)
     pvs["VAL"].put(-2.0, use_complete=True, callback=lambda **kw: done.append("second"))  # reversal
-    wait_until(lambda: pvs["DMOV"].get(use_monitor=False) == 1, 10, interval=0.01, what="DMOV to return to 1")
+    _dmov_1(pvs)
     ev = r.settle(0.3)
     assert r.of(ev, "DMOV") == [0, 1]  # one complete motion
     assert pvs["RBV"].get(use_monitor=False) == pytest.approx(-2.0)
@@ -105,7 +109,7 @@ def test_stop_mid_move(rec):
     pvs["VAL"].put(5.0, use_complete=True, callback=lambda **kw: done.append(1))
     time.sleep(0.15)
     pvs["STOP"].put(1, wait=True)
-    wait_until(lambda: pvs["DMOV"].get(use_monitor=False) == 1, 10, interval=0.01, what="DMOV to return to 1")
+    _dmov_1(pvs)
     time.sleep(0.1)
     rbv, val = pvs["RBV"].get(use_monitor=False), pvs["VAL"].get(use_monitor=False)
     assert -5.0 < rbv < 5.0 and val == pytest.approx(rbv)  # VAL = RBV when stopped
@@ -123,7 +127,7 @@ def test_spmg_pause_go_and_stop(rec):
         assert pvs["DMOV"].get(use_monitor=False) == 0 and not done  # waits for Go
         assert pvs["RBV"].get(use_monitor=False) == pytest.approx(0.0)
         pvs["SPMG"].put("Go", wait=True)
-        wait_until(lambda: pvs["DMOV"].get(use_monitor=False) == 1, 10, interval=0.01, what="DMOV to return to 1")
+        _dmov_1(pvs)
         time.sleep(0.1)
         assert pvs["RBV"].get(use_monitor=False) == pytest.approx(1.0) and done == [1]
         pvs["SPMG"].put("Stop", wait=True)

@@ -73,11 +73,16 @@ def test_stream_campaign_events(lab: Lab, alice, prop):
     assert {e["campaign_id"] for e in events if e["type"] == "document"} == {camp["id"]}
 
 
+def _wait_status(client, item_id, status, timeout=20):
+    """Until the experiment has ``status``; the timeout message says the status it has."""
+    return wait_until(lambda: (it := client.experiment(item_id))["status"] == status and it, timeout,
+                      what=lambda: f"{item_id} {status}, now {client.experiment(item_id)['status']}")
+
+
 def test_pause_resume_a_running_plan(lab: Lab, alice, prop, sci):
     point = alice.get(f"/api/instruments/{SLOW}/pool")[0]
     item = alice.submit(prop["id"], SLOW, point)
-    wait_until(lambda: alice.experiment(item["id"])["status"] == "running", 20,
-               what=lambda: f"{item['id']} running, now {alice.experiment(item['id'])['status']}")
+    _wait_status(alice, item["id"], "running")
     out = sci.pause(SLOW, immediate=True, reason="check the gripper")
     assert out["status"]["paused"] is True
     w = lab.service.workers[SLOW]
@@ -96,8 +101,7 @@ def test_pause_resume_a_running_plan(lab: Lab, alice, prop, sci):
 def test_abort_running_and_paused(lab: Lab, alice, prop, sci):
     point = alice.get(f"/api/instruments/{SLOW}/pool")[1]
     item = alice.submit(prop["id"], SLOW, point)
-    wait_until(lambda: alice.experiment(item["id"])["status"] == "running", 20,
-               what=lambda: f"{item['id']} running, now {alice.experiment(item['id'])['status']}")
+    _wait_status(alice, item["id"], "running")
     out = sci.abort(item["id"], reason="wrong sample")
     assert out["status"] == "aborted" and out["redacted"]  # staff may abort, not read
     out = alice.experiment(item["id"])
@@ -108,15 +112,13 @@ def test_abort_running_and_paused(lab: Lab, alice, prop, sci):
         assert run["documents"][-1]["doc"]["exit_status"] == "abort"
     # abort while paused, through the instrument
     item2 = alice.submit(prop["id"], SLOW, point)
-    wait_until(lambda: alice.experiment(item2["id"])["status"] == "running", 20,
-               what=lambda: f"{item2['id']} running, now {alice.experiment(item2['id'])['status']}")
+    _wait_status(alice, item2["id"], "running")
     sci.pause(SLOW, immediate=True)
     w = lab.service.workers[SLOW]
     wait_until(lambda: w.RE.state == "paused", 10, what=lambda: f"the RunEngine paused, now {w.RE.state}")
     r = sci.post(f"/api/instruments/{SLOW}/abort", {"reason": "operator"})
     assert r["aborted_item"] == item2["id"]
-    wait_until(lambda: alice.experiment(item2["id"])["status"] == "aborted", 20,
-               what=lambda: f"{item2['id']} aborted, now {alice.experiment(item2['id'])['status']}")
+    _wait_status(alice, item2["id"], "aborted")
     assert alice.experiment(item2["id"])["error"] == "operator"
     sci.resume(SLOW)
     # the instrument works on
@@ -140,8 +142,7 @@ def test_restart_carries_on(tmp_path):
     camp = alice.create_campaign(prop["id"], {"instrument": "sim-xrd", "agent": "random", "budget": 12},
                                  start=True)
     slow = alice.submit(prop["id"], SLOW, point)
-    wait_until(lambda: alice.experiment(slow["id"])["status"] == "running", 20,
-               what=lambda: f"{slow['id']} running, now {alice.experiment(slow['id'])['status']}")
+    _wait_status(alice, slow["id"], "running")
     wait_until(lambda: alice.campaign(camp["id"])["experiments"] >= 2, 20, what="two campaign experiments")
     assert alice.experiment(slow["id"])["status"] == "running", "the slow run ended before the stop: slow it down"
     lab.server.stop()  # graceful: the running plan is interrupted, not lost
