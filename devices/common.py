@@ -174,12 +174,12 @@ def put_completing_on_monitor_thread(signal: Any, value: Any, callback: Any) -> 
     """Write ``value`` with put-completion, flushed where :func:`put_flushed` can (else through
     ophyd), and run ``callback()`` at the reply on ophyd's monitor thread, behind the monitor
     updates that arrived before it: how sdl's commands and shutter conclude from monitors."""
-    wrapped = on_monitor_thread(callback)
+    wrapped = _on_monitor_thread(callback)
     if not put_flushed(signal, value, wrapped):
         signal.put(value, use_complete=True, callback=wrapped)
 
 
-def on_monitor_thread(callback: Any) -> Any:
+def _on_monitor_thread(callback: Any) -> Any:
     """``callback`` wrapped to run on ophyd's monitor dispatcher thread (pyepics control layer),
     after the monitor callbacks that arrived before it; unchanged without a dispatcher."""
     try:
