@@ -138,6 +138,21 @@ def test_the_page_runs_under_a_strict_csp_that_blocks_inline_script(open_as, lab
     assert " onclick=" not in html and "<style" not in html
 
 
+def test_leaving_a_live_view_before_its_stream_connects_is_quiet(open_as, lab):
+    """A view closed while its WebSocket is still connecting (a click away right after opening
+    it) must not make the browser warn "closed before the connection is established"."""
+    s = open_as(lab.user())
+    opened = s.page.evaluate("""async () => {
+        const api = await import('/static/api.js');
+        const states = [];
+        for (let i = 0; i < 5; i++) api.stream({}, () => {}, (st) => states.push(st)).close();
+        await new Promise((done) => setTimeout(done, 1500));  // the sockets open, then close
+        return states;
+    }""")
+    assert "reconnecting" not in opened  # closed on purpose: none tries again
+    assert not s.problems, s.problems
+
+
 def test_sign_in_with_the_form_and_a_wrong_token(open_as, lab):
     s = open_as(None)
     page = s.page

@@ -60,7 +60,13 @@ export function stream(params, onEvent, onState = () => {}) {
     });
   }
   open();
-  return { close() { closed = true; clearTimeout(timer); if (ws) ws.close(); } };
+  // A socket still connecting is closed once it opens: closing it earlier makes the browser
+  // warn "closed before the connection is established" (leaving a page right after opening it).
+  return { close() {
+    closed = true; clearTimeout(timer);
+    if (ws && ws.readyState === WebSocket.CONNECTING) ws.addEventListener("open", () => ws.close());
+    else if (ws) ws.close();
+  } };
 }
 
 // ----------------------------------------------------------------- HTML helpers
