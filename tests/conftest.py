@@ -18,6 +18,11 @@ import os  # noqa: E402
 
 import pytest  # noqa: E402
 
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `pytest -n 2`: one math thread per worker (and its
+    # subprocesses), set before torch starts, so two workers on two cores do not oversubscribe them
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
+
 from sdl.database import drop_scratch_store, redact, scratch_store_url, test_database_url  # noqa: E402
 from sdl.store import Store  # noqa: E402
 

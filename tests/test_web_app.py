@@ -515,7 +515,16 @@ MIN_RATE = 5.0  # experiments per second the live view must keep up with
 
 @pytest.mark.parametrize("N_FAST", [60, pytest.param(400, marks=pytest.mark.slow)])
 def test_the_live_view_keeps_up_with_a_fast_campaign(open_as, lab, N_FAST):
-    """Shown count against the server's, sampled every 0.25 s while the campaign runs."""
+    """Shown count against the server's, sampled every 0.25 s while the campaign runs. A
+    campaign slower than MIN_RATE (a machine busy with other work: `pytest -n 2`) proves
+    nothing about keeping up, so it is run once more before the test gives up and skips."""
+    for attempt in (1, 2):
+        rate = _watch_a_fast_campaign(open_as, lab, N_FAST, last=attempt == 2)
+        if rate >= MIN_RATE:
+            break
+
+
+def _watch_a_fast_campaign(open_as, lab, N_FAST: int, last: bool) -> float:
     user, prop = _approved(lab, "fast", ("sim-xrd",))
     camp = user.create_campaign(prop["id"], {"instrument": "sim-xrd", "agent": "random", "budget": N_FAST, "seed": 5})
     s = open_as(user)
@@ -539,11 +548,14 @@ def test_the_live_view_keeps_up_with_a_fast_campaign(open_as, lab, N_FAST):
     (ARTIFACTS / f"live-lag-{N_FAST}.json").write_text(json.dumps({"rate_per_s": rate, "samples": samples}))
     assert samples[-1][1] == samples[-1][2] == N_FAST
     if rate < MIN_RATE:  # the machine could not run the campaign that fast: the check would prove nothing
-        pytest.skip(f"the campaign ran at {rate:.1f} experiments/s here, below the {MIN_RATE:g}/s to check against")
+        if last:
+            pytest.skip(f"the campaign ran at {rate:.1f} experiments/s here, below the {MIN_RATE:g}/s to check against")
+        return rate
     # a sample is taken after the server's count and before the page's: one in flight is allowed
     assert max(lags) <= 3, samples
     wait_js(page, f"document.querySelectorAll('#chart-best circle.obs').length === {N_FAST}")
     s.shot(f"campaign-live-{N_FAST}")
+    return rate
 
 
 # ------------------------------------------------------------------ charts
