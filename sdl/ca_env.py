@@ -11,6 +11,7 @@ demo --epics``, ``sdl ioc``) and the test kit (:mod:`sdl.testing`) both use it.
 from __future__ import annotations
 
 import os
+import random
 import socket
 import sys
 
@@ -18,23 +19,53 @@ LOOPBACK = "127.0.0.1"
 _ENV_FLAG = "SDL_TEST_CA_PORT"
 
 
+PORT_RANGE_ENV = "SDL_CA_PORT_RANGE"
+_LOWEST = 20000
+
+
+def ephemeral_range() -> tuple[int, int]:
+    """The kernel's range for ports it hands out on its own (outgoing connections, bind to 0)."""
+    try:
+        lo, hi = (int(v) for v in open("/proc/sys/net/ipv4/ip_local_port_range").read().split())
+        return lo, hi
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
+def port_range() -> tuple[int, int]:
+    """Where :func:`free_port` looks: ``$SDL_CA_PORT_RANGE`` (``LO-HI``, inclusive), else from
+    20000 up to the start of the ephemeral range. A port there is never taken by the kernel
+    for some process's outgoing socket, which would silently share a soft IOC's UDP search
+    port and swallow the searches meant for it."""
+    raw = os.environ.get(PORT_RANGE_ENV)
+    if raw:
+        try:
+            lo, hi = (int(v) for v in raw.split("-"))
+        except ValueError:
+            raise ValueError(f"{PORT_RANGE_ENV}={raw!r}: expected LO-HI, e.g. 20000-25999") from None
+        if not 1024 <= lo <= hi <= 65535:
+            raise ValueError(f"{PORT_RANGE_ENV}={raw!r}: expected 1024 <= LO <= HI <= 65535")
+        return lo, hi
+    lo = ephemeral_range()[0]
+    return (_LOWEST, lo - 1) if lo - _LOWEST >= 1000 else (_LOWEST, 65535)
+
+
 def free_port(host: str = LOOPBACK) -> int:
-    """A port free for both TCP and UDP on ``host`` (bound without SO_REUSEADDR to check)."""
-    for _ in range(200):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind((host, 0))
-            port = tcp.getsockname()[1]
-        if port < 20000:
-            continue
+    """A port free for both TCP and UDP on ``host`` (bound without SO_REUSEADDR to check),
+    drawn at random from :func:`port_range`."""
+    lo, hi = port_range()
+    rng = random.SystemRandom()  # independent of any seeding of the random module
+    for _ in range(500):
+        port = rng.randint(lo, hi)
         try:
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, \
-                    socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp2:
+                    socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
                 udp.bind((host, port))
-                tcp2.bind((host, port))
+                tcp.bind((host, port))
         except OSError:
             continue
         return port
-    raise RuntimeError("no free port found")
+    raise RuntimeError(f"no free port found in {lo}-{hi}")
 
 
 def libca_started() -> bool:

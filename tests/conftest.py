@@ -8,10 +8,27 @@ own on that PostgreSQL server (created empty, dropped after the test); see
 
 from __future__ import annotations
 
+from sdl.ca_env import PORT_RANGE_ENV, port_range
 from sdl.testing import configure_loopback_ca
+
+
+def _worker_port_slice() -> None:
+    """Under `pytest -n N`, worker K (and the IOCs and clients it starts) draws its CA ports
+    from the K-th of N disjoint slices: no two workers ever pick the same search port."""
+    import os
+
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER", ""), os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if not worker.startswith("gw") or not count or os.environ.get(PORT_RANGE_ENV):
+        return
+    lo, hi = port_range()
+    k, n = int(worker[2:]), int(count)
+    size = (hi - lo + 1) // n
+    os.environ[PORT_RANGE_ENV] = f"{lo + k * size}-{lo + (k + 1) * size - 1}"
+
 
 # Before anything imports ophyd/pyepics (libca reads the environment once): loopback
 # addresses and a CA port of this test process's own, so parallel runs never clash.
+_worker_port_slice()
 configure_loopback_ca()
 
 import os  # noqa: E402
@@ -69,7 +86,7 @@ STORE_INDEPENDENT = {
     "test_conformance.py", "test_lock.py", "test_pool_benchmark.py", "test_sim_materials.py", "test_space.py",
     "test_motor_race.py", "test_motor_record.py", "test_epics_soak.py", "test_epics_motor.py", "test_sim_lab.py",
     "test_pool_model.py", "test_import_layers.py", "test_sim_motor_race.py", "test_ax_default.py",
-    "test_heldout_defaults.py", "test_testing_kit.py",
+    "test_heldout_defaults.py", "test_testing_kit.py", "test_ca_ports.py",
 }
 #: tests that start a PostgreSQL cluster of their own: the SQLite pass runs them once
 OWN_CLUSTER = {"test_workflow_crash.py::test_kill_workers_runner_and_restart_postgres"}
