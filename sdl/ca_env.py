@@ -73,16 +73,20 @@ def libca_started() -> bool:
     return mod is not None and getattr(mod, "libca", None) is not None
 
 
-def configure_loopback_ca(port: int | None = None) -> int:
+def configure_loopback_ca(port: int | None = None, *, fresh: bool = False) -> int:
     """Keep Channel Access on loopback with a port of this process's own; returns the port.
 
     Sets (unless already set) ``EPICS_CA_AUTO_ADDR_LIST=NO``, ``EPICS_CA_ADDR_LIST``,
     ``EPICS_CAS_INTF_ADDR_LIST``, the beacon lists, and ``EPICS_CA_SERVER_PORT`` (a free
     port, or ``port``). Idempotent: later calls return the same port. Call it before
     importing ophyd/epics; once libca has started, the environment is left alone and
-    the port libca uses is returned.
+    the port libca uses is returned. A child process inherits its parent's port (a soft IOC
+    started by a test serves where the test's client searches); ``fresh=True`` picks a port
+    of this process's own instead (a pytest-xdist worker beside its siblings).
     """
     env = os.environ
+    if fresh and not libca_started():
+        env.pop(_ENV_FLAG, None)
     configured = env.get(_ENV_FLAG) and env.get("EPICS_CA_SERVER_PORT") == env[_ENV_FLAG]
     if configured and (port is None or int(port) == int(env[_ENV_FLAG])):
         return int(env[_ENV_FLAG])

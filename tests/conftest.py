@@ -8,6 +8,8 @@ own on that PostgreSQL server (created empty, dropped after the test); see
 
 from __future__ import annotations
 
+import os
+
 from sdl.ca_env import PORT_RANGE_ENV, port_range
 from sdl.testing import configure_loopback_ca
 
@@ -15,8 +17,6 @@ from sdl.testing import configure_loopback_ca
 def _worker_port_slice() -> None:
     """Under `pytest -n N`, worker K (and the IOCs and clients it starts) draws its CA ports
     from the K-th of N disjoint slices: no two workers ever pick the same search port."""
-    import os
-
     worker, count = os.environ.get("PYTEST_XDIST_WORKER", ""), os.environ.get("PYTEST_XDIST_WORKER_COUNT")
     if not worker.startswith("gw") or not count or os.environ.get(PORT_RANGE_ENV):
         return
@@ -29,9 +29,7 @@ def _worker_port_slice() -> None:
 # Before anything imports ophyd/pyepics (libca reads the environment once): loopback
 # addresses and a CA port of this test process's own, so parallel runs never clash.
 _worker_port_slice()
-configure_loopback_ca()
-
-import os  # noqa: E402
+configure_loopback_ca(fresh=bool(os.environ.get("PYTEST_XDIST_WORKER")))  # not the controller's port
 
 import pytest  # noqa: E402
 

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -31,6 +34,30 @@ def test_the_range_variable_is_obeyed_and_checked(monkeypatch):
     monkeypatch.setenv(PORT_RANGE_ENV, "9-x")
     with pytest.raises(ValueError, match="LO-HI"):
         port_range()
+
+
+def test_two_workers_get_ports_of_their_own(tmp_path):
+    """`pytest -n 2`: the workers are children of one controller, whose CA port they inherit
+    unless conftest gives each a fresh one from its own slice (they once shared it, and one
+    worker's IOCs answered searches meant for the other's)."""
+    probe = Path(__file__).with_name("ca_ports_probe.py")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_XDIST", PORT_RANGE_ENV))}
+    env["SDL_PROBE_DIR"] = str(tmp_path)
+    run = subprocess.run([sys.executable, "-m", "pytest", "-n", "2", "-q", "-p", "no:cacheprovider", str(probe)],
+                         cwd=probe.parents[1], env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    seen = {}
+    for f in tmp_path.iterdir():
+        worker, port, span = f.read_text().split()
+        seen.setdefault(worker, set()).add((int(port), span))
+    assert sorted(seen) == ["gw0", "gw1"], seen
+    (p0, r0), (p1, r1) = (next(iter(seen[w])) for w in ("gw0", "gw1"))
+    assert all(len(v) == 1 for v in seen.values())  # one port per worker process
+    assert p0 != p1 and r0 != r1
+    for port, span in ((p0, r0), (p1, r1)):
+        lo, hi = (int(v) for v in span.split("-"))
+        assert lo <= port <= hi
+    assert int(r0.split("-")[1]) < int(r1.split("-")[0])  # disjoint slices
 
 
 def test_parallel_workers_draw_from_disjoint_slices():
