@@ -33,10 +33,12 @@ from sdl.bench import CurveResult, run_one
 from sdl.bench_stats import BASELINES, against_baselines, aggregate, print_aggregate
 from sdl.pools import SUITE
 
-#: name -> options of ``bo`` on pools. "bo" is the default: UCB with beta 3 on an ARD
-#: Matern-5/2 GP, quantile inputs when the pool is crowded, one-hot categories.
+#: name -> options of ``bo`` on pools. "bo" is the default: UCB on an ARD Matern-5/2 GP with
+#: beta 1 on pools of 200 rows or more and 3 on smaller ones, quantile inputs when the pool is
+#: crowded, one-hot categories. "bo[beta=3]" is the default before the pool-size rule.
 CANDIDATES: dict[str, dict] = {
     "bo": {},
+    "bo[beta=3]": {"beta": 3.0},
     "bo[beta=1]": {"beta": 1.0},
     "bo[ei]": {"acquisition": "ei"},
     "bo[rbf]": {"kernel": "rbf"},

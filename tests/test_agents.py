@@ -205,3 +205,20 @@ def test_every_registered_agent_is_constructible():
     for name in AGENTS:
         agent = make_agent(name, toy_space(), MAX)
         assert agent.ask(1)[0].params
+
+
+def test_ucb_beta_on_a_pool_follows_its_size():
+    """The pool default explores (beta 3) on pools a campaign measures a good share of and
+    exploits (beta 1) on pools of LARGE_POOL_ROWS rows or more (docs/agents.md, the suite);
+    an explicit ``beta`` wins either way."""
+    from sdl.agents.gp import LARGE_POOL_ROWS
+    from sdl.pools import load_pool
+
+    betas = {}
+    for name in ("snar", "agnp", "p3ht", "suzuki", "buchwald_a"):
+        pool = load_pool(name)
+        betas[name] = (len(pool.points), make_agent("bo", pool.search_space(), [pool.objective], seed=0)._default("beta"))
+        explicit = make_agent("bo", pool.search_space(), [pool.objective], seed=0, beta=2.0)
+        assert explicit.options["beta"] == 2.0
+    assert all((rows >= LARGE_POOL_ROWS) == (beta == 1.0) for rows, beta in betas.values()), betas
+    assert [b for _, b in betas.values()] == [3.0, 3.0, 3.0, 1.0, 1.0], betas
