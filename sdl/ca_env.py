@@ -17,8 +17,6 @@ import sys
 
 LOOPBACK = "127.0.0.1"
 _ENV_FLAG = "SDL_TEST_CA_PORT"
-
-
 PORT_RANGE_ENV = "SDL_CA_PORT_RANGE"
 _LOWEST = 20000
 
@@ -26,7 +24,8 @@ _LOWEST = 20000
 def ephemeral_range() -> tuple[int, int]:
     """The kernel's range for ports it hands out on its own (outgoing connections, bind to 0)."""
     try:
-        lo, hi = (int(v) for v in open("/proc/sys/net/ipv4/ip_local_port_range").read().split())
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            lo, hi = (int(v) for v in f.read().split())
         return lo, hi
     except (OSError, ValueError):
         return 32768, 60999  # Linux's default

@@ -518,13 +518,15 @@ def test_the_live_view_keeps_up_with_a_fast_campaign(open_as, lab, N_FAST):
     """Shown count against the server's, sampled every 0.25 s while the campaign runs. A
     campaign slower than MIN_RATE (a machine busy with other work: `pytest -n 2`) proves
     nothing about keeping up, so it is run once more before the test gives up and skips."""
-    for attempt in (1, 2):
-        rate = _watch_a_fast_campaign(open_as, lab, N_FAST, last=attempt == 2)
-        if rate >= MIN_RATE:
-            break
+    rate = _watch_a_fast_campaign(open_as, lab, N_FAST)
+    if rate < MIN_RATE:  # a busy machine: once more before giving up
+        rate = _watch_a_fast_campaign(open_as, lab, N_FAST)
+    if rate < MIN_RATE:  # the machine could not run the campaign that fast: the check would prove nothing
+        pytest.skip(f"the campaign ran at {rate:.1f} experiments/s here, below the {MIN_RATE:g}/s to check against")
 
 
-def _watch_a_fast_campaign(open_as, lab, N_FAST: int, last: bool) -> float:
+def _watch_a_fast_campaign(open_as, lab, N_FAST: int) -> float:
+    """One campaign watched live; its rate, and (when it reached MIN_RATE) the page kept up."""
     user, prop = _approved(lab, "fast", ("sim-xrd",))
     camp = user.create_campaign(prop["id"], {"instrument": "sim-xrd", "agent": "random", "budget": N_FAST, "seed": 5})
     s = open_as(user)
@@ -547,9 +549,7 @@ def _watch_a_fast_campaign(open_as, lab, N_FAST: int, last: bool) -> float:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     (ARTIFACTS / f"live-lag-{N_FAST}.json").write_text(json.dumps({"rate_per_s": rate, "samples": samples}))
     assert samples[-1][1] == samples[-1][2] == N_FAST
-    if rate < MIN_RATE:  # the machine could not run the campaign that fast: the check would prove nothing
-        if last:
-            pytest.skip(f"the campaign ran at {rate:.1f} experiments/s here, below the {MIN_RATE:g}/s to check against")
+    if rate < MIN_RATE:
         return rate
     # a sample is taken after the server's count and before the page's: one in flight is allowed
     assert max(lags) <= 3, samples
