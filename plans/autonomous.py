@@ -37,7 +37,9 @@ class LabDevices:
 
 
 def _return_sample(lab: LabDevices, slot: int, sample_id: str):
-    """Cleanup: shutter closed first, then the sample back to its slot (or flagged)."""
+    """Cleanup after a failure: shutter closed first, then the sample back to its slot (or
+    flagged). A step that succeeded has closed the shutter (``acquire``) and unloaded the
+    sample itself, so it skips these two round trips."""
     yield from close_shutter(lab.shutter)
     mounted = yield from bps.rd(lab.changer.mounted_sample)
     if mounted:
@@ -88,6 +90,6 @@ def autonomous_step(
 
     @bpp.run_decorator(md=metadata)
     def run():
-        yield from bpp.finalize_wrapper(body(), _return_sample(lab, slot, sample_id))
+        yield from bpp.contingency_wrapper(body(), except_plan=lambda exc: _return_sample(lab, slot, sample_id))
 
     return (yield from run())

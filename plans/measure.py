@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any, Sequence
 
 import bluesky.plan_stubs as bps
@@ -17,8 +18,11 @@ def acquire(detector: Any, shutter: Any, monitors: Sequence[Any] = (), *, exposu
     """One exposure inside an open run; the shutter is closed afterwards whatever happens."""
 
     def inner():
-        yield from bps.mv(detector.exposure_time, float(exposure))
-        yield from bps.abs_set(shutter, "open", wait=True)
+        # exposure time and shutter in one round trip: both must hold before the trigger
+        group = f"acquire-setup-{uuid.uuid4()}"
+        yield from bps.abs_set(detector.exposure_time, float(exposure), group=group)
+        yield from bps.abs_set(shutter, "open", group=group)
+        yield from bps.wait(group)
         yield from bps.trigger_and_read([detector, *monitors], name=stream)
 
     return (yield from bpp.finalize_wrapper(inner(), close_shutter(shutter)))

@@ -126,6 +126,50 @@ def test_after_a_normal_step_the_shutter_is_closed_and_the_sample_is_home(RE, la
     assert {d.state.get() for d in (lab.robot, lab.changer, lab.detector)} == {"idle"}
 
 
+def test_a_normal_step_spends_no_round_trip_on_cleanup(RE, lab, optimum):
+    """Each message to a device is a round trip over Channel Access: a step that succeeded
+    closes the shutter once (in ``acquire``) and does not re-read the changer, and the
+    exposure time and the shutter's opening are set together, behind one wait."""
+    msgs = []
+    RE.msg_hook = msgs.append
+    try:
+        run(RE, step(lab, optimum["composition"], optimum["temperature"], slot=7, sample_id="s7"))
+    finally:
+        RE.msg_hook = None
+    shutter_sets = [m.args[0] for m in msgs if m.command == "set" and m.obj is lab.shutter]
+    assert shutter_sets == ["open", "close"]
+    assert not [m for m in msgs if m.command == "read" and m.obj is lab.changer.mounted_sample]
+    setup = [m for m in msgs if m.command == "set" and m.obj in (lab.detector.exposure_time, lab.shutter)][:2]
+    assert [m.obj for m in setup] == [lab.detector.exposure_time, lab.shutter]
+    assert setup[0].kwargs["group"] == setup[1].kwargs["group"]
+    between = msgs[msgs.index(setup[0]):msgs.index(setup[1])]
+    assert not [m for m in between if m.command == "wait"]
+
+
+def test_an_operator_abort_during_the_exposure_still_cleans_up(model, optimum):
+    """The RunEngine throws its abort into the plan as an exception: the step's cleanup
+    (shutter, then the sample back to its slot) runs as for a device failure."""
+    from bluesky.utils import RunEngineInterrupted
+
+    RE = RunEngine(context_managers=[])
+    lab = SimLab(model, time_scale=0.01, seed=1)  # the 50 s exposure lasts 0.5 s
+
+    def pause_when_open(value=None, **_):
+        if value == "open":
+            RE.request_pause(defer=False)
+
+    lab.shutter.state.subscribe(pause_when_open, run=False)
+    docs: list = []
+    with pytest.raises(RunEngineInterrupted):
+        RE(step(lab, optimum["composition"], optimum["temperature"], slot=4, sample_id="s4", exposure=50.0),
+           lambda name, d: docs.append((name, d)))
+    assert RE.state == "paused" and lab.changer.mounted_sample.get() == "s4"
+    RE.abort("the operator stopped it")
+    assert doc(docs, "stop")["exit_status"] == "abort"
+    assert lab.shutter.state.get() == "closed" and lab.changer.mounted_sample.get() == ""
+    assert (lab.sample("s4").location, lab.sample("s4").slot) == ("rack", 4)
+
+
 def test_detector_timeout_fails_the_run_and_cleans_up(RE, lab, optimum):
     lab.inject_fault("detector", "timeout")
     exc, docs = run_failing(RE, step(lab, optimum["composition"], optimum["temperature"], slot=3, sample_id="s3"))
