@@ -152,7 +152,7 @@ def test_an_operator_abort_during_the_exposure_still_cleans_up(model, optimum):
     from bluesky.utils import RunEngineInterrupted
 
     RE = RunEngine(context_managers=[])
-    lab = SimLab(model, time_scale=0.01, seed=1)  # the 50 s exposure lasts 0.5 s
+    lab = SimLab(model, time_scale=0.01, seed=1)  # the 100 s exposure lasts 1 s
 
     def pause_when_open(value=None, **_):
         if value == "open":
@@ -161,7 +161,7 @@ def test_an_operator_abort_during_the_exposure_still_cleans_up(model, optimum):
     lab.shutter.state.subscribe(pause_when_open, run=False)
     docs: list = []
     with pytest.raises(RunEngineInterrupted):
-        RE(step(lab, optimum["composition"], optimum["temperature"], slot=4, sample_id="s4", exposure=50.0),
+        RE(step(lab, optimum["composition"], optimum["temperature"], slot=4, sample_id="s4", exposure=100.0),
            lambda name, d: docs.append((name, d)))
     assert RE.state == "paused" and lab.changer.mounted_sample.get() == "s4"
     RE.abort("the operator stopped it")
