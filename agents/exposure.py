@@ -84,3 +84,15 @@ def fixed_noise_gp(X: np.ndarray, y: np.ndarray, yvar: np.ndarray, seed: int):
         warnings.simplefilter("ignore")
         fit_gpytorch_mll(ExactMarginalLogLikelihood(model.likelihood, model))
     return model
+
+
+def recommended_index(X: np.ndarray, y: np.ndarray, yvar: np.ndarray, seed: int = 0) -> int:
+    """The measured point a campaign should report: the highest posterior mean of the
+    fixed-noise GP (maximising ``y``), not the highest raw value, which after short
+    exposures is often a lucky noisy one."""
+    if len(y) < 2:
+        return int(np.argmax(y))
+    model = fixed_noise_gp(np.asarray(X, dtype=float), np.asarray(y, dtype=float), np.asarray(yvar, dtype=float), seed)
+    with torch.no_grad():
+        mean = model.posterior(torch.as_tensor(np.asarray(X, dtype=float))).mean.reshape(-1)
+    return int(torch.argmax(mean))

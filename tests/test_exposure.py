@@ -57,3 +57,15 @@ def test_campaign_measures_each_point_at_the_exposure_the_agent_chose(store):
     assert all(o.extra["exposure"] in (0.05, 0.5) for o in obs)
     for o in obs:
         assert store.documents(o.run_uid)[0][1]["exposure"] == o.extra["exposure"]
+
+
+def test_the_recommendation_is_not_fooled_by_a_lucky_short_exposure():
+    from sdl.agents.exposure import recommended_index
+
+    x = np.linspace(0, 1, 11)
+    y = -((x - 0.7) ** 2)
+    yvar = np.full(11, 1e-4)  # long exposures: precise values
+    y[1], yvar[1] = 0.5, 0.25  # one short exposure read far above everything (sd 0.5)
+    assert int(np.argmax(y)) == 1  # the best measured value is the lucky one
+    assert recommended_index(x.reshape(-1, 1), y, yvar) == 7  # the model's pick is the true best, x = 0.7
+    assert recommended_index(x[:1].reshape(-1, 1), y[:1], yvar[:1]) == 0  # one point: itself
