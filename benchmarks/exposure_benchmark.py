@@ -83,7 +83,8 @@ def first_recommended_at_target(X, Y, exposures, truths, times, level: float, se
     from sdl.agents.exposure import recommended_index
 
     for i in range(len(Y)):
-        j = recommended_index(np.array(X[: i + 1]), np.array(Y[: i + 1]), NOISE_SD_AT_1S**2 / np.array(exposures[: i + 1]), seed)
+        yvar = NOISE_SD_AT_1S**2 / np.array(exposures[: i + 1])
+        j = recommended_index(np.array(X[: i + 1]), np.array(Y[: i + 1]), yvar, seed)
         if truths[j] >= level:
             return (i + 1, times[i])
     return None
