@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Any, Sequence
 
 import bluesky.plan_stubs as bps
 import bluesky.preprocessors as bpp
+from bluesky.utils import short_uid
 
 
 def close_shutter(shutter: Any):
@@ -19,7 +19,7 @@ def acquire(detector: Any, shutter: Any, monitors: Sequence[Any] = (), *, exposu
 
     def inner():
         # exposure time and shutter in one round trip: both must hold before the trigger
-        group = f"acquire-setup-{uuid.uuid4()}"
+        group = short_uid("acquire-setup")
         yield from bps.abs_set(detector.exposure_time, float(exposure), group=group)
         yield from bps.abs_set(shutter, "open", group=group)
         yield from bps.wait(group)
