@@ -92,7 +92,8 @@ def recommended_index(X: np.ndarray, y: np.ndarray, yvar: np.ndarray, seed: int 
     exposures is often a lucky noisy one."""
     if len(y) < 2:
         return int(np.argmax(y))
-    model = fixed_noise_gp(np.asarray(X, dtype=float), np.asarray(y, dtype=float), np.asarray(yvar, dtype=float), seed)
+    X = np.asarray(X, dtype=float)
+    model = fixed_noise_gp(X, np.asarray(y, dtype=float), np.asarray(yvar, dtype=float), seed)
     with torch.no_grad():
-        mean = model.posterior(torch.as_tensor(np.asarray(X, dtype=float))).mean.reshape(-1)
+        mean = model.posterior(torch.as_tensor(X)).mean.reshape(-1)
     return int(torch.argmax(mean))
