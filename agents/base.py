@@ -34,6 +34,18 @@ class Agent(Protocol):
         ...
 
 
+@runtime_checkable
+class Recommender(Protocol):
+    """Optional: an agent whose values carry different noise (the ``exposure`` option) says
+    which measured point to report and what the model estimates its value to be; the
+    campaign's ``target`` stopping rule judges that estimate, not the best raw value."""
+
+    def recommend(self) -> tuple[dict, float] | None:
+        """``(params of a measured point, estimate of its value in objective units)``, or None when the best measured
+        value is the answer (no model of the noise, or too few values)."""
+        ...
+
+
 class AgentFactory(Protocol):
     def __call__(
         self, space: SearchSpace, objectives: Sequence[Objective], seed: int = 0, **options

@@ -90,10 +90,18 @@ def recommended_index(X: np.ndarray, y: np.ndarray, yvar: np.ndarray, seed: int 
     """The measured point a campaign should report: the highest posterior mean of the
     fixed-noise GP (maximising ``y``), not the highest raw value, which after short
     exposures is often a lucky noisy one."""
+    return recommendation(X, y, yvar, seed)[0]
+
+
+def recommendation(X: np.ndarray, y: np.ndarray, yvar: np.ndarray, seed: int = 0) -> tuple[int, float]:
+    """``(index, estimate)``: the measured point of highest posterior mean and that mean, the
+    model's estimate of its true value (with one point: the point and its measured value)."""
+    y = np.asarray(y, dtype=float)
     if len(y) < 2:
-        return int(np.argmax(y))
+        return int(np.argmax(y)), float(np.max(y))
     X = np.asarray(X, dtype=float)
-    model = fixed_noise_gp(X, np.asarray(y, dtype=float), np.asarray(yvar, dtype=float), seed)
+    model = fixed_noise_gp(X, y, np.asarray(yvar, dtype=float), seed)
     with torch.no_grad():
         mean = model.posterior(torch.as_tensor(X)).mean.reshape(-1)
-    return int(torch.argmax(mean))
+    j = int(torch.argmax(mean))
+    return j, float(mean[j])

@@ -393,11 +393,9 @@ class BoTorchAgent(AgentBase):
 
         opt = self._exposure
         o = self.objectives[0]
-        X = self.encoder.encode_many([ob.params for ob in obs])
-        y = np.array([o.sign * float(ob.values[o.name]) for ob in obs])
-        t = np.array([float(ob.extra.get("exposure", opt.default_s)) for ob in obs])
+        X, y, yvar = self._exposure_data(obs)
         seed = int(np.random.default_rng([self.seed, self.n_seen]).integers(2**31))
-        model = fixed_noise_gp(X, y, opt.noise_sd_at_1s**2 / t, seed)
+        model = fixed_noise_gp(X, y, yvar, seed)
         with torch.no_grad():
             best = float(model.posterior(torch.as_tensor(X)).mean.max())
         pending = self.encoder.encode_many(self.pending) if self.pending else None
@@ -427,6 +425,27 @@ class BoTorchAgent(AgentBase):
             )
             out.append((self._as_params(key), prov))
         return out
+
+    def _exposure_data(self, obs):
+        """Inputs, signed values and each value's noise variance (from its exposure)."""
+        opt, o = self._exposure, self.objectives[0]
+        X = self.encoder.encode_many([ob.params for ob in obs])
+        y = np.array([o.sign * float(ob.values[o.name]) for ob in obs])
+        t = np.array([float(ob.extra.get("exposure", opt.default_s)) for ob in obs])
+        return X, y, opt.noise_sd_at_1s**2 / t
+
+    def recommend(self) -> tuple[dict, float] | None:
+        """With the option ``exposure``: the measured point to report (its params) and the
+        model's estimate of its value in objective units (:func:`sdl.agents.exposure.recommendation`), so that
+        one lucky short exposure is neither reported nor stops a campaign. None without the
+        option or before two values (the best measured value is then the answer)."""
+        from sdl.agents.exposure import recommendation
+
+        obs = self.good_observations()
+        if self._exposure is None or len(obs) < 2:
+            return None
+        j, estimate = recommendation(*self._exposure_data(obs), seed=self.seed)
+        return dict(obs[j].params), self.objectives[0].sign * estimate
 
     # ------------------------------------------------------------------ failures
     def _feasibility(self, seed: int, xmap):

@@ -179,7 +179,7 @@ class CampaignRunner:
         unsub = self.RE.subscribe(self._on_document)
         try:
             while True:
-                reason = self._stop_reason()
+                reason = self._stop_reason(agent)
                 if reason:
                     self.store.set_campaign_status(self.campaign_id, "completed", reason)
                     return "completed"
@@ -315,7 +315,9 @@ class CampaignRunner:
         obs = self.store.observations(self.campaign_id)
         self.progress.experiment_done(len(obs), self.spec.budget, obs[-1], best_value(obs, self.objectives[0]))
 
-    def _stop_reason(self) -> str:
+    def _stop_reason(self, agent: Any = None) -> str:
+        """Why the campaign ends now ("" to go on); ``agent``, told every observation, may judge
+        the target from its model (:class:`sdl.agents.base.Recommender`)."""
         obs = self.store.observations(self.campaign_id)
         if len(obs) >= self.spec.budget:
             return f"budget of {self.spec.budget} experiments spent"
@@ -323,7 +325,17 @@ class CampaignRunner:
         best = best_value(obs, objective)
         rule = self.spec.stopping
         if rule.target is not None and best is not None and objective.sign * (best - rule.target) >= 0:
-            return f"target {rule.target} reached (best {best:.4g})"
+            # values of different noise (an agent choosing exposures): the model's estimate at its
+            # recommended point must reach the target, not one lucky short exposure
+            recommend = getattr(agent, "recommend", None)
+            picked = recommend() if recommend is not None else None
+            if picked is None:
+                return f"target {rule.target} reached (best {best:.4g})"
+            point, estimate = picked
+            point = {k: float(f"{v:.4g}") if isinstance(v, float) else v for k, v in point.items()}
+            if objective.sign * (estimate - rule.target) >= 0:
+                return (f"target {rule.target} reached (the model's estimate {estimate:.4g} at the recommended "
+                        f"point {point}; best measured {best:.4g})")
         if rule.patience is not None and len(obs) > rule.patience:
             trace = best_trace(obs, objective)
             if trace[-1] == trace[-1 - rule.patience]:

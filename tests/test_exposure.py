@@ -69,3 +69,43 @@ def test_the_recommendation_is_not_fooled_by_a_lucky_short_exposure():
     assert int(np.argmax(y)) == 1  # the best measured value is the lucky one
     assert recommended_index(x.reshape(-1, 1), y, yvar) == 7  # the model's pick is the true best, x = 0.7
     assert recommended_index(x[:1].reshape(-1, 1), y[:1], yvar[:1]) == 0  # one point: itself
+
+
+def test_a_lucky_short_exposure_does_not_stop_a_campaign_at_its_target(store):
+    """stopping.target with an agent that chooses exposures: one short exposure read above
+    the target, contradicted by two long ones at the same point, is not the model's estimate;
+    the campaign stops once the estimate at the recommended point reaches the target."""
+    from sdl.agents import make_agent
+    from sdl.campaign import CampaignRunner, create_campaign
+
+    options = {"exposure": {"choices": [0.01, 1.0], "noise_sd_at_1s": 0.011}}
+    cid = create_campaign(store, {"instrument": "sim-xrd", "agent": "bo", "budget": 30,
+                                  "stopping": {"target": 0.8}, "agent_options": options})
+    runner = CampaignRunner(store, cid)
+    name = runner.objectives[0].name
+    points = [s.params for s in make_agent("random", runner.space, runner.objectives, seed=3).ask(7)]
+
+    def measured(i: int, value: float, exposure: float) -> Observation:
+        o = Observation(params=points[i], values={name: value}, extra={"exposure": exposure})
+        uid = f"run-{len(store.observations(cid))}"
+        store.start_run(uid, cid, None)
+        store.finish_run(uid, "success", observation=o, campaign_id=cid)
+        return o
+
+    obs = [measured(i, 0.2 + 0.02 * i, 1.0) for i in range(1, 6)]
+    obs += [measured(0, 0.9, 0.01), measured(0, 0.3, 1.0), measured(0, 0.31, 1.0)]  # sd 0.11, then 0.011 twice
+    agent = make_agent("bo", runner.space, runner.objectives, seed=0, **options)
+    agent.tell(obs)
+    point, estimate = agent.recommend()
+    assert point == points[0] and estimate < 0.5  # the lucky point, judged by its long exposures
+    assert runner._stop_reason(None).startswith("target 0.8 reached (best 0.9)")  # the raw best would stop it
+    assert runner._stop_reason(agent) == ""  # the model's estimate does not
+
+    late = [measured(6, 0.86, 1.0), measured(6, 0.85, 1.0)]  # a new point, measured well
+    agent.tell(late)
+    point, estimate = agent.recommend()
+    assert point == points[6] and estimate >= 0.8
+    assert "the model's estimate" in runner._stop_reason(agent)
+    plain = make_agent("botorch", runner.space, runner.objectives, seed=0)  # no model of the noise:
+    plain.tell(obs + late)
+    assert plain.recommend() is None  # the best measured value is the answer

@@ -271,6 +271,18 @@ def test_campaign_over_http(lab: Lab, alice, prop):
     assert _err(alice.campaign_action, cid, "pause").status == 409
 
 
+def test_a_campaign_through_the_service_stops_at_its_target(lab: Lab, alice, prop):
+    """The planner judges the stopping rule with the campaign's agent (which, choosing
+    exposures, judges a target by its model: tests/test_exposure.py)."""
+    camp = alice.create_campaign(prop["id"], {"instrument": "sim-xrd", "agent": "bo", "budget": 6, "seed": 1,
+                                              "stopping": {"target": -1.0},
+                                              "agent_options": {"exposure": {"choices": [0.05, 0.5]}}})
+    alice.campaign_action(camp["id"], "start")
+    final = alice.wait_campaign(camp["id"], timeout=60)
+    assert final["state"] == "completed" and final["experiments"] == 1
+    assert final["message"].startswith("target -1.0 reached")
+
+
 def test_campaign_pause_resume_stop(lab: Lab, alice, prop):
     sci = lab.user("sci-camp", role="scientist")
     sci.pause("pool:p3ht", immediate=False)
