@@ -194,7 +194,8 @@ class CampaignManager:
         if self._sync(sess, row):
             return  # the campaign stopped on a failure
         # a target is judged by the agent's model where it has one (values of different noise)
-        reason = runner._stop_reason(sess.ensure_agent() if runner.spec.stopping.target is not None else None)
+        with sess.lock:
+            reason = runner._stop_reason(sess.ensure_agent() if runner.spec.stopping.target is not None else None)
         if reason:
             self.svc.set_campaign_state(row.campaign_id, "completed", reason)
             return
