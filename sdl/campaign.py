@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from sdl.builtins import DEFAULT_INSTRUMENT
 from sdl.errors import InvalidInput
-from sdl.models import Observation, Suggestion, new_id
+from sdl.models import Observation, new_id
 from sdl.reduction import reduce_run
 from sdl.space import Objective, SearchSpace
 from sdl.store import Store
@@ -155,8 +155,6 @@ class CampaignRunner:
         """Run until done; returns the final campaign status."""
         from bluesky.utils import RunEngineInterrupted
 
-        from sdl.registry import make_agent
-
         if self.spec.approve_before_run:
             raise InvalidInput("approve_before_run", "needs people to approve each suggestion: run this campaign "
                                "through the service (sdl serve), not locally", True)
@@ -164,14 +162,7 @@ class CampaignRunner:
         if interrupted:
             log.warning("campaign %s: %d interrupted run(s) kept and their points requeued", self.campaign_id,
                         len(interrupted))
-        agent = make_agent(self.spec.agent, self.space, self.objectives, seed=self.spec.seed,
-                           **self.spec.agent_options)
-        observations = self.store.observations(self.campaign_id)
-        if observations:
-            agent.tell(observations)
-        pending = self.store.suggestions(self.campaign_id, status="pending")
-        if pending:
-            agent.add_pending([p.params for p in pending])
+        agent = self.build_agent()
 
         self.store.set_campaign_status(self.campaign_id, "running")
         self._interrupt.clear()
@@ -198,6 +189,22 @@ class CampaignRunner:
             return "interrupted"
         finally:
             self.RE.unsubscribe(unsub)
+
+    def build_agent(self, observations: list[Observation] | None = None):
+        """The campaign's agent, told ``observations`` (default: every stored one) and the
+        pending points: after a restart it carries on as if nothing had happened."""
+        from sdl.registry import make_agent
+
+        agent = make_agent(self.spec.agent, self.space, self.objectives, seed=self.spec.seed,
+                           **self.spec.agent_options)
+        if observations is None:
+            observations = self.store.observations(self.campaign_id)
+        if observations:
+            agent.tell(observations)
+        pending = self.store.suggestions(self.campaign_id, status="pending")
+        if pending:
+            agent.add_pending([p.params for p in pending])
+        return agent
 
     def _next_pending(self, agent):
         pending = self.store.suggestions(self.campaign_id, status="pending")

@@ -42,24 +42,6 @@ def is_approved(row: Any) -> bool:
     return bool(prov.get("approved")) or prov.get("agent") == "user"
 
 
-class ServiceCampaignRunner(CampaignRunner):
-    """The campaign runner, driven one step at a time by the service."""
-
-    def build_agent(self, observations: list[Observation] | None = None):
-        from sdl.registry import make_agent
-
-        agent = make_agent(self.spec.agent, self.space, self.objectives, seed=self.spec.seed,
-                           **self.spec.agent_options)
-        if observations is None:
-            observations = self.store.observations(self.campaign_id)
-        if observations:
-            agent.tell(observations)
-        pending = self.store.suggestions(self.campaign_id, status="pending")
-        if pending:
-            agent.add_pending([p.params for p in pending])
-        return agent
-
-
 class _NoRunEngine:
     """The planner never runs plans (workers do); a runner built for it needs no RunEngine."""
 
@@ -75,8 +57,9 @@ class CampaignSession:
         self.svc = svc
         self.campaign_id = campaign_id
         self.worker = worker
-        self.runner = ServiceCampaignRunner(svc.store, campaign_id, instrument=worker.instrument,
-                                            run_engine=_NoRunEngine())
+        # the runner, driven one step at a time (build_agent, _stop_reason, _next_pending); workers run the plans
+        self.runner = CampaignRunner(svc.store, campaign_id, instrument=worker.instrument,
+                                     run_engine=_NoRunEngine())
         self.agent: Any = None
         self.lock = threading.RLock()
         #: suggestions whose observation the agent was told (and the stream was shown)
