@@ -173,7 +173,7 @@ class Dispatcher:
     # ------------------------------------------------------------------ claim
     def claim(self, instrument: str, worker_id: str, may_run: Callable[[], bool] | None = None) -> Lease | None:
         """Claim the next item of ``instrument`` (fair share, see sdl.service.scheduler), or None."""
-        from sdl.service.scheduler import CHARGE_PER_EXPERIMENT, FairState, charge, choose
+        from sdl.service.scheduler import FairState, choose, record_claim
 
         t0 = time.time()
         with self.db.session() as s:
@@ -218,12 +218,7 @@ class Dispatcher:
                 if claimed != 1:
                     cands.pop(pid)
                     continue
-                charge(state, pid, cands[pid].dedicated, CHARGE_PER_EXPERIMENT)
-                state.seq += 1
-                state.last_served[pid] = state.seq
-                state.served += 1
-                st.fair = state.to_json()
-                st.claims = (st.claims or 0) + 1
+                record_claim(st, state, pid, cands[pid].dedicated)
                 s.flush()
                 s.refresh(head)
                 self._notify_item(s, head)

@@ -99,6 +99,17 @@ def charge(state: FairState, pid: str, dedicated: bool, amount: float) -> None:
     state.pool_charge["dedicated" if dedicated else "shared"] += amount
 
 
+def record_claim(st, state: FairState, pid: str, dedicated: bool) -> None:
+    """One unit of ``pid``'s work (an experiment or a workflow task) claimed on the instrument
+    whose locked row is ``st``: charged, last in the round-robin order, counted, stored."""
+    charge(state, pid, dedicated, CHARGE_PER_EXPERIMENT)
+    state.seq += 1
+    state.last_served[pid] = state.seq
+    state.served += 1
+    st.fair = state.to_json()
+    st.claims = (st.claims or 0) + 1
+
+
 def usage(s, proposal_ids: list[str]) -> dict[str, tuple[int, float]]:
     """(experiments counted, hours used) per proposal."""
     if not proposal_ids:

@@ -129,7 +129,7 @@ class Engine:
         """The next unit of ``instrument``'s one fair queue (plain experiments and workflow
         tasks, :mod:`sdl.workflows.fairqueue`) if it is a task of ours whose resources are
         free, with those resources held under a lease; or None."""
-        from sdl.service.scheduler import CHARGE_PER_EXPERIMENT, FairState, charge, choose
+        from sdl.service.scheduler import FairState, choose, record_claim
 
         with self.session() as s:
             st = fq.lock_instrument(s, instrument)
@@ -167,12 +167,7 @@ class Engine:
                     t.started_at, t.run_uid, t.error = utcnow(), None, t.error
                     if t.kind == "make":
                         t.sample_id = sample_id
-                    charge(state, pid, cands[pid].dedicated, CHARGE_PER_EXPERIMENT)
-                    state.seq += 1
-                    state.last_served[pid] = state.seq
-                    state.served += 1
-                    st.fair = state.to_json()
-                    st.claims = (st.claims or 0) + 1
+                    record_claim(st, state, pid, cands[pid].dedicated)
                     s.flush()
                     sample = None
                     if t.kind != "make":
