@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import select
 
 from sdl.service.db import MemberRow, ProposalRow, as_utc
+from sdl.service.lookup_cache import LookupCache
 from sdl.store import utcnow
 
 
@@ -42,27 +43,18 @@ class MembershipCache:
 
     def __init__(self, db: Any, ttl: float = 2.0):
         self.db = db
-        self.ttl = ttl
-        self._cache: dict[str, tuple[float, dict[str, str], set[str]]] = {}
-        self._lock = threading.Lock()
-        self._generation = 0
+        self._cache: LookupCache[tuple[dict[str, str], set[str]]] = LookupCache(ttl)
         #: called after every change (open live streams re-check themselves at once)
-        self.listeners: set[Any] = set()
+        self.listeners = self._cache.listeners
 
     def invalidate(self) -> None:
-        with self._lock:
-            self._generation += 1
-            self._cache.clear()
-        for fn in list(self.listeners):
-            fn()
+        self._cache.invalidate()
 
     def get(self, user_id: str) -> tuple[dict[str, str], set[str]]:
-        now = time.monotonic()
-        with self._lock:
-            hit = self._cache.get(user_id)
-        if hit is not None and now - hit[0] < self.ttl:
-            return dict(hit[1]), set(hit[2])
-        generation = self._generation
+        member, coalitions = self._cache.get(user_id, lambda: self._lookup(user_id))
+        return dict(member), set(coalitions)
+
+    def _lookup(self, user_id: str) -> tuple[dict[str, str], set[str]]:
         with self.db.read() as s:
             rows = s.execute(
                 select(MemberRow.proposal_id, MemberRow.role, ProposalRow.coalition, ProposalRow.kind,
@@ -73,12 +65,7 @@ class MembershipCache:
         member = {pid: role for pid, role, _, _, _ in rows}
         # only an approved proposal makes its members part of its coalition
         coalitions = {c for _, _, c, kind, status in rows if kind == "coalition" and c and status == "approved"}
-        with self._lock:
-            if len(self._cache) > 10_000:
-                self._cache.clear()
-            if generation == self._generation:  # nothing changed while we read: keep it
-                self._cache[user_id] = (now, member, coalitions)
-        return dict(member), set(coalitions)
+        return member, coalitions
 
 
 class AccessView:

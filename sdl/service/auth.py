@@ -12,12 +12,12 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy import select
 
 from sdl.models import new_id
 from sdl.service.db import ServiceDB, TokenRow, UserRow, as_utc
+from sdl.service.lookup_cache import LookupCache
 from sdl.store import utcnow
 
 TOKEN_PREFIX = "sdl_"
@@ -51,51 +51,32 @@ class Principal:
         return self.role in ("admin", "scientist")
 
 
+def _unexpired(principal: Principal | None, expires: dt.datetime | None) -> Principal | None:
+    if principal is None or (expires is not None and expires <= utcnow()):
+        return None
+    return principal
+
+
 class Authenticator:
     def __init__(self, db: ServiceDB):
         self.db = db
-        self._cache: dict[str, tuple[float, Principal | None, dt.datetime | None]] = {}
-        self._lock = threading.Lock()
-        self._generation = 0
+        self._cache: LookupCache[tuple[Principal | None, dt.datetime | None]] = LookupCache(_CACHE_S)
         #: called after every change of tokens or accounts (open live streams re-check at once)
-        self.listeners: set[Any] = set()
+        self.listeners = self._cache.listeners
 
     def invalidate(self) -> None:
-        with self._lock:
-            self._generation += 1
-            self._cache.clear()
-        for fn in list(self.listeners):
-            fn()
+        self._cache.invalidate()
 
     def cached(self, token: str) -> Principal | None:
         """The principal if a fresh cache entry says the token is valid; None means "look it up"."""
-        hit = self._cache.get(hash_token(token)) if token else None
-        if hit is None or time.monotonic() - hit[0] >= _CACHE_S or hit[1] is None:
-            return None
-        if hit[2] is not None and hit[2] <= utcnow():
-            return None
-        return hit[1]
+        found, hit = self._cache.fresh(hash_token(token)) if token else (False, None)
+        return _unexpired(*hit) if found else None
 
     def authenticate(self, token: str) -> Principal | None:
         if not token:
             return None
         h = hash_token(token)
-        now = time.monotonic()
-        with self._lock:
-            hit = self._cache.get(h)
-        if hit is not None and now - hit[0] < _CACHE_S:
-            principal, expires = hit[1], hit[2]
-        else:
-            generation = self._generation
-            principal, expires = self._lookup(h)
-            with self._lock:
-                if len(self._cache) > 10_000:
-                    self._cache.clear()
-                if generation == self._generation:
-                    self._cache[h] = (now, principal, expires)
-        if principal is None or (expires is not None and expires <= utcnow()):
-            return None
-        return principal
+        return _unexpired(*self._cache.get(h, lambda: self._lookup(h)))
 
     def _lookup(self, h: str) -> tuple[Principal | None, dt.datetime | None]:
         with self.db.read() as s:
