@@ -157,14 +157,9 @@ def beam_guard(plan, shutter: Any, suspender: Any):
                     return (yield msg)
 
                 return head(), None
-        if msg.command == "save":
-            def tail():
-                yield Msg("checkpoint")
-
-            return None, tail()
         return None, None
 
-    return (yield from plan_mutator(plan, mutate))
+    return (yield from checkpoint_after_save(plan_mutator(plan, mutate)))
 
 
 # -------------------------------------------------------------------- soft IOCs
