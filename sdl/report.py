@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from pathlib import Path
 from typing import Any
 
-from sdl.campaign import CampaignSpec, best_trace, best_value
+from sdl.campaign import CampaignSpec, best_trace
 from sdl.models import Observation
 from sdl.space import Objective
 from sdl.store import Store, jsonable
@@ -17,7 +18,8 @@ def summarize(store: Store, campaign_id: str, optimum: dict | None = None) -> di
     row = store.campaign(campaign_id)
     spec = CampaignSpec.model_validate(row.spec)
     obs = store.observations(campaign_id)
-    objective = (spec.objectives or [None])[0] or _instrument_objective(spec) or _objective_from(obs)
+    instrument = functools.cache(lambda: _instrument(spec))  # built at most once, only if needed
+    objective = (spec.objectives or [None])[0] or _instrument_objective(instrument()) or _objective_from(obs)
     ok = [o for o in obs if o.ok]
     best_obs = None
     if ok:
@@ -43,6 +45,7 @@ def summarize(store: Store, campaign_id: str, optimum: dict | None = None) -> di
             "run_uid": best_obs.run_uid,
         },
         "best_trace": best_trace(obs, objective),
+        "recommended": _recommended(spec, obs, instrument),
         "observations": [
             {"params": o.params, "values": o.values, "ok": o.ok, "truth": o.extra.get("truth"),
              "error": o.extra.get("error"), "run_uid": o.run_uid}
@@ -57,16 +60,43 @@ def summarize(store: Store, campaign_id: str, optimum: dict | None = None) -> di
     return jsonable(summary)
 
 
-def _instrument_objective(spec: CampaignSpec) -> Objective | None:
-    """The instrument's first objective (its direction matters: a minimised one is not a maximum)."""
+def _recommended(spec: CampaignSpec, obs: list[Observation], instrument: Any) -> dict[str, Any] | None:
+    """What an agent with a model of the noise (the ``exposure`` option) reports: the measured
+    point of highest posterior mean and that mean (``estimate``), with the noise-free value
+    there where the simulation knows it. None for other agents (the best measured value is
+    the answer) or when the campaign's space cannot be built here."""
+    if not spec.agent_options.get("exposure") or not any(o.ok for o in obs):
+        return None
+    from sdl.registry import make_agent
+
+    inst = instrument() if spec.space is None or spec.objectives is None else None
+    space, objectives = spec.space or getattr(inst, "space", None), spec.objectives or getattr(inst, "objectives", None)
+    if space is None or not objectives:
+        return None
+    agent = make_agent(spec.agent, space, objectives, seed=spec.seed, **spec.agent_options)
+    agent.tell(obs)
+    picked = agent.recommend() if hasattr(agent, "recommend") else None
+    if picked is None:
+        return None
+    params, estimate = picked
+    truth = next((o.extra["truth"] for o in obs if o.params == params and o.extra.get("truth") is not None), None)
+    return {"params": params, "estimate": estimate, "truth": truth}
+
+
+def _instrument(spec: CampaignSpec) -> Any:
+    """The campaign's instrument, not connected (None when it is not available here)."""
     try:
         from sdl.instruments import make_instrument
 
-        inst = make_instrument(spec.instrument, options={**spec.instrument_options, "connect": False,
+        return make_instrument(spec.instrument, options={**spec.instrument_options, "connect": False,
                                                          "epics_connect": False})
-        return inst.objectives[0]
-    except Exception:  # noqa: BLE001 - an instrument not available here: guess from the observations
+    except Exception:  # noqa: BLE001 - an instrument not available here: the caller does without
         return None
+
+
+def _instrument_objective(inst: Any) -> Objective | None:
+    """The instrument's first objective (its direction matters: a minimised one is not a maximum)."""
+    return None if inst is None else inst.objectives[0]
 
 
 def _objective_from(obs: list[Observation]) -> Objective:

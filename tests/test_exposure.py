@@ -57,6 +57,15 @@ def test_campaign_measures_each_point_at_the_exposure_the_agent_chose(store):
     assert all(o.extra["exposure"] in (0.05, 0.5) for o in obs)
     for o in obs:
         assert store.documents(o.run_uid)[0][1]["exposure"] == o.extra["exposure"]
+    # the report gives the model's pick beside the best measured value
+    from sdl.report import summarize
+
+    rec = summarize(store, cid)["recommended"]
+    assert rec["params"] in [o.params for o in obs] and np.isfinite(rec["estimate"])
+    assert rec["truth"] == next(o.extra["truth"] for o in obs if o.params == rec["params"])
+    plain = create_campaign(store, {"instrument": "sim-xrd", "agent": "random", "budget": 2})
+    CampaignRunner(store, plain).run()
+    assert summarize(store, plain)["recommended"] is None
 
 
 def test_the_recommendation_is_not_fooled_by_a_lucky_short_exposure():
