@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from sdl.campaign import CampaignSpec, best_trace
+from sdl.errors import InvalidInput
 from sdl.models import Observation
 from sdl.space import Objective
 from sdl.store import Store, jsonable
@@ -73,7 +74,10 @@ def _recommended(spec: CampaignSpec, obs: list[Observation], instrument: Any) ->
     space, objectives = spec.space or getattr(inst, "space", None), spec.objectives or getattr(inst, "objectives", None)
     if space is None or not objectives:
         return None
-    agent = make_agent(spec.agent, space, objectives, seed=spec.seed, **spec.agent_options)
+    try:
+        agent = make_agent(spec.agent, space, objectives, seed=spec.seed, **spec.agent_options)
+    except InvalidInput:  # options its run refused: the summary still shows what there is
+        return None
     agent.tell(obs)
     picked = agent.recommend() if hasattr(agent, "recommend") else None
     if picked is None:
