@@ -44,11 +44,10 @@ class LookupCache(Generic[V]):
 
     def get(self, key: Hashable, load: Callable[[], V]) -> V:
         """The cached value, or ``load()`` (kept unless a change happened while it ran)."""
+        found, value = self.fresh(key)
+        if found:
+            return value
         now = time.monotonic()
-        with self._lock:
-            hit = self._entries.get(key)
-        if hit is not None and now - hit[0] < self.ttl:
-            return hit[1]
         generation = self._generation
         value = load()
         with self._lock:
