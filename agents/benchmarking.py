@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sdl.agents import make_agent
+from sdl.errors import InvalidInput
 from sdl.models import Observation
 from sdl.sim_devices.pool import PoolModel
 
@@ -81,6 +82,12 @@ def run_pool_campaign(
     One objective: the score is the share of the best ``top_fraction`` of the pool (``k``
     points) measured, points tied with the k-th best counting as equally good (an ordinal
     score), capped at 1. Several objectives: the hypervolume fraction."""
+    if len(pool) <= n_start:
+        raise InvalidInput("pool", f"{pool.name!r} has {len(pool)} distinct points: too few for {n_start} random "
+                           "starts and an experiment the agent chooses", len(pool))
+    if not n_start < budget <= len(pool):
+        raise InvalidInput("budget", f"on pool {pool.name!r}: more than its {n_start} random starts and at most its "
+                           f"{len(pool)} distinct points", budget)
     warnings.filterwarnings("ignore")
     logging.getLogger("ax").setLevel(logging.ERROR)
     space = pool.search_space()

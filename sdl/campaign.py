@@ -328,6 +328,9 @@ class CampaignRunner:
         obs = self.store.observations(self.campaign_id)
         if len(obs) >= self.spec.budget:
             return f"budget of {self.spec.budget} experiments spent"
+        pool = self.space.pool
+        if pool is not None and len(obs) >= len(pool) and len({self.space.pool_index(o.params) for o in obs}) >= len(pool):
+            return f"every one of the pool's {len(pool)} points measured (budget {self.spec.budget})"
         objective = self.objectives[0]
         best = best_value(obs, objective)
         rule = self.spec.stopping

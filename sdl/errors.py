@@ -8,6 +8,26 @@ from typing import Any
 class SdlError(Exception):
     """Base of every error sdl raises on purpose."""
 
+    def __reduce__(self):
+        # Subclasses take their own arguments (field, message, value), not the text that
+        # Exception keeps in ``args``, so the default pickling (cls(*args)) fails and a process
+        # pool that has to send one back breaks instead of reporting it. Rebuild from state.
+        return _rebuild, (type(self), self.args, self.__dict__)
+
+
+def _rebuild(cls: type, args: tuple, state: dict) -> SdlError:
+    # the built-in base whose __new__ the type really uses (OSError's for a ConnectionError)
+    for base in cls.__mro__:
+        if base.__module__ == "builtins":
+            try:
+                err = base.__new__(cls, *args)
+                break
+            except TypeError:
+                continue
+    BaseException.__init__(err, *args)
+    err.__dict__.update(state)
+    return err
+
 
 class InvalidInput(SdlError, ValueError):
     """Bad input: ``field`` names what is wrong, ``message`` says what is allowed."""

@@ -193,6 +193,10 @@ class PoolModel:
         ocols = [c for c, _ in specs]
         for c in ocols:
             if c not in header:
+                head, sep, tail = c.rpartition(":")
+                if sep and head.strip() in header:
+                    raise InvalidInput("objective", f"{tail.strip()!r} after {head.strip()!r} is not a direction; "
+                                       "allowed: 'min', 'max' (or nothing: maximise)", c)
                 raise InvalidInput("objective", f"{c!r} is not a column of {path.name}; columns: {header}", c)
         if len(set(ocols)) != len(ocols):
             raise InvalidInput("objective", "an objective column is named twice", ocols)

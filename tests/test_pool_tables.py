@@ -73,7 +73,7 @@ def test_mixed_table_types_and_few_levels(tmp_path):
     ({"objectives": ["yield"], "input_columns": ["base", "colour"]}, "input_columns", "'colour' is not a column"),
     ({"objectives": ["base"]}, "objective", "column 'base' cannot be read"),
     ({"objectives": ["yield", "cost"], "categorical": ["cost"]}, "categorical", "not an input column"),
-    ({"objectives": ["yield:best"]}, "objective", "is not a column"),
+    ({"objectives": ["yield:best"]}, "objective", "'best' after 'yield' is not a direction; allowed: 'min', 'max'"),
 ])
 def test_bad_columns_are_named(tmp_path, kwargs, field, match):
     with pytest.raises(InvalidInput, match=match) as err:
@@ -112,6 +112,28 @@ def test_sdl_bench_pool_runs_categorical_and_mixed_tables(tmp_path):
     assert res.exit_code != 0 and "'colour' is not a column" in res.output
 
 
+def test_a_budget_the_pool_cannot_hold_is_named_from_worker_processes(tmp_path):
+    """Checked in each campaign, in the worker processes of a process pool: the error comes
+    back as itself (it pickles), not as a broken pool."""
+    from sdl.cli import app
+
+    small = tmp_path / "small.csv"
+    small.write_text("a,b,y\n1,2,3\n2,3,4\n3,1,1\n4,4,2\n5,5,7\n6,1,3\n")
+    runner = CliRunner()
+    res = runner.invoke(app, ["bench", "--pool", str(small), "--objective", "y", "--agents", "random",
+                              "--seeds", "2", "--budget", "7", "--workers", "2", "--out", str(tmp_path / "a")])
+    assert res.exit_code != 0
+    text = " ".join(res.output.split())  # rich wraps long lines
+    assert "budget: on pool 'small': more than its 5 random starts and at most its 6 distinct points (got 7)" in text
+    assert "BrokenProcessPool" not in res.output
+    twice = tmp_path / "twice.csv"
+    twice.write_text("a,b,y\n1,2,3\n1,2,3\n2,3,4\n")
+    with pytest.raises(InvalidInput, match="'twice' has 2 distinct points: too few for 5 random starts"):
+        from sdl.agents.benchmarking import run_pool_campaign
+
+        run_pool_campaign("random", PoolModel.from_csv(twice, objectives=["y"]), seed=0, budget=6)
+
+
 @pytest.mark.parametrize("agent", ["bo", "random"])
 def test_campaign_on_categorical_and_mixed_tables(store, tmp_path, agent):
     from sdl.campaign import CampaignRunner, create_campaign
@@ -127,6 +149,18 @@ def test_campaign_on_categorical_and_mixed_tables(store, tmp_path, agent):
         for o in obs:
             assert o.values[name] == pytest.approx(o.extra["truth"])
             assert isinstance(o.params["base" if "mixed" in str(path) else "catalyst"], str)
+
+
+def test_a_campaign_that_measures_every_pool_point_completes(store, tmp_path):
+    from sdl.campaign import CampaignRunner, create_campaign
+
+    small = tmp_path / "small.csv"
+    small.write_text("a,b,y\n1,2,3\n2,3,4\n3,1,1\n4,4,2\n5,5,7\n6,1,3\n")
+    cid = create_campaign(store, {"instrument": f"pool:{small}", "instrument_options": {"objective": "y"},
+                                  "agent": "bo", "budget": 10})
+    assert CampaignRunner(store, cid).run() == "completed"
+    assert len({o.params["a"] for o in store.observations(cid)}) == 6
+    assert store.campaign(cid).message == "every one of the pool's 6 points measured (budget 10)"
 
 
 def test_campaign_refuses_several_objectives_and_unknown_options(store, tmp_path):
