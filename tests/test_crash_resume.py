@@ -1,6 +1,5 @@
 """Kill -9 a running campaign process, resume it: nothing lost, nothing measured twice."""
 
-import os
 import signal
 import subprocess
 import sys

@@ -164,7 +164,6 @@ def test_a_campaign_that_measures_every_pool_point_completes(store, tmp_path):
 
 
 def test_campaign_refuses_several_objectives_and_unknown_options(store, tmp_path):
-    from sdl.campaign import create_campaign
     from sdl.instruments import make_instrument
 
     path = _mixed_csv(tmp_path / "mixed.csv")

@@ -220,7 +220,6 @@ def test_real_workers_alternate_on_one_station(tmp_path):
     """The service's own worker (plain experiments of A) and an ``sdl workflow worker``
     process (workflow tasks of B) on one station: it serves A, B, A, B..."""
     import subprocess
-    import time
 
     from sdl.service.testing import start_lab
     from sdl.workflows.campaign import spawn_worker
