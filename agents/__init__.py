@@ -44,7 +44,9 @@ def _bo(space: SearchSpace, objectives: Sequence[Objective], seed: int = 0, **op
 
     # "ignore" / false say what Ax does anyway (a failed trial is marked failed)
     options = {k: v for k, v in options.items() if k not in ("failure_model", "exposure")}
-
+    AxAgent.check_option_names(options, "'bo' on this space (one objective, continuous: Ax's loop; the "
+                                        "BoTorch options, such as beta or kernel, apply on pools, with several "
+                                        "objectives, with failure_model or with exposure)")
     agent = AxAgent(space, objectives, seed, **options)
     agent.name = "bo"
     return agent

@@ -22,6 +22,43 @@ from sdl.space import Objective, SearchSpace, Value
 COMMON_OPTIONS = ("parameter_constraints",)
 
 
+def _whole(lo: int, hi: int):
+    def ok(v) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+    return ok, f"a whole number from {lo} to {hi}"
+
+
+def _one_of(*allowed):
+    return (lambda v: v in allowed and not (isinstance(v, (int, float)) and not isinstance(v, bool))), \
+        f"one of {list(allowed)}"
+
+
+#: What the simple options take, checked when an agent is built (before a campaign is
+#: stored or started), not when the first model is fitted; options with structure
+#: (constraints, exposure, reference points) are checked by their own parsers.
+OPTION_VALUES = {
+    "n_init": _whole(1, 10_000),
+    "num_restarts": _whole(1, 1_000),
+    "raw_samples": _whole(1, 100_000),
+    "points_per_axis": _whole(2, 1_000),
+    "beta": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1e6,
+             "a number above 0 (UCB's exploration weight; 1-3 is usual)"),
+    "kernel": _one_of("rbf", "matern"),
+    "acquisition": _one_of("ucb", "ei", "nei"),
+    "log_transform": _one_of("auto", True, False),
+    "input_warping": _one_of(True, False),
+    "pessimistic_prior": _one_of(True, False),
+}
+
+
+def check_option_values(options: dict) -> None:
+    """Refuse a simple option whose value the agent cannot use, naming it and what it takes."""
+    for name, value in options.items():
+        ok, allowed = OPTION_VALUES.get(name, (None, ""))
+        if ok is not None and not ok(value):
+            raise InvalidInput(f"agent_options.{name}", f"must be {allowed}", value)
+
+
 class AgentBase:
     """Bookkeeping for an agent over ``space`` that maximises/minimises ``objectives``."""
 
@@ -36,18 +73,22 @@ class AgentBase:
         self.encoder = SpaceEncoder(space)
         self.observations: list[Observation] = []
         self.pending: list[dict[str, Value]] = []
-        allowed = set(self.option_names) | set(COMMON_OPTIONS)
-        unknown = set(options) - allowed
-        if unknown:
-            raise InvalidInput(
-                "agent_options", f"unknown option(s) {sorted(unknown)} for agent {self.name!r}; "
-                f"allowed: {sorted(allowed)}"
-            )
+        self.check_option_names(options, repr(self.name))
+        check_option_values(options)
         self.options = options
         #: Linear constraints between parameters (option ``parameter_constraints``).
         self.constraints = ConstraintSet(options.get("parameter_constraints"), space)
 
     option_names: tuple[str, ...] = ()
+
+    @classmethod
+    def check_option_names(cls, options: dict, label: str) -> None:
+        """Refuse options this agent does not take; ``label`` names the agent in the error."""
+        allowed = set(cls.option_names) | set(COMMON_OPTIONS)
+        unknown = set(options) - allowed
+        if unknown:
+            raise InvalidInput("agent_options", f"unknown option(s) {sorted(unknown)} for agent {label}; "
+                               f"allowed: {sorted(allowed)}")
 
     # ---------------------------------------------------------------- protocol
     def tell(self, observations: Sequence[Observation]) -> None:

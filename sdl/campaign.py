@@ -105,6 +105,36 @@ def validate_spec(data: dict) -> CampaignSpec:
         raise InvalidInput(loc, msg, err.get("input", ...)) from None
 
 
+def check_plan(spec: CampaignSpec, instrument: Any) -> None:
+    """An unknown plan, or an exposure the plan does not allow, is refused before anything runs."""
+    plan = instrument.plan(spec.plan or None)
+    for key, value in spec.context().items():
+        if key in plan.options:
+            plan.options[key].check(value)
+
+
+def check_runnable(spec: CampaignSpec, instrument: Any) -> None:
+    """What running ``spec`` on ``instrument`` would refuse, refused before the campaign is
+    stored or started: the plan and its options, and the agent with its options."""
+    check_plan(spec, instrument)
+    check_agent(spec.agent, spec.space or instrument.space, spec.objectives or instrument.objectives, spec.seed,
+                spec.agent_options)
+
+
+def check_agent(agent: str, space: SearchSpace, objectives: list[Objective], seed: int, options: dict) -> None:
+    """Build the agent once and drop it: agents check their options when they are built, not
+    at their first fit, so a campaign spec's agent is refused before anything is stored."""
+    from sdl.registry import make_agent
+
+    try:
+        make_agent(agent, space, objectives, seed=seed, **options)
+    except InvalidInput as exc:
+        if exc.field.split(".")[0] not in options:
+            raise
+        # an option's own parser names the option ("exposure"): say where it sits in the spec
+        raise InvalidInput(f"agent_options.{exc.field}", exc.message, exc.value) from None
+
+
 class Progress:
     """What the runner reports as it goes (the CLI draws a progress bar from it)."""
 
@@ -137,10 +167,7 @@ class CampaignRunner:
             n_slots=max(24, self.spec.budget + self.spec.batch_size),
             options=self.spec.instrument_options,
         )
-        plan = self.instrument.plan(self.spec.plan or None)  # an unknown plan is refused before anything runs
-        for key, value in self.spec.context().items():  # and so is an exposure the plan does not allow
-            if key in plan.options:
-                plan.options[key].check(value)
+        check_plan(self.spec, self.instrument)
         self.space: SearchSpace = self.spec.space or self.instrument.space
         self.objectives: list[Objective] = self.spec.objectives or self.instrument.objectives
         self.progress = progress or Progress()

@@ -170,7 +170,7 @@ def test_submit_unknown_instrument_plan_and_body_fields(lab: Lab, alice, prop):
                                                   "parameters": XRD_POINT, "priority": 99})
     assert r.status_code == 422 and r.json()["field"] == "priority"
     r = alice.http.post("/api/experiments", content=b"{not json", headers={"content-type": "application/json"})
-    assert r.status_code == 422
+    assert r.status_code == 400 and r.json()["error"] == "bad_request"  # docs/http-api.md: not a field's fault
     pool_point = {"p3ht_content": 50.0, "d1_content": 10.0, "d2_content": 10.0, "d6_content": 10.0,
                   "d8_content": 20.0}
     e = _err(alice.submit, prop["id"], "pool:p3ht", pool_point)
@@ -226,6 +226,49 @@ def test_campaign_spec_validated(alice, prop):
              "compositions": [{"components": ["A", "B", "C"]}]}
     e = _err(alice.create_campaign, prop["id"], {"instrument": "sim-xrd", "space": space})
     assert e.status == 422 and e.field == "spec.space.parameters.3.lower"
+
+
+@pytest.mark.parametrize("spec, field, allowed", [
+    ({"instrument": "sim-xrd", "plan": "nope"}, "spec.plan", "allowed: ['autonomous_step'"),
+    ({"instrument": "sim-xrd", "agent": "bo", "agent_options": {"beta": 3}}, "spec.agent_options",
+     "unknown option(s) ['beta'] for agent 'bo' on this space"),
+    ({"instrument": "sim-xrd", "agent": "botorch", "agent_options": {"beta": -1}}, "spec.agent_options.beta",
+     "must be a number above 0"),
+    ({"instrument": "pool:p3ht", "agent": "bo", "agent_options": {"kernel": "nope"}}, "spec.agent_options.kernel",
+     "must be one of ['rbf', 'matern']"),
+    ({"instrument": "pool:p3ht", "agent": "bo", "agent_options": {"n_init": 0}}, "spec.agent_options.n_init",
+     "must be a whole number from 1 to 10000"),
+    ({"instrument": "sim-xrd", "agent": "bo", "agent_options": {"exposure": {"choices": []}}},
+     "spec.agent_options.exposure", "choices: List should have at least 1 item"),
+])
+def test_a_campaign_that_could_not_run_is_refused_before_anything_is_stored(alice, prop, spec, field, allowed):
+    """The plan and the agent's options are checked when the campaign is created, not when
+    its first model is fitted: nothing is stored, no campaign is started."""
+    before = {c["id"] for c in alice.campaigns()}
+    e = _err(alice.create_campaign, prop["id"], {**spec, "budget": 3}, start=True)
+    assert e.status == 422 and e.field == field and allowed in e.message, (e.field, e.message)
+    assert {c["id"] for c in alice.campaigns()} == before
+
+
+def test_requests_the_service_cannot_read_get_the_documented_answers(lab: Lab, alice, prop):
+    http = alice.http
+    r = http.post("/api/experiments", content=b'{"proposal_id": ', headers={"content-type": "application/json"})
+    assert r.status_code == 400 and r.json()["error"] == "bad_request" and "malformed" in r.json()["detail"]
+    body = json.dumps({"proposal_id": prop["id"], "instrument": "sim-xrd", "parameters": XRD_POINT})
+    r = http.post("/api/experiments", content=body, headers={"content-type": "text/plain"})
+    assert r.status_code == 415 and r.json()["error"] == "unsupported_media_type"
+    assert "application/json" in r.json()["detail"]
+    r = httpx.get(lab.url + "/static/" + "a" * 300 + ".js")  # a name the file system refuses
+    assert r.status_code == 404 and r.json()["error"] == "not_found"
+    camp = alice.create_campaign(prop["id"], {"instrument": "sim-xrd", "agent": "random", "budget": 1})
+    r = http.post(f"/api/campaigns/{camp['id']}/stop")  # no body: every field of an action is optional
+    assert r.status_code == 200 and r.json()["state"] == "stopped"
+
+
+def test_an_instrument_outside_the_proposal_is_refused_before_its_parameters(lab: Lab, alice):
+    only_xrd = lab.proposal(alice, ["sim-xrd"])
+    e = _err(alice.submit, only_xrd["id"], "pool:p3ht", {"A": 0.3})
+    assert e.status == 403
 
 
 def test_campaign_over_http(lab: Lab, alice, prop):

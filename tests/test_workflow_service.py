@@ -66,7 +66,13 @@ def test_workflow_campaign_over_http(lab):
     bad["tasks"][1]["options"] = {"exposure": -1}
     with pytest.raises(ServiceError) as e:
         alice.post("/api/workflow-campaigns", {"proposal_id": prop["id"], "spec": {"workflow": bad}})
-    assert e.value.status == 422 and e.value.field == "workflow.tasks.xrd.options.exposure"
+    assert e.value.status == 422 and e.value.field == "spec.workflow.tasks.xrd.options.exposure"
+    for spec, field in (({"budget": -1}, "spec.budget"),
+                        ({"agent": "botorch", "agent_options": {"beta": -1}}, "spec.agent_options.beta")):
+        with pytest.raises(ServiceError) as e:  # refused before anything is stored or runs
+            alice.post("/api/workflow-campaigns", {"proposal_id": prop["id"],
+                                                   "spec": {"workflow": three_station_workflow(), **spec}})
+        assert e.value.status == 422 and e.value.field == field, e.value
     with pytest.raises(ServiceError) as e:  # bob's proposal does not include the beamline
         bob.post("/api/workflow-campaigns", {"proposal_id": other["id"], "spec": {"workflow": three_station_workflow()}})
     assert e.value.status == 403
@@ -146,7 +152,11 @@ def test_single_workflow_submission_and_cancel(lab):
     with pytest.raises(ServiceError) as e:
         alice.post("/api/workflows", {"proposal_id": prop["id"], "workflow": three_station_workflow(),
                                       "parameters": {"A": 2.0, "B": 0.3, "C": 0.5, "temperature": 500.0}})
-    assert e.value.status == 422
+    assert e.value.status == 422 and e.value.field == "parameters.A"  # named as in the request
+    with pytest.raises(ServiceError) as e:
+        alice.post("/api/workflows", {"proposal_id": prop["id"], "workflow": three_station_workflow(),
+                                      "parameters": {}})
+    assert e.value.status == 422 and e.value.field == "parameters"
 
 
 def test_service_restart_resumes_the_workflow_campaign(lab):

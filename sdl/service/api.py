@@ -60,8 +60,21 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError):
+        errors = exc.errors()
+        broken = next((e for e in errors if e.get("type") == "json_invalid"), None)
+        if broken is not None:  # not a field's fault: the documented 400
+            at = broken.get("loc", ("body", "?"))[-1]
+            return JSONResponse(status_code=400, content={
+                "detail": f"the body is not JSON this service can read (malformed at character {at})",
+                "error": "bad_request"})
+        ctype = request.headers.get("content-type", "")
+        if any(tuple(e.get("loc", ())) == ("body",) and e.get("type") != "missing" for e in errors) \
+                and "json" not in ctype.lower():
+            return JSONResponse(status_code=415, content={
+                "detail": f"send the body as JSON with Content-Type: application/json (got {ctype or 'none'!r})",
+                "error": "unsupported_media_type"})
         details = []
-        for err in exc.errors():
+        for err in errors:
             loc = list(err.get("loc", ()))
             parts = [str(x) for x in loc[1:]] if loc and loc[0] == "body" else [str(x) for x in loc]
             field = ".".join(parts) or "body"

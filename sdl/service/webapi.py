@@ -82,8 +82,12 @@ def web_router(svc: LabService, principal: Callable[..., Principal]) -> APIRoute
     @router.get("/static/{name}", include_in_schema=False)
     def static(name: str) -> FileResponse:
         path = STATIC_DIR / name
-        if "/" in name or name.startswith(".") or path.suffix not in STATIC_TYPES or not path.is_file():
-            raise NotFound(f"no such file {name!r}")
+        try:
+            found = "/" not in name and not name.startswith(".") and path.suffix in STATIC_TYPES and path.is_file()
+        except OSError:  # a name the file system refuses (too long): not one of ours either
+            found = False
+        if not found:
+            raise NotFound(f"no such file {name[:100]!r}")
         return FileResponse(path, media_type=STATIC_TYPES[path.suffix], headers={"Cache-Control": "no-cache"})
 
     @router.post("/api/campaigns/{campaign_id}/suggestions/{suggestion_id}/approve", tags=["campaigns"])

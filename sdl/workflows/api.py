@@ -175,9 +175,15 @@ class WorkflowService:
     def create_campaign(self, p: Any, body: WorkflowCampaignIn) -> dict:
         from sdl.workflows.campaign import create_workflow_campaign, validate_campaign
 
-        spec = validate_campaign({**body.spec, "proposal": body.proposal_id})
+        try:
+            spec = validate_campaign({**body.spec, "proposal": body.proposal_id})
+        except InvalidInput as exc:  # named as in the request: spec.budget
+            raise InvalidInput(f"spec.{exc.field}", exc.message, exc.value) from None
         self._check_can_run(p, body.proposal_id, spec.spec.instruments)
-        cid = create_workflow_campaign(self.svc.store, spec)
+        try:
+            cid = create_workflow_campaign(self.svc.store, spec)
+        except InvalidInput as exc:
+            raise InvalidInput(f"spec.{exc.field}", exc.message, exc.value) from None
         self.svc.store.set_campaign_status(cid, "running")
         self._start_runner(cid)
         return self.campaign(p, cid)
@@ -264,7 +270,7 @@ def add_routes(api: APIRouter, svc: Any, P: Any) -> WorkflowService:
         return ws.get(p, workflow_id)
 
     @api.post("/workflows/{workflow_id}/cancel", tags=["workflows"])
-    def cancel_workflow(workflow_id: str, body: ReasonIn, p=P) -> dict:
+    def cancel_workflow(workflow_id: str, body: ReasonIn = ReasonIn(), p=P) -> dict:
         return ws.cancel(p, workflow_id, body.reason)
 
     @api.get("/samples", tags=["samples"])

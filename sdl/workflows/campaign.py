@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sqlalchemy import select, update
 from sqlalchemy import exc as sa_exc
 
-from sdl.campaign import StoppingRule, best_value
+from sdl.campaign import StoppingRule, best_value, check_agent
 from sdl.errors import InvalidInput
 from sdl.models import Observation, new_id
 from sdl.space import Objective, SearchSpace
@@ -135,6 +135,7 @@ def validate_campaign(data: dict) -> WorkflowCampaignSpec:
 
 def create_workflow_campaign(store: Store, spec: dict | WorkflowCampaignSpec, campaign_id: str | None = None) -> str:
     spec = spec if isinstance(spec, WorkflowCampaignSpec) else validate_campaign(spec)
+    check_agent(spec.agent, spec.search_space(), list(spec.objectives or []), spec.seed, spec.agent_options)
     cid = campaign_id or new_id()
     store.create_campaign(cid, spec.name, spec.model_dump(mode="json"))
     return cid

@@ -100,13 +100,17 @@ class Engine:
         """Store a validated workflow for the point ``params``; its make task is ready at once."""
         spec = validate_workflow(spec, check_instruments=check)
         if not isinstance(params, dict) or not params:
-            raise InvalidInput("params", "the point: an object of parameter name to value", params)
+            raise InvalidInput("parameters", "the point: an object of parameter name to value", params)
         if check:
             from sdl.workflows.graph import schema_instrument
 
             make = next(t for t in spec.tasks if t.kind == "make")
             inst = schema_instrument(make.instrument)
-            params = dict(inst.space.validate_point(params))
+            try:
+                params = dict(inst.space.validate_point(params))
+            except InvalidInput as exc:  # named as in a request: parameters.A
+                field = exc.field if exc.field == "parameters" else f"parameters.{exc.field}"
+                raise InvalidInput(field, exc.message, exc.value) from None
         wid = new_id()
         with self.session() as s:
             # its instrument tasks count against the proposal's experiment allocation, like submissions

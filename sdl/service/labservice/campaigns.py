@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from sdl.campaign import CampaignSpec, best_trace, create_campaign
+from sdl.campaign import CampaignSpec, best_trace, check_runnable, create_campaign
 from sdl.errors import InvalidInput
 from sdl.service.access import AccessView
 from sdl.service.auth import Principal
@@ -55,6 +55,7 @@ class CampaignsMixin:
         view = self.view(p)
         with self.db.session() as s:
             self._check_can_run(s, p, body.proposal_id, spec.instrument, view)
+        self._check_runnable(spec, inst)
         spec = spec.model_copy(update={"proposal": body.proposal_id, "time_scale": w.time_scale})
         cid = create_campaign(self.store, spec)
         with self.db.session() as s:
@@ -64,6 +65,15 @@ class CampaignsMixin:
         if body.start:
             self.campaign_action(p, cid, "start")
         return self.campaign_json(p, cid)
+
+    @staticmethod
+    def _check_runnable(spec: CampaignSpec, instrument: Any) -> None:
+        """The plan and the agent's options, refused before anything is stored or changed
+        (fields named as in the request: ``spec.plan``, ``spec.agent_options.beta``)."""
+        try:
+            check_runnable(spec, instrument)
+        except InvalidInput as exc:
+            raise InvalidInput(f"spec.{exc.field}", exc.message, exc.value) from None
 
     @staticmethod
     def _check_space_within(space: Any, limits: Any) -> None:
@@ -115,6 +125,9 @@ class CampaignsMixin:
                        "stop": ("created", "running", "paused")}[action]
             if state not in allowed:
                 raise Conflict(f"campaign is {state}; {action} needs it {' or '.join(allowed)}")
+            if action == "start" and row.instrument in self.workers:  # stored before the checks existed
+                crow = self.store.campaign(cid)
+                self._check_runnable(CampaignSpec.model_validate(crow.spec), self.workers[row.instrument].instrument)
             if action in ("start", "resume"):
                 prop = s.get(ProposalRow, row.proposal_id)
                 if prop is None or prop.status != "approved":

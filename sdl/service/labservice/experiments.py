@@ -78,14 +78,15 @@ class ExperimentsMixin:
         body.plan = body.plan or w.instrument.default_plan
         if body.plan not in w.instrument.plan_names:
             raise NotFound(f"unknown plan {body.plan!r}; {body.instrument} accepts {w.instrument.plan_names}")
-        try:
-            params = w.instrument.validate_request(body.plan, body.parameters)
-        except InvalidInput as exc:
-            field = exc.field if exc.field.startswith("parameters") else f"parameters.{exc.field}"
-            raise InvalidInput(field, exc.message, exc.value) from None
         view = self.view(p)
         with self.db.session() as s:
+            # may this proposal use the instrument at all (403) before what it asks of it (422)
             self._check_can_run(s, p, body.proposal_id, body.instrument, view)
+            try:
+                params = w.instrument.validate_request(body.plan, body.parameters)
+            except InvalidInput as exc:
+                field = exc.field if exc.field.startswith("parameters") else f"parameters.{exc.field}"
+                raise InvalidInput(field, exc.message, exc.value) from None
             it = self.new_item(s, kind="experiment", instrument=body.instrument, plan=body.plan, params=params,
                                proposal_id=body.proposal_id, user_id=p.user_id, priority=body.priority,
                                note=body.note)

@@ -34,7 +34,7 @@ def get_campaign(campaign_id: str, p: Principal = P, svc: LabService = S) -> dic
 
 
 def _action_endpoint(action: str):
-    def endpoint(campaign_id: str, body: ReasonIn, p: Principal = P, svc: LabService = S) -> dict:
+    def endpoint(campaign_id: str, body: ReasonIn = ReasonIn(), p: Principal = P, svc: LabService = S) -> dict:
         return svc.campaign_action(p, campaign_id, action, body.reason)
 
     endpoint.__name__ = f"campaign_{action}"
@@ -61,5 +61,5 @@ def add_point(campaign_id: str, body: PointIn, p: Principal = P, svc: LabService
 
 
 @router.post("/campaigns/{campaign_id}/suggestions/{suggestion_id}/veto")
-def veto(campaign_id: str, suggestion_id: str, body: ReasonIn, p: Principal = P, svc: LabService = S) -> dict:
+def veto(campaign_id: str, suggestion_id: str, body: ReasonIn = ReasonIn(), p: Principal = P, svc: LabService = S) -> dict:
     return svc.veto(p, campaign_id, suggestion_id, body.reason)

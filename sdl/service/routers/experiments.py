@@ -37,10 +37,10 @@ def get_experiment(item_id: str, p: Principal = P, svc: LabService = S) -> dict:
 
 
 @router.post("/experiments/{item_id}/cancel")
-def cancel(item_id: str, body: ReasonIn, p: Principal = P, svc: LabService = S) -> dict:
+def cancel(item_id: str, body: ReasonIn = ReasonIn(), p: Principal = P, svc: LabService = S) -> dict:
     return svc.cancel_item(p, item_id, body.reason)
 
 
 @router.post("/experiments/{item_id}/abort")
-def abort_experiment(item_id: str, body: ReasonIn, p: Principal = P, svc: LabService = S) -> dict:
+def abort_experiment(item_id: str, body: ReasonIn = ReasonIn(), p: Principal = P, svc: LabService = S) -> dict:
     return svc.abort_item(p, item_id, body.reason)

@@ -39,17 +39,17 @@ def queue(name: str, limit: int = Query(200, ge=1, le=5000), p: Principal = P, s
 
 
 @router.post("/instruments/{name}/pause")
-def pause(name: str, body: PauseIn, p: Principal = P, svc: LabService = S) -> dict:
+def pause(name: str, body: PauseIn = PauseIn(), p: Principal = P, svc: LabService = S) -> dict:
     return svc.control_instrument(p, name, "pause", body.reason, body.immediate)
 
 
 @router.post("/instruments/{name}/resume")
-def resume(name: str, body: ReasonIn, p: Principal = P, svc: LabService = S) -> dict:
+def resume(name: str, body: ReasonIn = ReasonIn(), p: Principal = P, svc: LabService = S) -> dict:
     return svc.control_instrument(p, name, "resume", body.reason)
 
 
 @router.post("/instruments/{name}/abort")
-def abort(name: str, body: ReasonIn, p: Principal = P, svc: LabService = S) -> dict:
+def abort(name: str, body: ReasonIn = ReasonIn(), p: Principal = P, svc: LabService = S) -> dict:
     return svc.control_instrument(p, name, "abort", body.reason)
 
 
