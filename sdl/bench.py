@@ -28,6 +28,7 @@ Every campaign runs in its own process (spawn context, one torch thread each).
 from __future__ import annotations
 
 import json
+import logging
 import multiprocessing
 import os
 import time
@@ -39,6 +40,8 @@ from typing import Callable, Sequence
 import numpy as np
 
 from sdl.errors import InvalidInput
+
+log = logging.getLogger(__name__)
 
 POOL_PROBLEMS = {"p3ht": "pool:p3ht", "agnp": "pool:agnp"}
 FUNCTION_PROBLEMS = ("sim-xrd", "branin", "hartmann6")
@@ -362,6 +365,22 @@ def write_results(results: Sequence[CurveResult], rows: list[dict], out_dir: str
                                                                               else "curves.png"))}
 
 
+def read_runs(log_path: Path) -> list[CurveResult]:
+    """The campaigns a ``runs.jsonl`` holds. A last line cut short (the run was killed while
+    writing it) is dropped, so the campaign runs again; any other unreadable line is an error."""
+    lines = [(i, line) for i, line in enumerate(log_path.read_text().splitlines(), start=1) if line.strip()]
+    out = []
+    for k, (i, line) in enumerate(lines):
+        try:
+            out.append(CurveResult(**json.loads(line)))
+        except (ValueError, TypeError) as exc:
+            if k == len(lines) - 1 and isinstance(exc, ValueError):
+                log.warning("%s line %d is cut short (a run killed while writing it): run again", log_path, i)
+                break
+            raise InvalidInput("resume", f"{log_path} line {i} is not a campaign this command wrote: {exc}") from None
+    return out
+
+
 def bench_command(
     agents: Sequence[str], problems: Sequence, seeds: Sequence[int], *, budget: int = 50, n_start: int = 5,
     workers: int | None = None, quick: bool = False, batch_size: int = 1, out: str | Path = "sdl-bench",
@@ -375,6 +394,12 @@ def bench_command(
     pool (``SUITE``). With more than one problem the aggregate (mean rank of each agent,
     wins/ties/losses against each other agent by a Wilcoxon signed-rank test over seeds,
     :mod:`sdl.bench_stats`) is printed and written to ``bench.json`` too."""
+    if not agents:
+        from sdl.agents import AGENTS
+
+        raise InvalidInput("agents", f"name at least one agent; allowed: {sorted(AGENTS)}", list(agents))
+    if Path(out).exists() and not Path(out).is_dir():
+        raise InvalidInput("out", "a folder for bench.json and the plots; this is a file", str(out))
     problems = list(problems) + [p for p in SUITE if suite and p not in problems] + list(pools)
     if not problems:
         problems = ["p3ht"]
@@ -400,7 +425,7 @@ def bench_command(
     log_path = Path(out) / "runs.jsonl"
     done = []
     if resume and log_path.exists():
-        done = [CurveResult(**json.loads(line)) for line in log_path.read_text().splitlines() if line.strip()]
+        done = read_runs(log_path)
     elif log_path.exists():
         log_path.unlink()
 

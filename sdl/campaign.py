@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import signal
 import threading
 from typing import Any, Callable, Literal, Sequence
@@ -105,6 +106,23 @@ def validate_spec(data: dict) -> CampaignSpec:
         raise InvalidInput(loc, msg, err.get("input", ...)) from None
 
 
+def plain_spec(row: Any) -> CampaignSpec:
+    """The spec of a stored campaign that is not a workflow campaign (those have their own
+    spec and runner: ``sdl workflow run --resume``)."""
+    if (row.spec or {}).get("kind") == "workflow":
+        raise InvalidInput("campaign_id", "a workflow campaign: resume it with 'sdl workflow run --resume', see "
+                           "its workflows with 'sdl workflow show'", row.id)
+    return CampaignSpec.model_validate(row.spec)
+
+
+def build_instrument(spec: CampaignSpec) -> Any:
+    """The instrument a campaign runs on, as its runner builds it."""
+    from sdl.instruments import make_instrument
+
+    return make_instrument(spec.instrument, seed=spec.seed, time_scale=spec.time_scale,
+                           n_slots=max(24, spec.budget + spec.batch_size), options=spec.instrument_options)
+
+
 def check_plan(spec: CampaignSpec, instrument: Any) -> None:
     """An unknown plan, or an exposure the plan does not allow, is refused before anything runs."""
     plan = instrument.plan(spec.plan or None)
@@ -117,6 +135,10 @@ def check_runnable(spec: CampaignSpec, instrument: Any) -> None:
     """What running ``spec`` on ``instrument`` would refuse, refused before the campaign is
     stored or started: the plan and its options, and the agent with its options."""
     check_plan(spec, instrument)
+    known = [o.name for o in instrument.objectives]
+    for i, o in enumerate(spec.objectives or []):
+        if o.name not in known:
+            raise InvalidInput(f"objectives.{i}.name", f"{spec.instrument} measures {known}", o.name)
     check_agent(spec.agent, spec.space or instrument.space, spec.objectives or instrument.objectives, spec.seed,
                 spec.agent_options)
 
@@ -154,19 +176,11 @@ class CampaignRunner:
 
     def __init__(self, store: Store, campaign_id: str, *, progress: Progress | None = None,
                  run_engine: Any = None, instrument: Any = None):
-        from sdl.instruments import make_instrument
-
         self.store = store
         self.campaign_id = campaign_id
         row = store.campaign(campaign_id)
-        self.spec = CampaignSpec.model_validate(row.spec)
-        self.instrument = instrument or make_instrument(
-            self.spec.instrument,
-            seed=self.spec.seed,
-            time_scale=self.spec.time_scale,
-            n_slots=max(24, self.spec.budget + self.spec.batch_size),
-            options=self.spec.instrument_options,
-        )
+        self.spec = plain_spec(row)
+        self.instrument = instrument or build_instrument(self.spec)
         check_plan(self.spec, self.instrument)
         self.space: SearchSpace = self.spec.space or self.instrument.space
         self.objectives: list[Objective] = self.spec.objectives or self.instrument.objectives
@@ -400,9 +414,25 @@ def best_trace(observations: Sequence[Observation], objective: Objective) -> lis
     return out
 
 
-def create_campaign(store: Store, spec: CampaignSpec | dict, campaign_id: str | None = None) -> str:
-    """Validate and store a new campaign; returns its id."""
+def create_campaign(store: Store, spec: CampaignSpec | dict, campaign_id: str | None = None,
+                    check: bool = False) -> str:
+    """Validate and store a new campaign; returns its id. ``check``: also build its instrument
+    and refuse what running it would refuse (:func:`check_runnable`) before storing it."""
+    if not isinstance(spec, (CampaignSpec, dict)):
+        raise InvalidInput("spec", "a campaign spec is a JSON object {\"instrument\": ..., \"agent\": ...}",
+                           type(spec).__name__)
     spec = spec if isinstance(spec, CampaignSpec) else validate_spec(spec)
+    if campaign_id is not None:
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", campaign_id):
+            raise InvalidInput("campaign_id", "1-64 letters, digits, '_' or '-'", campaign_id)
+        try:
+            store.campaign(campaign_id)
+        except InvalidInput:
+            pass  # free
+        else:
+            raise InvalidInput("campaign_id", "a campaign with this id exists already", campaign_id)
+    if check:
+        check_runnable(spec, build_instrument(spec))
     campaign_id = campaign_id or new_id()
     store.create_campaign(campaign_id, spec.name, spec.model_dump(mode="json"))
     return campaign_id

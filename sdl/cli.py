@@ -55,7 +55,10 @@ def _store(url: Optional[str]):
     from sdl.config import get_settings
     from sdl.store import Store
 
-    return Store(url or get_settings().store_url)
+    try:
+        return Store(url or get_settings().store_url)
+    except SdlError as exc:  # not a database URL, a file that is not a database: said, not a traceback
+        _fail(exc)
 
 
 class _RichProgress:
@@ -213,13 +216,16 @@ def campaign_run(
     if spec_file is not None:
         try:
             spec = json.loads(spec_file.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
+        except (OSError, ValueError) as exc:  # ValueError: not JSON, not UTF-8
             _fail(SdlError(f"--spec {spec_file}: cannot read JSON: {exc}"))
+        if not isinstance(spec, dict):
+            _fail(SdlError(f"--spec {spec_file}: a campaign spec is a JSON object {{\"instrument\": ..., "
+                           f"\"agent\": ...}}, not a {type(spec).__name__}"))
     overrides = {"instrument": instrument, "agent": agent, "budget": budget, "seed": seed, "time_scale": time_scale}
     spec.update({k: v for k, v in overrides.items() if v is not None})
     store = _store(store_url)
     try:
-        cid = create_campaign(store, spec, campaign_id)
+        cid = create_campaign(store, spec, campaign_id, check=True)
     except SdlError as exc:
         _fail(exc)
     console.print(f"campaign [bold]{cid}[/]")

@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from sdl.campaign import CampaignSpec, best_trace
+from sdl.campaign import CampaignSpec, best_trace, plain_spec
 from sdl.errors import InvalidInput
 from sdl.models import Observation
 from sdl.space import Objective
@@ -17,7 +17,7 @@ from sdl.store import Store, jsonable
 
 def summarize(store: Store, campaign_id: str, optimum: dict | None = None) -> dict[str, Any]:
     row = store.campaign(campaign_id)
-    spec = CampaignSpec.model_validate(row.spec)
+    spec = plain_spec(row)
     obs = store.observations(campaign_id)
     instrument = functools.cache(lambda: _instrument(spec))  # built at most once, only if needed
     objective = (spec.objectives or [None])[0] or _instrument_objective(instrument()) or _objective_from(obs)

@@ -47,11 +47,6 @@ class CampaignsMixin:
                                "its instruments", spec.instrument_options)
         if spec.space is not None:
             self._check_space_within(spec.space, inst.space)
-        if spec.objectives is not None:
-            known = [o.name for o in inst.objectives]
-            for i, o in enumerate(spec.objectives):
-                if o.name not in known:
-                    raise InvalidInput(f"spec.objectives.{i}.name", f"{spec.instrument} measures {known}", o.name)
         view = self.view(p)
         with self.db.session() as s:
             self._check_can_run(s, p, body.proposal_id, spec.instrument, view)

@@ -1,0 +1,96 @@
+"""Bad input on the command line: a clear error naming the field (exit 2), nothing stored."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from sdl.cli import app
+from sdl.store import Store, sqlite_url
+
+
+@pytest.fixture
+def cli(tmp_path):
+    url = sqlite_url(tmp_path / "cli.sqlite")
+    runner = CliRunner()
+
+    def run(*args: str):
+        res = runner.invoke(app, [*args, "--store", url] if args[0] in ("campaign",) else list(args))
+        return res.exit_code, " ".join(res.output.split())  # rich wraps long lines
+
+    run.url = url  # type: ignore[attr-defined]
+    return run
+
+
+def _spec(tmp_path, data) -> str:
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps(data))
+    return str(path)
+
+
+@pytest.mark.parametrize("spec, says", [
+    ({"agent": "botorch", "agent_options": {"beta": -1}}, "agent_options.beta: must be a number above 0"),
+    ({"agent": "bo", "agent_options": {"failure_model": "x"}}, "agent_options.failure_model: allowed: 'auto'"),
+    ({"agent": "bo", "agent_options": {"beta": 3}}, "unknown option(s) ['beta'] for agent 'bo' on this space"),
+    ({"objectives": [{"name": "zzz"}]}, "objectives.0.name: sim-xrd measures ['fom']"),
+    ({"plan": "nope"}, "plan: unknown plan for sim-xrd"),
+    ([1, 2], "a campaign spec is a JSON object"),
+])
+def test_a_campaign_that_could_not_run_is_refused_before_it_is_stored(cli, tmp_path, spec, says):
+    if isinstance(spec, dict):
+        spec = {"instrument": "sim-xrd", "budget": 2, **spec}
+    code, out = cli("campaign", "run", "--spec", _spec(tmp_path, spec))
+    assert code == 2 and says in out, out
+    assert Store(cli.url).campaigns() == []
+
+
+def test_an_id_in_use_or_unusable_is_refused(cli, tmp_path):
+    from sdl.campaign import create_campaign
+
+    create_campaign(Store(cli.url), {"instrument": "sim-xrd", "agent": "random", "budget": 1}, "mine")
+    code, out = cli("campaign", "run", "--agent", "random", "--budget", "1", "--id", "mine")
+    assert code == 2 and "campaign_id: a campaign with this id exists already" in out
+    code, out = cli("campaign", "run", "--agent", "random", "--budget", "1", "--id", "a/b c")
+    assert code == 2 and "campaign_id: 1-64 letters, digits, '_' or '-'" in out
+
+
+def test_a_store_url_that_is_no_database_is_said(cli, tmp_path):
+    res = CliRunner().invoke(app, ["campaign", "list", "--store", "nonsense"])
+    assert res.exit_code == 2 and "store_url: not a database URL" in res.output and "Traceback" not in res.output
+
+
+def test_a_workflow_campaign_is_not_shown_as_a_plain_one(cli):
+    from sdl.workflows.campaign import create_workflow_campaign
+    from sdl.workflows.stations import three_station_workflow
+
+    cid = create_workflow_campaign(Store(cli.url), {"workflow": three_station_workflow(), "budget": 1,
+                                                    "agent": "random"})
+    for command in ("show", "replay", "resume"):
+        code, out = cli("campaign", command, cid)
+        assert code == 2 and "a workflow campaign: resume it with 'sdl workflow run --resume'" in out, out
+
+
+def test_bench_refuses_no_agent_and_a_file_for_a_folder(tmp_path):
+    runner = CliRunner()
+    res = runner.invoke(app, ["bench", "--agents", "", "--problems", "branin", "--seeds", "1"])
+    assert res.exit_code == 2 and "agents: name at least one agent" in " ".join(res.output.split())
+    (tmp_path / "f.csv").write_text("x")
+    res = runner.invoke(app, ["bench", "--agents", "random", "--problems", "branin", "--seeds", "1",
+                              "--out", str(tmp_path / "f.csv")])
+    assert res.exit_code == 2 and "out: a folder for bench.json and the plots; this is a file" in \
+        " ".join(res.output.split())
+
+
+def test_resume_drops_a_last_line_cut_short_and_refuses_a_foreign_one(tmp_path):
+    from sdl.bench import CurveResult, read_runs
+    from sdl.errors import InvalidInput
+
+    one = CurveResult("random", "branin", 0, [1.0, 0.5], 0.1, "simple regret", [0, 1], 1)
+    path = tmp_path / "runs.jsonl"
+    path.write_text(json.dumps(one.__dict__) + "\n" + json.dumps(one.__dict__)[:40])
+    assert [r.curve for r in read_runs(path)] == [[1.0, 0.5]]
+    path.write_text(json.dumps({"a": 1}) + "\n" + json.dumps(one.__dict__) + "\n")
+    with pytest.raises(InvalidInput, match="line 1 is not a campaign this command wrote"):
+        read_runs(path)
