@@ -25,7 +25,7 @@ from sdl.builtins import DEFAULT_INSTRUMENT
 from sdl.errors import InvalidInput
 from sdl.models import Observation, new_id
 from sdl.reduction import reduce_run
-from sdl.space import Objective, SearchSpace
+from sdl.space import ChoiceParameter, FixedParameter, Objective, RangeParameter, SearchSpace
 from sdl.store import Store
 
 log = logging.getLogger(__name__)
@@ -131,10 +131,47 @@ def check_plan(spec: CampaignSpec, instrument: Any) -> None:
             plan.options[key].check(value)
 
 
+def check_space_within(space: SearchSpace, limits: SearchSpace) -> None:
+    """A campaign's own space stays inside its instrument's: the same parameters (a fixed one
+    holds a parameter still), each range and value within the instrument's limits."""
+    names = limits.names
+    for i, prm in enumerate(space.parameters):
+        if prm.name not in names:
+            raise InvalidInput(f"space.parameters.{i}.name", f"not a parameter of the instrument; "
+                               f"allowed: {names}", prm.name)
+        lim = limits.parameter(prm.name)
+        values = [prm.value] if isinstance(prm, FixedParameter) else \
+            list(prm.values) if isinstance(prm, ChoiceParameter) else []
+        for j, v in enumerate(values):  # every value the campaign could ask for, within the limits
+            field = f"space.parameters.{i}." + ("value" if isinstance(prm, FixedParameter) else f"values.{j}")
+            try:
+                lim.check(v)
+            except InvalidInput as exc:
+                raise InvalidInput(field, f"outside the instrument's limits: {exc.message}", v) from None
+        if isinstance(prm, RangeParameter) and not isinstance(lim, RangeParameter):
+            raise InvalidInput(f"space.parameters.{i}.kind", f"the instrument takes {prm.name} as "
+                               f"{lim.kind}, not a range", prm.kind)
+        if isinstance(prm, RangeParameter) and isinstance(lim, RangeParameter):
+            if prm.lower < lim.lower:
+                raise InvalidInput(f"space.parameters.{i}.lower", f"below the instrument's limit "
+                                   f"{lim.lower} {lim.units}".rstrip(), prm.lower)
+            if prm.upper > lim.upper:
+                raise InvalidInput(f"space.parameters.{i}.upper", f"above the instrument's limit "
+                                   f"{lim.upper} {lim.units}".rstrip(), prm.upper)
+    missing = [n for n in names if n not in space.names]
+    if missing:
+        raise InvalidInput("space.parameters", f"every instrument parameter is needed; missing {missing} "
+                           "(use a fixed parameter to hold one)")
+    if limits.pool is not None and space.pool is None:
+        space.pool = limits.pool
+
+
 def check_runnable(spec: CampaignSpec, instrument: Any) -> None:
     """What running ``spec`` on ``instrument`` would refuse, refused before the campaign is
     stored or started: the plan and its options, and the agent with its options."""
     check_plan(spec, instrument)
+    if spec.space is not None:
+        check_space_within(spec.space, instrument.space)
     known = [o.name for o in instrument.objectives]
     for i, o in enumerate(spec.objectives or []):
         if o.name not in known:

@@ -36,6 +36,10 @@ def _spec(tmp_path, data) -> str:
     ({"agent": "bo", "agent_options": {"beta": 3}}, "unknown option(s) ['beta'] for agent 'bo' on this space"),
     ({"objectives": [{"name": "zzz"}]}, "objectives.0.name: sim-xrd measures ['fom']"),
     ({"plan": "nope"}, "plan: unknown plan for sim-xrd"),
+    ({"space": {"parameters": [{"name": "Q", "kind": "range", "lower": 0, "upper": 1}]}},
+     "space.parameters.0.name: not a parameter of the instrument; allowed: ['A', 'B', 'C', 'temperature']"),
+    ({"space": {"parameters": [{"name": "temperature", "kind": "range", "lower": 300, "upper": 400}]}},
+     "space.parameters: every instrument parameter is needed; missing ['A', 'B', 'C']"),
     ([1, 2], "a campaign spec is a JSON object"),
 ])
 def test_a_campaign_that_could_not_run_is_refused_before_it_is_stored(cli, tmp_path, spec, says):

@@ -20,7 +20,6 @@ from sdl.service.authz import can
 from sdl.service.db import ItemRow, ProposalRow, ServiceCampaignRow, audit, iso
 from sdl.service.errors import Conflict, Forbidden, NotFound
 from sdl.service.labservice.common import SYSTEM, _require
-from sdl.space import ChoiceParameter, FixedParameter, RangeParameter
 from sdl.store import CampaignRow, jsonable, utcnow
 
 
@@ -45,8 +44,6 @@ class CampaignsMixin:
         if spec.instrument_options:
             raise InvalidInput("spec.instrument_options", "not taken by the service: the facility configures "
                                "its instruments", spec.instrument_options)
-        if spec.space is not None:
-            self._check_space_within(spec.space, inst.space)
         view = self.view(p)
         with self.db.session() as s:
             self._check_can_run(s, p, body.proposal_id, spec.instrument, view)
@@ -63,45 +60,13 @@ class CampaignsMixin:
 
     @staticmethod
     def _check_runnable(spec: CampaignSpec, instrument: Any) -> None:
-        """The plan and the agent's options, refused before anything is stored or changed
-        (fields named as in the request: ``spec.plan``, ``spec.agent_options.beta``)."""
+        """The plan, the space, the objectives and the agent's options, refused before anything
+        is stored or changed (fields named as in the request: ``spec.plan``,
+        ``spec.space.parameters.3.lower``, ``spec.agent_options.beta``)."""
         try:
             check_runnable(spec, instrument)
         except InvalidInput as exc:
             raise InvalidInput(f"spec.{exc.field}", exc.message, exc.value) from None
-
-    @staticmethod
-    def _check_space_within(space: Any, limits: Any) -> None:
-        names = limits.names
-        for i, prm in enumerate(space.parameters):
-            if prm.name not in names:
-                raise InvalidInput(f"spec.space.parameters.{i}.name", f"not a parameter of the instrument; "
-                                   f"allowed: {names}", prm.name)
-            lim = limits.parameter(prm.name)
-            values = [prm.value] if isinstance(prm, FixedParameter) else \
-                list(prm.values) if isinstance(prm, ChoiceParameter) else []
-            for j, v in enumerate(values):  # every value the campaign could ask for, within the limits
-                field = f"spec.space.parameters.{i}." + ("value" if isinstance(prm, FixedParameter) else f"values.{j}")
-                try:
-                    lim.check(v)
-                except InvalidInput as exc:
-                    raise InvalidInput(field, f"outside the instrument's limits: {exc.message}", v) from None
-            if isinstance(prm, RangeParameter) and not isinstance(lim, RangeParameter):
-                raise InvalidInput(f"spec.space.parameters.{i}.kind", f"the instrument takes {prm.name} as "
-                                   f"{lim.kind}, not a range", prm.kind)
-            if isinstance(prm, RangeParameter) and isinstance(lim, RangeParameter):
-                if prm.lower < lim.lower:
-                    raise InvalidInput(f"spec.space.parameters.{i}.lower", f"below the instrument's limit "
-                                       f"{lim.lower} {lim.units}".rstrip(), prm.lower)
-                if prm.upper > lim.upper:
-                    raise InvalidInput(f"spec.space.parameters.{i}.upper", f"above the instrument's limit "
-                                       f"{lim.upper} {lim.units}".rstrip(), prm.upper)
-        missing = [n for n in names if n not in space.names]
-        if missing:
-            raise InvalidInput("spec.space.parameters", f"every instrument parameter is needed; missing {missing} "
-                               "(use a fixed parameter to hold one)")
-        if limits.pool is not None and space.pool is None:
-            space.pool = limits.pool
 
     def campaign_action(self, p: Principal, cid: str, action: str, reason: str = "") -> dict:
         view = self.view(p)
