@@ -258,6 +258,11 @@ def test_requests_the_service_cannot_read_get_the_documented_answers(lab: Lab, a
     r = http.post("/api/experiments", content=body, headers={"content-type": "text/plain"})
     assert r.status_code == 415 and r.json()["error"] == "unsupported_media_type"
     assert "application/json" in r.json()["detail"]
+    r = http.post("/api/proposals", json={"title": "nul\x00title", "instruments": ["sim-xrd"]})
+    assert r.status_code == 422 and r.json()["field"] == "title" and "NUL" in r.json()["message"]
+    r = http.post("/api/campaigns", json={"proposal_id": prop["id"], "spec": {"instrument": "sim-xrd",
+                                                                            "name": ["a", "b\x00"]}})
+    assert r.status_code == 422 and r.json()["field"] == "spec.name.1"  # PostgreSQL could store neither
     r = httpx.get(lab.url + "/static/" + "a" * 300 + ".js")  # a name the file system refuses
     assert r.status_code == 404 and r.json()["error"] == "not_found"
     camp = alice.create_campaign(prop["id"], {"instrument": "sim-xrd", "agent": "random", "budget": 1})

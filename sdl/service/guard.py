@@ -38,6 +38,31 @@ def bearer(headers: dict[bytes, bytes]) -> str | None:
     return None
 
 
+def nul_field(body: bytes) -> str | None:
+    """The dotted path of the first text in a JSON body that holds a NUL character (PostgreSQL
+    refuses it in text and JSON columns: refused here with the field named, not a 500 later),
+    "body" for a key holding one; None when there is none or the body is not JSON (the app's
+    own validation answers that)."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+
+    def walk(value: Any, path: list[str]) -> str | None:
+        if isinstance(value, str):
+            return ".".join(path) or "body" if "\x00" in value else None
+        items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+        for key, item in items:
+            if isinstance(key, str) and "\x00" in key:
+                return ".".join(path) or "body"
+            found = walk(item, [*path, str(key)])
+            if found is not None:
+                return found
+        return None
+
+    return walk(data, [])
+
+
 class GuardMiddleware:
     def __init__(self, app: Any, svc: Any):
         self.app = app
@@ -144,6 +169,13 @@ class GuardMiddleware:
             if not msg.get("more_body"):
                 break
         whole = b"".join(chunks)
+        if b"\\u0000" in whole:  # a cheap screen: parse only then
+            field = nul_field(whole)
+            if field is not None:
+                msg = "text may not contain the NUL character (\\u0000): the database cannot store it"
+                await self.reply(send, 422, {"field": field, "message": f"{field}: {msg}", "detail": [
+                    {"loc": ["body", *field.split(".")], "msg": msg, "type": "value_error", "field": field}]})
+                return None
         sent = False
 
         async def replay():
