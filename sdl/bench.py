@@ -110,8 +110,11 @@ def table_pools(paths: Sequence, objectives: Sequence[str], categorical: Sequenc
         if path.is_file():
             import csv
 
-            with open(path, newline="", encoding="utf-8-sig") as fh:
-                header = [h.strip() for h in next(csv.reader(fh), [])]
+            try:
+                with open(path, newline="", encoding="utf-8-sig") as fh:
+                    header = [h.strip() for h in next(csv.reader(fh), [])]
+            except (UnicodeDecodeError, csv.Error):
+                header = None  # spec.load() below says what is wrong with the file
         cats = tuple(c for c in categorical if len(paths) == 1 or header is None or c in header)
         spec = PoolSpec(path=str(path.resolve()), objectives=tuple(objectives), categorical=cats)
         spec.load()  # every error now, naming the column

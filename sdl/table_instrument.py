@@ -17,6 +17,8 @@ should set ``SDL_POOL_DIRS`` (the folders tables may come from).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import functools
 import inspect
 
@@ -69,6 +71,9 @@ def table_pool(ctx: BuildContext) -> Instrument:
     name = ctx.name
     if not is_table_instrument(name):
         raise InvalidInput("instrument", "a table pool is named 'pool:<path.csv>'", name)
+    path = check_table_path(name[len(PREFIX):])  # inside SDL_POOL_DIRS before anything is said of the file
+    if not Path(path).is_file():
+        raise InvalidInput("instrument", "no such table file", path)
     options = dict(ctx.options)
     unknown = set(options) - set(OPTIONS) - {"epics_prefix", "epics_connect", "epics_timeout"}
     if unknown:
@@ -82,7 +87,7 @@ def table_pool(ctx: BuildContext) -> Instrument:
         objective = objective[0]
     if not isinstance(objective, str):
         raise InvalidInput("instrument_options.objective", "name the objective column: 'COLUMN[:min|max]'", objective)
-    spec = PoolSpec(path=check_table_path(name[len(PREFIX):]), objectives=(objective,),
+    spec = PoolSpec(path=path, objectives=(objective,),
                     categorical=tuple(options.get("categorical", ())),
                     input_columns=tuple(options["input_columns"]) if options.get("input_columns") else None)
     pool = spec.load()

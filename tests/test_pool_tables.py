@@ -151,6 +151,19 @@ def test_campaign_on_categorical_and_mixed_tables(store, tmp_path, agent):
             assert isinstance(o.params["base" if "mixed" in str(path) else "catalyst"], str)
 
 
+def test_a_missing_or_unreadable_table_is_said_first(tmp_path):
+    from sdl.cli import app
+    from sdl.instruments import make_instrument
+
+    with pytest.raises(InvalidInput, match="instrument: no such table file"):
+        make_instrument(f"pool:{tmp_path / 'missing.csv'}")  # before the missing objective option
+    binary = tmp_path / "bin.csv"
+    binary.write_bytes(b"\xff\xfe\x00a,b\n")
+    res = CliRunner().invoke(app, ["bench", "--pool", str(binary), "--objective", "y", "--agents", "random",
+                                   "--seeds", "1", "--budget", "6"])
+    assert res.exit_code == 2 and "bin.csv is not UTF-8 text" in res.output
+
+
 def test_a_campaign_that_measures_every_pool_point_completes(store, tmp_path):
     from sdl.campaign import CampaignRunner, create_campaign
 
