@@ -25,7 +25,7 @@ from sdl.builtins import DEFAULT_INSTRUMENT
 from sdl.errors import InvalidInput
 from sdl.models import Observation, new_id
 from sdl.reduction import reduce_run
-from sdl.space import ChoiceParameter, FixedParameter, Objective, RangeParameter, SearchSpace
+from sdl.space import ChoiceParameter, FixedParameter, Objective, RangeParameter, SearchSpace, validation_message
 from sdl.store import Store
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ def validate_spec(data: dict) -> CampaignSpec:
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = ".".join(str(p) for p in err["loc"]) or "spec"
-        msg = err["msg"]
+        msg = validation_message(err)
         ctx = err.get("ctx", {}).get("error")
         if isinstance(ctx, InvalidInput):
             raise ctx from None

@@ -99,6 +99,15 @@ class FixedParameter(BaseModel):
 
 
 Parameter = Annotated[Union[RangeParameter, ChoiceParameter, FixedParameter], Field(discriminator="kind")]
+PARAMETER_KINDS = ("range", "choice", "fixed")
+
+
+def validation_message(err: dict) -> str:
+    """pydantic's message for one error, with what is allowed where pydantic does not say it
+    (a parameter without its "kind")."""
+    if err.get("type") == "union_tag_not_found" and "parameters" in err.get("loc", ()):
+        return f"a parameter needs \"kind\": one of {list(PARAMETER_KINDS)}"
+    return str(err.get("msg", "invalid")).removeprefix("Value error, ")
 
 
 class Composition(BaseModel):

@@ -41,6 +41,8 @@ def _spec(tmp_path, data) -> str:
     ({"space": {"parameters": [{"name": "temperature", "kind": "range", "lower": 300, "upper": 400}]}},
      "space.parameters: every instrument parameter is needed; missing ['A', 'B', 'C']"),
     ([1, 2], "a campaign spec is a JSON object"),
+    ({"space": {"parameters": [{"name": "A", "lower": 0, "upper": 1}]}},
+     "space.parameters.0: a parameter needs \"kind\": one of ['range', 'choice', 'fixed']"),
 ])
 def test_a_campaign_that_could_not_run_is_refused_before_it_is_stored(cli, tmp_path, spec, says):
     if isinstance(spec, dict):

@@ -30,6 +30,7 @@ from sdl.service.oidc import router as oidc_router
 from sdl.service.pages import install_docs
 from sdl.service.service import LabService
 from sdl.service.settings import ServiceSettings
+from sdl.space import validation_message
 from sdl.service.webapi import web_router
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ def _install_error_handlers(app: FastAPI) -> None:
             loc = list(err.get("loc", ()))
             parts = [str(x) for x in loc[1:]] if loc and loc[0] == "body" else [str(x) for x in loc]
             field = ".".join(parts) or "body"
-            msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+            msg = validation_message(err)
             ctx = err.get("ctx", {}).get("error") if isinstance(err.get("ctx"), dict) else None
             if isinstance(ctx, InvalidInput):
                 msg = ctx.message
