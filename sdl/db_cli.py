@@ -14,7 +14,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from sdl.errors import SdlError
+from sdl.errors import InvalidInput, SdlError
 
 db_app = typer.Typer(help="The store's schema: migrate it, or show its revision.", no_args_is_help=True)
 console = Console()
@@ -43,6 +43,23 @@ def _fail(exc: Exception) -> None:
     raise typer.Exit(2)
 
 
+def _check_revision(revision: str) -> None:
+    """Refuse a target alembic cannot resolve before the database is opened (alembic says
+    it with a traceback: CommandError, or a bare AssertionError for ""). Relative targets
+    ("+1", "head-1") depend on the database; alembic checks those."""
+    from sdl.database import known_revisions, script_directory
+
+    if re.fullmatch(r"\w*[+-]\d+", revision):
+        return
+    try:
+        script_directory().get_revisions(revision)
+    except Exception:  # noqa: BLE001 - alembic's CommandError / AssertionError: an unknown target
+        allowed = ", ".join(repr(r) for r in sorted(known_revisions()))
+        raise InvalidInput("--revision", f"allowed: 'head' (the newest), a revision id ({allowed}) "
+                                          "or a step such as '+1'",
+                           revision) from None
+
+
 def _rev(revs: tuple[str, ...]) -> str:
     return ", ".join(revs) if revs else "none (empty database)"
 
@@ -53,14 +70,20 @@ def db_upgrade(
     revision: str = typer.Option("head", help="target revision (default: the newest)"),
 ) -> None:
     """Migrate the store's database to the newest schema (or to --revision)."""
+    from alembic.util.exc import CommandError
+
     from sdl.database import redact, upgrade
 
     try:
+        _check_revision(revision)
         engine = _engine(store_url)
         try:
             before, after = upgrade(engine, revision)
         finally:
             engine.dispose()
+    except CommandError as exc:  # a relative target past the newest or below the oldest
+        _fail(InvalidInput("--revision", str(exc), revision))
+        return
     except SdlError as exc:
         _fail(exc)
         return

@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from sdl.errors import SdlError
+from sdl.errors import InvalidInput, SdlError
 
 workflow_app = typer.Typer(help="Workflows across instruments, with every sample tracked.", no_args_is_help=True)
 console = Console()
@@ -23,16 +23,33 @@ def _store(url: Optional[str]):
     return open_store(url or get_settings().store_url)
 
 
-def _load(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise typer.BadParameter(f"{path}: {exc}") from None
-
-
 def _fail(exc: Exception) -> None:
     console.print(f"[red]error[/]: {exc}")
     raise typer.Exit(2)
+
+
+def _load(path: Path) -> dict:
+    """A spec file as a dict; anything else (unreadable, not UTF-8, not JSON, not an object)
+    is said as an error naming the file, never a traceback from deeper down."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        _fail(InvalidInput(str(path), "not UTF-8 text; a workflow (campaign) spec is a JSON object"))
+    except (OSError, json.JSONDecodeError) as exc:
+        _fail(InvalidInput(str(path), f"cannot read JSON: {exc}"))
+    if not isinstance(data, dict):
+        _fail(InvalidInput(str(path), f"a workflow (campaign) spec is a JSON object {{\"tasks\": ...}} or "
+                                      f"{{\"workflow\": ...}}, not {type(data).__name__}"))
+    return data
+
+
+def _positive(option: str, value: float) -> None:
+    """A lease or timeout of 0 or less would lose every task or stop at once: refuse it."""
+    if not value > 0:  # also NaN
+        _fail(InvalidInput(option, "must be a number of seconds above 0", value))
+
+
+WORKERS = ("threads", "processes", "none")
 
 
 @workflow_app.command("validate")
@@ -64,15 +81,22 @@ def run(
     from sdl.workflows.campaign import WorkflowCampaignRunner, create_workflow_campaign
     from sdl.workflows.stations import three_station_workflow
 
+    # options first: nothing is created for a run that could not go on
+    if workers not in WORKERS:
+        _fail(InvalidInput("--workers", f"allowed: {', '.join(WORKERS)}", workers))
+    _positive("--lease", lease)
+    _positive("--timeout", timeout)
     data = _load(spec) if spec else {"name": "three-station example", "workflow": three_station_workflow(),
                                      "time_scale": 0.0}
     if budget is not None:
         data["budget"] = budget
     st = _store(store)
     try:
+        from sdl import tables
         from sdl.service.dispatch import retry
 
-        cid = resume or create_workflow_campaign(st, data)
+        # a unique prefix of an id will do, as `sdl campaign list` shows them
+        cid = tables.campaign_id(st, resume) if resume is not None else create_workflow_campaign(st, data)
         runner = retry(lambda: WorkflowCampaignRunner(st, cid, lease_s=lease), what="open the campaign")
         # a runner killed a moment ago is waited out (its lease); a live one is an error
         runner.standby_s = 3 * lease + 5
@@ -105,9 +129,17 @@ def worker(
     from sdl.config import get_settings
     from sdl.workflows.worker import serve_worker
 
+    _positive("--lease", lease)
+    try:
+        opts = json.loads(options)
+    except ValueError as exc:
+        _fail(InvalidInput("--options", f"not JSON ({exc}); give a JSON object of instrument options, "
+                                        "e.g. '{}'", options))
+    if not isinstance(opts, dict):
+        _fail(InvalidInput("--options", "a JSON object of instrument options, e.g. '{}'", options))
     try:
         serve_worker(store or get_settings().store_url, instrument, lease_s=lease, seed=seed,
-                     time_scale=time_scale, options=json.loads(options), max_tasks=max_tasks)
+                     time_scale=time_scale, options=opts, max_tasks=max_tasks)
     except SdlError as exc:
         _fail(exc)
 
