@@ -106,12 +106,16 @@ def validate_spec(data: dict) -> CampaignSpec:
         raise InvalidInput(loc, msg, err.get("input", ...)) from None
 
 
-def plain_spec(row: Any) -> CampaignSpec:
-    """The spec of a stored campaign that is not a workflow campaign (those have their own
-    spec and runner: ``sdl workflow run --resume``)."""
+def refuse_workflow_campaign(row: Any) -> None:
+    """Workflow campaigns have their own spec and runner (``sdl workflow run --resume``)."""
     if (row.spec or {}).get("kind") == "workflow":
         raise InvalidInput("campaign_id", "a workflow campaign: resume it with 'sdl workflow run --resume', see "
                            "its workflows with 'sdl workflow show'", row.id)
+
+
+def plain_spec(row: Any) -> CampaignSpec:
+    """The spec of a stored campaign that is not a workflow campaign."""
+    refuse_workflow_campaign(row)
     return CampaignSpec.model_validate(row.spec)
 
 

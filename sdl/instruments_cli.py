@@ -19,6 +19,8 @@ from typing import Any, Callable, Optional
 
 import typer
 from rich.console import Console
+
+from sdl.errors import InvalidInput
 from rich.table import Table
 
 instruments_app = typer.Typer(help="Instruments available here (entry points and profiles).", no_args_is_help=True)
@@ -29,8 +31,10 @@ PROFILE_HELP = ("a profile that adds instruments: a Python file or a declarative
                 "(repeatable; also $SDL_PROFILE)")
 
 
-def use_profiles(paths: list[str] | None) -> None:
-    """Add ``paths`` to ``SDL_PROFILE`` (absolute, so worker processes find them) and reload the registry."""
+def use_profiles(paths: list[str] | None, strict: bool = True) -> None:
+    """Add ``paths`` to ``SDL_PROFILE`` (absolute, so worker processes find them) and reload the
+    registry. ``strict``: one of ``paths`` that does not load is an error (``sdl instruments``
+    reports it among the broken entries instead)."""
     from sdl.registry import PROFILE_ENV, profile_paths, reset
 
     if not paths:
@@ -42,9 +46,17 @@ def use_profiles(paths: list[str] | None) -> None:
             current.append(ap)
     os.environ[PROFILE_ENV] = os.pathsep.join(current)
     reset()
+    # a profile named on the command line must load: the command would otherwise run without
+    # its instruments (SDL_PROFILE's are only reported, by sdl instruments list)
+    from sdl.registry import registry
+
+    given = {str(Path(p).expanduser().resolve()) for p in paths}
+    for b in registry().broken if strict else ():
+        if b.kind == "profile" and str(Path(b.name).resolve()) in given:
+            raise InvalidInput("profile", f"{b.name} does not load: {b.error}")
 
 
-def _with_profile(fn: Callable[..., Any]) -> Callable[..., Any]:
+def _with_profile(fn: Callable[..., Any], strict: bool = True) -> Callable[..., Any]:
     sig = inspect.signature(fn, eval_str=True)
     if "profile" in sig.parameters:
         return fn
@@ -52,7 +64,11 @@ def _with_profile(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, profile: Optional[list[str]] = None, **kwargs: Any) -> Any:
-        use_profiles(profile)
+        try:
+            use_profiles(profile, strict)
+        except InvalidInput as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
         return fn(*args, **kwargs)
 
     option = inspect.Parameter("profile", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[list[str]],
@@ -66,10 +82,11 @@ def _with_profile(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def add_profile_option(app: typer.Typer) -> None:
-    """Give every command of ``app`` and its sub-apps ``--profile PATH``."""
+    """Give every command of ``app`` and its sub-apps ``--profile PATH`` (a profile that does
+    not load stops the command, except ``sdl instruments``, which reports it)."""
     for info in app.registered_commands:
         if info.callback is not None:
-            info.callback = _with_profile(info.callback)
+            info.callback = _with_profile(info.callback, strict=app is not instruments_app)
     for group in app.registered_groups:
         if group.typer_instance is not None:
             add_profile_option(group.typer_instance)

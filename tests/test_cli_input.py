@@ -100,3 +100,9 @@ def test_resume_drops_a_last_line_cut_short_and_refuses_a_foreign_one(tmp_path):
     path.write_text(json.dumps({"a": 1}) + "\n" + json.dumps(one.__dict__) + "\n")
     with pytest.raises(InvalidInput, match="line 1 is not a campaign this command wrote"):
         read_runs(path)
+
+
+def test_a_profile_named_on_the_command_line_must_load(cli, tmp_path):
+    code, out = cli("campaign", "run", "--agent", "random", "--budget", "1", "--profile", str(tmp_path / "nope.toml"))
+    assert code == 2 and "nope.toml does not load" in out and "no such file" in out
+    assert Store(cli.url).campaigns() == []
