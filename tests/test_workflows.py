@@ -305,3 +305,21 @@ def test_an_instrument_paused_by_the_operator_takes_no_workflow_task(store, work
     d.set_paused("sim-synth", False)
     drain(workers, eng, wid)
     assert eng.workflow(wid)["status"] == "done"
+
+
+@pytest.mark.parametrize("lease", [0, -1, float("nan")])
+def test_an_engine_refuses_a_lease_that_would_lose_every_task(store, lease):
+    with pytest.raises(InvalidInput, match="lease_s: must be above 0"):
+        Engine(store, lease_s=lease)
+
+
+def test_a_runner_refuses_bad_workers_or_timeout_before_the_campaign_runs(store):
+    from sdl.workflows.campaign import WorkflowCampaignRunner, create_workflow_campaign
+
+    cid = create_workflow_campaign(store, {"workflow": three_station_workflow(), "budget": 1, "agent": "random"})
+    runner = WorkflowCampaignRunner(store, cid)
+    with pytest.raises(InvalidInput, match="workers: allowed"):
+        runner.run("bogus")
+    with pytest.raises(InvalidInput, match="timeout: must be above 0"):
+        runner.run("none", timeout=-1)
+    assert store.campaign(cid).status == "created"

@@ -183,6 +183,11 @@ class WorkflowCampaignRunner:
 
         from sdl.service.dispatch import retry
 
+        if workers not in ("threads", "processes", "none"):
+            raise InvalidInput("workers", "allowed: 'threads', 'processes', 'none'", workers)
+        if not timeout > 0:
+            raise InvalidInput("timeout", "must be above 0 seconds", timeout)
+
         if not self._take_the_campaign():
             return "stopped"  # halted while another runner held it
         deadline = time.monotonic() + timeout

@@ -84,6 +84,8 @@ class LeaseLost(Exception):
 
 class Engine:
     def __init__(self, store: Store, *, lease_s: float = 10.0):
+        if not lease_s > 0:  # also NaN: every task's lease would be lost at once
+            raise InvalidInput("lease_s", "must be above 0 (seconds a worker holds a task between renewals)", lease_s)
         self.store = store
         self.lease_s = float(lease_s)
         self.pg = store.engine.dialect.name == "postgresql"
