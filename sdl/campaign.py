@@ -53,7 +53,7 @@ class CampaignSpec(BaseModel):
     objectives: list[Objective] | None = Field(None, description="defaults to the instrument's")
     agent: str = "bo"
     agent_options: dict[str, Any] = Field(default_factory=dict)
-    budget: int = Field(30, ge=1, le=100_000, description="number of experiments")
+    budget: int = Field(30, ge=1, le=100_000, strict=True, description="number of experiments")
     batch_size: int = Field(1, ge=1, le=64)
     seed: int = Field(0, ge=0)
     stopping: StoppingRule = Field(default_factory=StoppingRule)

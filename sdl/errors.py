@@ -38,14 +38,21 @@ class InvalidInput(SdlError, ValueError):
         self.value = value
         text = f"{field}: {message}"
         if value is not ...:
-            text += f" (got {value!r})"
+            text += f" (got {shown(value)})"
         super().__init__(text)
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"field": self.field, "message": self.message}
         if self.value is not ...:
-            d["value"] = repr(self.value)
+            d["value"] = shown(self.value)
         return d
+
+
+def shown(value: Any, limit: int = 300) -> str:
+    """``repr(value)``, cut at ``limit`` characters: an error names the value, it does not
+    print back a whole spec."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 class DeviceFault(SdlError, RuntimeError):

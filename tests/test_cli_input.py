@@ -41,6 +41,7 @@ def _spec(tmp_path, data) -> str:
     ({"space": {"parameters": [{"name": "temperature", "kind": "range", "lower": 300, "upper": 400}]}},
      "space.parameters: every instrument parameter is needed; missing ['A', 'B', 'C']"),
     ([1, 2], "a campaign spec is a JSON object"),
+    ({"budget": True}, "budget: Input should be a valid integer (got True)"),
     ({"space": {"parameters": [{"name": "A", "lower": 0, "upper": 1}]}},
      "space.parameters.0: a parameter needs \"kind\": one of ['range', 'choice', 'fixed']"),
 ])
@@ -106,3 +107,10 @@ def test_a_profile_named_on_the_command_line_must_load(cli, tmp_path):
     code, out = cli("campaign", "run", "--agent", "random", "--budget", "1", "--profile", str(tmp_path / "nope.toml"))
     assert code == 2 and "nope.toml does not load" in out and "no such file" in out
     assert Store(cli.url).campaigns() == []
+
+
+def test_an_error_names_a_long_value_without_printing_it_whole():
+    from sdl.errors import InvalidInput
+
+    err = InvalidInput("spec", "bad", {"workflow": "x" * 5000})
+    assert len(str(err)) < 400 and str(err).endswith("... (5016 characters))")
