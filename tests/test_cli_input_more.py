@@ -44,7 +44,7 @@ def test_a_workflow_spec_that_is_no_json_object_is_said(tmp_path, url, content, 
     path = tmp_path / "spec.json"
     path.write_bytes(content)
     code, out = _invoke("workflow", "validate", str(path))
-    assert code == 2 and says in out and "spec.json" in out, out
+    assert code == 2 and says in out and "spec.json" in out.replace(" ", ""), out  # a long path wraps mid-word
     code, out = _invoke("workflow", "run", str(path), "--budget", "2", "--store", url)
     assert code == 2 and says in out, out
     assert Store(url).campaigns() == []
