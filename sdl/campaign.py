@@ -172,7 +172,8 @@ def check_space_within(space: SearchSpace, limits: SearchSpace) -> None:
 
 def check_runnable(spec: CampaignSpec, instrument: Any) -> None:
     """What running ``spec`` on ``instrument`` would refuse, refused before the campaign is
-    stored or started: the plan and its options, and the agent with its options."""
+    stored or started: the plan and its options, the space (within the instrument's limits),
+    the objectives (ones it measures), and the agent with its options."""
     check_plan(spec, instrument)
     if spec.space is not None:
         check_space_within(spec.space, instrument.space)
@@ -411,7 +412,8 @@ class CampaignRunner:
         if len(obs) >= self.spec.budget:
             return f"budget of {self.spec.budget} experiments spent"
         pool = self.space.pool
-        if pool is not None and len(obs) >= len(pool) and len({self.space.pool_index(o.params) for o in obs}) >= len(pool):
+        if pool is not None and len(obs) >= len(pool) \
+                and len({self.space.pool_index(o.params) for o in obs}) >= len(pool):
             return f"every one of the pool's {len(pool)} points measured (budget {self.spec.budget})"
         objective = self.objectives[0]
         best = best_value(obs, objective)
@@ -456,9 +458,10 @@ def best_trace(observations: Sequence[Observation], objective: Objective) -> lis
 
 
 def create_campaign(store: Store, spec: CampaignSpec | dict, campaign_id: str | None = None,
-                    check: bool = False) -> str:
-    """Validate and store a new campaign; returns its id. ``check``: also build its instrument
-    and refuse what running it would refuse (:func:`check_runnable`) before storing it."""
+                    instrument: Any = None) -> str:
+    """Validate and store a new campaign; returns its id. ``instrument`` (the one it will run
+    on, :func:`build_instrument`): also refuse what running it there would refuse
+    (:func:`check_runnable`) before storing it."""
     if not isinstance(spec, (CampaignSpec, dict)):
         raise InvalidInput("spec", "a campaign spec is a JSON object {\"instrument\": ..., \"agent\": ...}",
                            type(spec).__name__)
@@ -472,8 +475,8 @@ def create_campaign(store: Store, spec: CampaignSpec | dict, campaign_id: str | 
             pass  # free
         else:
             raise InvalidInput("campaign_id", "a campaign with this id exists already", campaign_id)
-    if check:
-        check_runnable(spec, build_instrument(spec))
+    if instrument is not None:
+        check_runnable(spec, instrument)
     campaign_id = campaign_id or new_id()
     store.create_campaign(campaign_id, spec.name, spec.model_dump(mode="json"))
     return campaign_id

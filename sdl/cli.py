@@ -210,7 +210,7 @@ def campaign_run(
 ) -> None:
     """Create a campaign and run it to its budget or stopping rule."""
     _quiet_libraries()
-    from sdl.campaign import create_campaign
+    from sdl.campaign import build_instrument, create_campaign, validate_spec
 
     spec: dict[str, Any] = {}
     if spec_file is not None:
@@ -224,12 +224,14 @@ def campaign_run(
     overrides = {"instrument": instrument, "agent": agent, "budget": budget, "seed": seed, "time_scale": time_scale}
     spec.update({k: v for k, v in overrides.items() if v is not None})
     store = _store(store_url)
-    try:
-        cid = create_campaign(store, spec, campaign_id, check=True)
+    try:  # built once: checked against before the campaign is stored, then run on
+        checked = validate_spec(spec)
+        instrument = build_instrument(checked)
+        cid = create_campaign(store, checked, campaign_id, instrument=instrument)
     except SdlError as exc:
         _fail(exc)
     console.print(f"campaign [bold]{cid}[/]")
-    status = _run_campaign(store, cid, "campaign")
+    status = _run_campaign(store, cid, "campaign", instrument)
     raise typer.Exit(0 if status == "completed" else 130 if status == "interrupted" else 1)
 
 
