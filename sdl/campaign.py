@@ -181,11 +181,12 @@ def check_runnable(spec: CampaignSpec, instrument: Any) -> None:
     for i, o in enumerate(spec.objectives or []):
         if o.name not in known:
             raise InvalidInput(f"objectives.{i}.name", f"{spec.instrument} measures {known}", o.name)
-    check_agent(spec.agent, spec.space or instrument.space, spec.objectives or instrument.objectives, spec.seed,
-                spec.agent_options)
+    check_agent_options(spec.agent, spec.space or instrument.space, spec.objectives or instrument.objectives,
+                        spec.seed, spec.agent_options)
 
 
-def check_agent(agent: str, space: SearchSpace, objectives: list[Objective], seed: int, options: dict) -> None:
+def check_agent_options(agent: str, space: SearchSpace, objectives: list[Objective], seed: int,
+                        options: dict) -> None:
     """Build the agent once and drop it: agents check their options when they are built, not
     at their first fit, so a campaign spec's agent is refused before anything is stored."""
     from sdl.registry import make_agent

@@ -3,6 +3,8 @@ option or file (exit 2, no traceback), and nothing stored or created before the 
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from typer.testing import CliRunner
 
@@ -117,3 +119,13 @@ def test_db_upgrade_says_a_relative_revision_past_the_newest(url):
     assert code == 2 and "--revision" in out, out
     code, out = _invoke("db", "upgrade", "--revision", "+1", "--store", url)
     assert code == 0 and "migrated" in out, out
+
+
+def test_workflow_validate_checks_the_agent_options_of_a_campaign_spec(tmp_path):
+    from sdl.workflows.stations import three_station_workflow
+
+    path = tmp_path / "camp.json"
+    path.write_text(json.dumps({"workflow": three_station_workflow(), "agent": "botorch",
+                                "agent_options": {"beta": -1}}))
+    code, out = _invoke("workflow", "validate", str(path))
+    assert code == 2 and "agent_options.beta: must be a number above 0" in out, out

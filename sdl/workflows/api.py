@@ -180,10 +180,7 @@ class WorkflowService:
         except InvalidInput as exc:  # named as in the request: spec.budget
             raise InvalidInput(f"spec.{exc.field}", exc.message, exc.value) from None
         self._check_can_run(p, body.proposal_id, spec.spec.instruments)
-        try:
-            cid = create_workflow_campaign(self.svc.store, spec)
-        except InvalidInput as exc:
-            raise InvalidInput(f"spec.{exc.field}", exc.message, exc.value) from None
+        cid = create_workflow_campaign(self.svc.store, spec)
         self.svc.store.set_campaign_status(cid, "running")
         self._start_runner(cid)
         return self.campaign(p, cid)

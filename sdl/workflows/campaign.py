@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sqlalchemy import select, update
 from sqlalchemy import exc as sa_exc
 
-from sdl.campaign import StoppingRule, best_value, check_agent
+from sdl.campaign import StoppingRule, best_value, check_agent_options
 from sdl.errors import InvalidInput
 from sdl.models import Observation, new_id
 from sdl.space import Objective, SearchSpace
@@ -122,8 +122,9 @@ class WorkflowCampaignSpec(BaseModel):
 
 
 def validate_campaign(data: dict) -> WorkflowCampaignSpec:
+    """The spec, with its agent built once (its options are checked when it is built)."""
     try:
-        return WorkflowCampaignSpec.model_validate(data)
+        spec = WorkflowCampaignSpec.model_validate(data)
     except ValidationError as exc:
         e = exc.errors()[0]
         ctx = e.get("ctx", {}).get("error")
@@ -131,11 +132,12 @@ def validate_campaign(data: dict) -> WorkflowCampaignSpec:
             raise ctx from None
         loc = ".".join(str(p) for p in e["loc"]) or "spec"
         raise InvalidInput(loc, e["msg"].removeprefix("Value error, "), e.get("input", ...)) from None
+    check_agent_options(spec.agent, spec.search_space(), list(spec.objectives or []), spec.seed, spec.agent_options)
+    return spec
 
 
 def create_workflow_campaign(store: Store, spec: dict | WorkflowCampaignSpec, campaign_id: str | None = None) -> str:
     spec = spec if isinstance(spec, WorkflowCampaignSpec) else validate_campaign(spec)
-    check_agent(spec.agent, spec.search_space(), list(spec.objectives or []), spec.seed, spec.agent_options)
     cid = campaign_id or new_id()
     store.create_campaign(cid, spec.name, spec.model_dump(mode="json"))
     return cid

@@ -61,5 +61,6 @@ def add_point(campaign_id: str, body: PointIn, p: Principal = P, svc: LabService
 
 
 @router.post("/campaigns/{campaign_id}/suggestions/{suggestion_id}/veto")
-def veto(campaign_id: str, suggestion_id: str, body: ReasonIn = ReasonIn(), p: Principal = P, svc: LabService = S) -> dict:
+def veto(campaign_id: str, suggestion_id: str, body: ReasonIn = ReasonIn(), p: Principal = P,
+         svc: LabService = S) -> dict:
     return svc.veto(p, campaign_id, suggestion_id, body.reason)
