@@ -113,6 +113,8 @@ def run(
     console.print(f"{status}: {len(obs)} workflows ({len(ok)} ok), best {o.name} = {best}")
     print(json.dumps({"campaign_id": cid, "status": status, "workflows": len(obs), "ok": len(ok),
                       "best": best}), flush=True)  # one line, for scripts
+    # as sdl campaign run: a script sees a campaign that did not finish (its --timeout, Ctrl-C)
+    raise typer.Exit(0 if status == "completed" else 130 if status == "interrupted" else 1)
 
 
 @workflow_app.command("worker")
