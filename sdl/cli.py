@@ -396,6 +396,8 @@ def bench(
     agent_list = [a.strip() for a in agents.split(",") if a.strip()]
     problem_list = [p.strip() for p in problems.split(",") if p.strip()]
     seed_list = list(range(first_seed, first_seed + seeds))
+    if problems.strip() and not problem_list:  # "," is not "nothing said" (which means p3ht)
+        _fail(SdlError(f"--problems: name at least one problem, comma-separated (got {problems!r})"))
     try:
         from sdl.bench import table_pools
 

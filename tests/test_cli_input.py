@@ -83,6 +83,8 @@ def test_bench_refuses_no_agent_and_a_file_for_a_folder(tmp_path):
     runner = CliRunner()
     res = runner.invoke(app, ["bench", "--agents", "", "--problems", "branin", "--seeds", "1"])
     assert res.exit_code == 2 and "agents: name at least one agent" in " ".join(res.output.split())
+    res = runner.invoke(app, ["bench", "--agents", "random", "--problems", ",", "--seeds", "1"])
+    assert res.exit_code == 2 and "--problems: name at least one problem" in " ".join(res.output.split())
     (tmp_path / "f.csv").write_text("x")
     res = runner.invoke(app, ["bench", "--agents", "random", "--problems", "branin", "--seeds", "1",
                               "--out", str(tmp_path / "f.csv")])
