@@ -102,6 +102,15 @@ def _run_campaign(store, campaign_id: str, label: str, instrument: Any = None) -
         status = runner.run()
     if status == "interrupted":
         console.print(f"[yellow]interrupted[/]; nothing is lost. Continue with: sdl campaign resume {campaign_id}")
+    name = runner.objectives[0].name
+    obs = store.observations(campaign_id)
+    if status == "completed" and obs and not any(o.ok and o.values.get(name) is not None for o in obs):
+        # a plug-in whose plan or reduction cannot work: every run ended, none measured anything
+        first = next((o.extra.get("error") for o in obs if not o.ok), None)
+        err_console.print(f"[bold red]error[/]: none of the {len(obs)} experiments gave a value of {name!r}"
+                          + (f"; the first failed: {first}" if first else "")
+                          + f" (sdl campaign show {campaign_id})")
+        return "failed"
     return status
 
 

@@ -137,11 +137,22 @@ def _option_from(plugin: str, plan: str, name: str, annotation: Any, default: An
         raise PluginError(plugin, where, "an option (not a search-space parameter) needs a default value")
     if annotation is inspect.Parameter.empty:
         raise PluginError(plugin, where, f"cannot type it: no annotation; allowed: {allowed}")
+    for bound in ("lower", "upper"):
+        v = getattr(arg, bound)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)):
+            raise PluginError(plugin, where, f"Arg {bound} must be a finite number (got {v!r})")
+    if arg.lower is not None and arg.upper is not None and arg.lower > arg.upper:
+        raise PluginError(plugin, where, f"Arg lower ({arg.lower:g}) is above upper ({arg.upper:g})")
     if get_origin(annotation) is Literal:
-        return Option(name, "enum", default, arg, tuple(get_args(annotation)))
+        opt = Option(name, "enum", default, arg, tuple(get_args(annotation)))
+        if default not in opt.choices:
+            raise PluginError(plugin, where, f"the default {default!r} is not one of {list(opt.choices)}")
+        return opt
     kinds = {float: "number", int: "integer", bool: "boolean", str: "string"}
     if annotation not in kinds:
         raise PluginError(plugin, where, f"cannot type {annotation!r}; allowed: {allowed}")
+    if (arg.lower is not None or arg.upper is not None) and annotation not in (float, int):
+        raise PluginError(plugin, where, f"Arg limits apply to numbers, not {annotation.__name__}")
     opt = Option(name, kinds[annotation], default, arg)
     try:
         opt.check(default)
@@ -282,6 +293,13 @@ class Instrument:
         if red["name"] not in known_reductions():
             raise PluginError(n, "reduction.name", f"unknown reduction {red['name']!r}; allowed: "
                               f"{known_reductions()}")
+        if red["name"] == "readings":  # the stock reduction says what it produces: each objective must be one
+            produced = [o.get("name") for o in (red.get("params") or {}).get("objectives") or []
+                        if isinstance(o, dict)]
+            for i, o in enumerate(self.objectives):
+                if o.name not in produced:
+                    raise PluginError(n, f"objectives.{i}.name", f"{o.name!r} is not produced by reduction "
+                                      f"'readings'; it produces {produced}")
         if not self.plans:
             raise PluginError(n, "plans", "give at least one named bluesky plan function")
         for p in self.dofs:
@@ -381,7 +399,11 @@ class Instrument:
                 yield from bps.mv(*args)
                 if settle > 0:
                     yield from bps.sleep(settle)
-            return (yield from p.func(**kwargs, md=md))
+            plan = p.func(**kwargs, md=md)
+            if not hasattr(plan, "__next__"):  # said once per run, not as bluesky's "not iterable"
+                raise PluginError(self.name, f"plans.{p.name}", "must be a bluesky plan: a generator function, or "
+                                  f"a function returning a generator; it returned {type(plan).__name__}")
+            return (yield from plan)
 
         return run()
 

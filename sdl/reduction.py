@@ -61,7 +61,22 @@ def reduce_run(documents: Documents) -> dict[str, float]:
         raise InvalidInput("start.reduction.name", f"unknown reduction; allowed: {known_reductions()}", spec["name"])
     if not events:
         raise InvalidInput("documents", "the run has no primary events to reduce")
-    return fn(start, events, spec.get("params", {}))
+    if not callable(fn):
+        raise InvalidInput("start.reduction.name", f"reduction {spec['name']!r} is not a function", type(fn).__name__)
+    try:
+        values = fn(start, events, spec.get("params", {}))
+    except InvalidInput:
+        raise
+    except Exception as exc:  # a plug-in's reduction: named, with what it raised
+        raise InvalidInput("reduction", f"{spec['name']!r} raised {type(exc).__name__}: {exc}") from exc
+    bad = values if not isinstance(values, dict) else next(
+        (v for k, v in values.items() if not isinstance(k, str) or isinstance(v, bool)
+         or not isinstance(v, (int, float))), None)
+    if bad is not None or not isinstance(values, dict):
+        raise InvalidInput("reduction", f"{spec['name']!r} must return a dict of objective name -> number; "
+                           f"it returned {type(values).__name__}" + ("" if not isinstance(values, dict) else
+                                                                    f" holding {bad!r}"))
+    return {k: float(v) for k, v in values.items()}
 
 
 @reducer("scalar")

@@ -138,6 +138,10 @@ class Registry:
         if entry is None:
             broken = [b for b in self.broken if b.kind == kind and b.name == name]
             why = f"; it failed to load from {broken[0].source}: {broken[0].error}" if broken else ""
+            profiles = [b for b in self.broken if b.kind == "profile"]  # filed under their path: it may be in one
+            if profiles and not broken:
+                why = "; a profile that did not load may define it: " + "; ".join(
+                    f"{b.name}: {b.error}" for b in profiles)
             fams = f" or a name matching {self.patterns(kind)}" if self.patterns(kind) else ""
             raise InvalidInput(singular, f"unknown {singular}{why}; allowed: {self.names(kind)}{fams}", name)
         try:

@@ -36,6 +36,9 @@ class RangeParameter(BaseModel):
 
     @model_validator(mode="after")
     def _check_bounds(self) -> "RangeParameter":
+        if not (math.isfinite(self.lower) and math.isfinite(self.upper)):  # a point could not be drawn
+            raise ValueError(f"parameter {self.name!r}: lower and upper must be finite numbers "
+                             f"(got {self.lower}, {self.upper})")
         if not self.lower < self.upper:
             raise ValueError(
                 f"parameter {self.name!r}: lower ({self.lower}) must be below upper ({self.upper})"

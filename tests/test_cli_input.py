@@ -116,3 +116,16 @@ def test_an_error_names_a_long_value_without_printing_it_whole():
 
     err = InvalidInput("spec", "bad", {"workflow": "x" * 5000})
     assert len(str(err)) < 400 and str(err).endswith("... (5016 characters))")
+
+
+def test_a_campaign_in_which_no_experiment_measured_anything_does_not_exit_0(cli, tmp_path):
+    """A plug-in whose reading is named wrong: every run ends, none gives the objective."""
+    from pathlib import Path
+
+    good = (Path(__file__).resolve().parents[1] / "examples" / "profiles" / "ophyd_sim_profile.py").read_text()
+    bad = tmp_path / "misread.py"
+    bad.write_text(good.replace('"field": "det"', '"field": "nodev"'))
+    code, out = cli("campaign", "run", "--profile", str(bad), "--instrument", "gauss-scan", "--agent", "random",
+                    "--budget", "2")
+    assert code == 1, out
+    assert "none of the 2 experiments gave a value of 'intensity'; the first failed: nodev: no reading" in out

@@ -133,6 +133,69 @@ def test_bad_plugins_get_one_clear_error():
         _instrument(plans={"p": other})
 
 
+def test_plugin_mistakes_found_by_an_audit_get_one_clear_error():
+    def with_mode(x: float, *, mode: Literal["a", "b"] = "c", md=None):
+        yield from ()
+
+    with pytest.raises(PluginError, match=r"plans.p.mode: the default 'c' is not one of \['a', 'b'\]"):
+        _instrument(plans={"p": with_mode})
+
+    def limits_swapped(x: float, *, repeats: Annotated[int, Arg(10, 1)] = 5, md=None):
+        yield from ()
+
+    with pytest.raises(PluginError, match=r"plans.p.repeats: Arg lower \(10\) is above upper \(1\)"):
+        _instrument(plans={"p": limits_swapped})
+
+    def nan_limit(x: float, *, gain: Annotated[float, Arg(float("nan"), 1.0)] = 0.5, md=None):
+        yield from ()
+
+    with pytest.raises(PluginError, match=r"plans.p.gain: Arg lower must be a finite number"):
+        _instrument(plans={"p": nan_limit})
+
+    def text_limits(x: float, *, label: Annotated[str, Arg(1, 10)] = "a", md=None):
+        yield from ()
+
+    with pytest.raises(PluginError, match=r"plans.p.label: Arg limits apply to numbers, not str"):
+        _instrument(plans={"p": text_limits})
+    readings = reduction_spec("readings", objectives=[{"name": "intensity", "field": "det", "op": "mean"}])
+    with pytest.raises(PluginError, match=r"objectives.0.name: 'counts' is not produced by reduction 'readings'; "
+                                          r"it produces \['intensity'\]"):
+        _instrument(reduction=readings, objectives=[Objective(name="counts")])
+    with pytest.raises(ValueError, match="lower and upper must be finite numbers"):
+        RangeParameter(name="x", lower=-math.inf, upper=1)
+
+
+def test_a_plan_that_is_no_plan_is_named_when_it_runs():
+    """A plain function may return a plan, so only running it tells: the run fails naming the
+    plug-in and the plan, not with bluesky's "'int' object is not iterable"."""
+    def not_a_plan(x: float, *, md=None):
+        return 42
+
+    from sdl.models import Provenance, Suggestion
+
+    inst = _instrument(plans={"p": not_a_plan})
+    with pytest.raises(PluginError, match=r"plans.p: must be a bluesky plan: .* it returned int"):
+        list(inst.step_plan(Suggestion(params={"x": 0.1}, provenance=Provenance(agent="test")), md={}))
+
+
+def test_a_reduction_that_raises_or_returns_no_numbers_is_named():
+    from sdl.reduction import REDUCERS, reduce_run
+
+    start = {"reduction": {"name": "audit-red", "params": {}}, "uid": "s"}
+    docs = [("start", start), ("descriptor", {"uid": "d", "name": "primary", "run_start": "s"}),
+            ("event", {"descriptor": "d", "data": {"det": 1.0}, "seq_num": 1})]
+    for body, says in ((lambda s, e, p: {}["det2"], "'audit-red' raised KeyError: 'det2'"),
+                       (lambda s, e, p: 3.0, "'audit-red' must return a dict of objective name -> number; "
+                                             "it returned float"),
+                       (lambda s, e, p: {"y": "high"}, "it returned dict holding 'high'")):
+        REDUCERS["audit-red"] = body
+        try:
+            with pytest.raises(InvalidInput, match=says):
+                reduce_run(docs)
+        finally:
+            del REDUCERS["audit-red"]
+
+
 # ------------------------------------------------------------ stock reductions
 def test_stock_reductions_of_a_waveform_and_an_image():
     x = np.arange(200.0)
@@ -368,3 +431,13 @@ def test_a_campaign_exposure_the_plan_does_not_allow_is_refused_before_anything_
     cid = create_campaign(store, {"instrument": "sim-xrd", "budget": 2, "plan": "nope"})
     with pytest.raises(InvalidInput, match=r"plan: unknown plan for t; allowed: \['p'\]"):
         CampaignRunner(store, cid, instrument=inst)
+
+
+def test_an_unknown_instrument_names_the_profile_that_did_not_load(tmp_path, monkeypatch):
+    broken = tmp_path / "typo.toml"
+    broken.write_text("[instrument.ph]\ndescription = 1\n")
+    monkeypatch.setenv("SDL_PROFILE", str(broken))
+    reg_mod.reset()
+    with pytest.raises(InvalidInput, match=r"unknown instrument; a profile that did not load may define it: "
+                                           r".*typo.toml: "):
+        reg_mod.registry().get("instruments", "ph")
