@@ -9,6 +9,7 @@ numbers as when it was measured.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any, Callable, Iterable
 
 import numpy as np
@@ -71,7 +72,7 @@ def reduce_run(documents: Documents) -> dict[str, float]:
         raise InvalidInput("reduction", f"{spec['name']!r} raised {type(exc).__name__}: {exc}") from exc
     bad = values if not isinstance(values, dict) else next(
         (v for k, v in values.items() if not isinstance(k, str) or isinstance(v, bool)
-         or not isinstance(v, (int, float))), None)
+         or not isinstance(v, numbers.Real)), None)  # Real: numpy's scalars too
     if bad is not None or not isinstance(values, dict):
         raise InvalidInput("reduction", f"{spec['name']!r} must return a dict of objective name -> number; "
                            f"it returned {type(values).__name__}" + ("" if not isinstance(values, dict) else

@@ -187,9 +187,13 @@ def test_a_reduction_that_raises_or_returns_no_numbers_is_named():
     for body, says in ((lambda s, e, p: {}["det2"], "'audit-red' raised KeyError: 'det2'"),
                        (lambda s, e, p: 3.0, "'audit-red' must return a dict of objective name -> number; "
                                              "it returned float"),
-                       (lambda s, e, p: {"y": "high"}, "it returned dict holding 'high'")):
+                       (lambda s, e, p: {"y": "high"}, "it returned dict holding 'high'"),
+                       (lambda s, e, p: {"y": np.int64(3), "z": np.float32(0.5)}, None)):  # numpy's numbers count
         REDUCERS["audit-red"] = body
         try:
+            if says is None:
+                assert reduce_run(docs) == {"y": 3.0, "z": 0.5}
+                continue
             with pytest.raises(InvalidInput, match=says):
                 reduce_run(docs)
         finally:
