@@ -34,6 +34,8 @@ is one clear error naming the instrument, the key and what is allowed.
 
 from __future__ import annotations
 
+import math
+
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -97,6 +99,14 @@ class ParameterSpec(_Strict):
     units: str = ""
     value_type: Literal["float", "int"] = "float"
 
+    @model_validator(mode="after")
+    def _bounds(self) -> "ParameterSpec":  # said when the file is read, not once the devices connect
+        if not (math.isfinite(self.lower) and math.isfinite(self.upper)):
+            raise ValueError(f"lower and upper must be finite numbers (got {self.lower}, {self.upper})")
+        if not self.lower < self.upper:
+            raise ValueError(f"lower ({self.lower:g}) must be below upper ({self.upper:g})")
+        return self
+
 
 class ObjectiveSpec(_Strict):
     name: str
@@ -146,6 +156,16 @@ class InstrumentSpec(_Strict):
     @model_validator(mode="after")
     def _references(self) -> "InstrumentSpec":
         names = sorted(self.devices)
+        for key, items in (("parameters", self.parameters), ("objectives", self.objectives)):
+            seen = [x.name for x in items]
+            dup = next((i for i, n in enumerate(seen) if n in seen[:i]), None)
+            if dup is not None:
+                raise ValueError(f"{key}.{dup}.name: {seen[dup]!r} is named twice")
+        moved = [p.device for p in self.parameters]
+        dup = next((i for i, d in enumerate(moved) if d in moved[:i]), None)
+        if dup is not None:
+            raise ValueError(f"parameters.{dup}.device: {moved[dup]!r} already moves parameter "
+                             f"{self.parameters[moved.index(moved[dup])].name!r}")
         for i, p in enumerate(self.parameters):
             if p.device not in self.devices:
                 raise ValueError(f"parameters.{i}.device: unknown device {p.device!r}; allowed: {names}")

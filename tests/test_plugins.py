@@ -322,6 +322,13 @@ def test_toml_profile_errors_name_the_instrument_the_key_and_what_is_allowed(tmp
                                                                        r"detector",
         base.replace('"ophyd.EpicsSignalRO"', '"ophyd.Thing"'): r"devices.d.class: not allowed; input should be "
                                                                  r"'ophyd.EpicsMotor'",
+        # said when the file is read, before any device connects
+        base.replace("lower = -1", "lower = 40"): r"plug-in 'pin': b.toml: parameters.0: lower \(40\) must be "
+                                                  r"below upper \(1\)",
+        base.replace("lower = -1", "lower = -inf"): r"parameters.0: lower and upper must be finite numbers",
+        base + '[[instrument.pin.objectives]]\nname = "i"\nreading = "d"\n': r"objectives.1.name: 'i' is named twice",
+        base + ('[[instrument.pin.parameters]]\nname = "y"\ndevice = "m"\nlower = 0\nupper = 1\n'):
+            r"parameters.1.device: 'm' already moves parameter 'x'",
     }
     for text, pattern in cases.items():
         p.write_text(textwrap.dedent(text))
