@@ -98,10 +98,13 @@ def main() -> None:
     ap.add_argument("--target", type=float, default=0.95)
     ap.add_argument("--overhead", type=float, default=0.1, help="beamtime per point besides the exposure (s)")
     ap.add_argument("--fixed", default=",".join(map(str, CHOICES)), help="fixed exposures to compare")
+    ap.add_argument("--choices", default=",".join(map(str, CHOICES)),
+                    help="the exposures the adaptive variant chooses from (s)")
     ap.add_argument("--workers", type=int, default=1, help="campaigns run in parallel (processes)")
     ap.add_argument("--out", default="")
     a = ap.parse_args()
-    variants = [("adaptive", CHOICES)] + [(f"fixed {float(t):g} s", [float(t)]) for t in a.fixed.split(",") if t]
+    choices = [float(t) for t in a.choices.split(",") if t]
+    variants = [("adaptive", choices)] + [(f"fixed {float(t):g} s", [float(t)]) for t in a.fixed.split(",") if t]
     jobs = [(label, choices, s) for s in range(a.first_seed, a.first_seed + a.seeds) for label, choices in variants]
     rows = []
     with ProcessPoolExecutor(a.workers) as pool:

@@ -197,7 +197,7 @@ def check_agent_options(agent: str, space: SearchSpace, objectives: list[Objecti
         if exc.field.split(".")[0] not in options:
             raise
         # an option's own parser names the option ("exposure"): say where it sits in the spec
-        raise InvalidInput(f"agent_options.{exc.field}", exc.message, exc.value) from None
+        raise exc.under("agent_options") from None
 
 
 class Progress:
@@ -458,6 +458,12 @@ def best_trace(observations: Sequence[Observation], objective: Objective) -> lis
     return out
 
 
+def check_campaign_id(campaign_id: str) -> None:
+    """A campaign id a user chose: it names files and URLs, so a plain word."""
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", campaign_id):
+        raise InvalidInput("campaign_id", "1-64 letters, digits, '_' or '-'", campaign_id)
+
+
 def create_campaign(store: Store, spec: CampaignSpec | dict, campaign_id: str | None = None,
                     instrument: Any = None) -> str:
     """Validate and store a new campaign; returns its id. ``instrument`` (the one it will run
@@ -468,8 +474,7 @@ def create_campaign(store: Store, spec: CampaignSpec | dict, campaign_id: str | 
                            type(spec).__name__)
     spec = spec if isinstance(spec, CampaignSpec) else validate_spec(spec)
     if campaign_id is not None:
-        if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", campaign_id):
-            raise InvalidInput("campaign_id", "1-64 letters, digits, '_' or '-'", campaign_id)
+        check_campaign_id(campaign_id)
         try:
             store.campaign(campaign_id)
         except InvalidInput:

@@ -219,7 +219,7 @@ def campaign_run(
 ) -> None:
     """Create a campaign and run it to its budget or stopping rule."""
     _quiet_libraries()
-    from sdl.campaign import build_instrument, create_campaign, validate_spec
+    from sdl.campaign import build_instrument, check_campaign_id, check_runnable, create_campaign, validate_spec
 
     spec: dict[str, Any] = {}
     if spec_file is not None:
@@ -232,11 +232,17 @@ def campaign_run(
                            f"\"agent\": ...}}, not a {type(spec).__name__}"))
     overrides = {"instrument": instrument, "agent": agent, "budget": budget, "seed": seed, "time_scale": time_scale}
     spec.update({k: v for k, v in overrides.items() if v is not None})
-    store = _store(store_url)
-    try:  # built once: checked against before the campaign is stored, then run on
+    try:  # built once: checked before the store is opened (nothing is written for a refused spec), then run on
         checked = validate_spec(spec)
+        if campaign_id is not None:
+            check_campaign_id(campaign_id)
         instrument = build_instrument(checked)
-        cid = create_campaign(store, checked, campaign_id, instrument=instrument)
+        check_runnable(checked, instrument)
+    except SdlError as exc:
+        _fail(exc)
+    store = _store(store_url)
+    try:
+        cid = create_campaign(store, checked, campaign_id)
     except SdlError as exc:
         _fail(exc)
     console.print(f"campaign [bold]{cid}[/]")

@@ -41,6 +41,13 @@ class InvalidInput(SdlError, ValueError):
             text += f" (got {shown(value)})"
         super().__init__(text)
 
+    def under(self, prefix: str) -> "InvalidInput":
+        """The same error with its field named from an enclosing request (``spec.budget``);
+        itself when the field already is under ``prefix``."""
+        if self.field == prefix or self.field.startswith(prefix + "."):
+            return self
+        return InvalidInput(f"{prefix}.{self.field}", self.message, self.value)
+
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"field": self.field, "message": self.message}
         if self.value is not ...:

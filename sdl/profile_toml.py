@@ -44,6 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from typing import Annotated
 
+from sdl.errors import shown
 from sdl.plugin import Arg, PluginError
 
 Repeats = Annotated[int, Arg(1, 1000, description="readings per point (averaged)")]
@@ -53,7 +54,8 @@ DEVICE_CLASSES = ("ophyd.EpicsMotor", "ophyd.EpicsSignal", "ophyd.EpicsSignalRO"
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    # strict: a TOML value has its own type, so `lower = "-40"` is a mistake to say, not to convert
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, strict=True)
 
 
 class DeviceSpec(_Strict):
@@ -140,6 +142,14 @@ class SuspenderSpec(_Strict):
     resume_above: float | None = None
     sleep_s: float = Field(0.0, ge=0)
 
+    @model_validator(mode="after")
+    def _thresholds(self) -> "SuspenderSpec":  # bluesky says it only once the devices have connected
+        if not math.isfinite(self.below) or (self.resume_above is not None and not math.isfinite(self.resume_above)):
+            raise ValueError(f"below and resume_above must be finite numbers (got {self.below}, {self.resume_above})")
+        if self.resume_above is not None and self.resume_above < self.below:
+            raise ValueError(f"resume_above ({self.resume_above:g}) must be at least below ({self.below:g})")
+        return self
+
 
 class InstrumentSpec(_Strict):
     description: str = ""
@@ -203,6 +213,10 @@ def _first_error(path: Path, exc: ValidationError) -> PluginError:
         msg = f"not allowed; {msg[:1].lower()}{msg[1:]}"
     elif err["type"] == "value_error":
         msg = msg.removeprefix("Value error, ")
+    elif err["type"].endswith("_type") and "input" in err:  # a value of the wrong TOML type
+        got = err["input"]
+        msg = f"{msg} (got {shown(got)}" + (": a number is written without quotes)" if isinstance(got, str) and
+                                             err["type"] in ("float_type", "int_type") else ")")
     return PluginError(plugin, f"{path.name}: {field}", msg)
 
 

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from pydantic import ValidationError
+
 from sdl.errors import InvalidInput
 
 log = logging.getLogger(__name__)
@@ -174,6 +176,8 @@ class Registry:
             inst = factory(ctx) if callable(factory) and not isinstance(factory, Instrument) else factory
         except (PluginError, InvalidInput):
             raise
+        except ValidationError as exc:  # a space or objective built wrong: the model and field, not pydantic's dump
+            raise PluginError(name, "factory", f"{entry.source} failed: {pydantic_said(exc)}") from exc
         except Exception as exc:  # noqa: BLE001
             raise PluginError(name, "factory", f"{entry.source} failed: {type(exc).__name__}: {exc}") from exc
         if not isinstance(inst, Instrument):
@@ -281,3 +285,18 @@ def make_agent(name: str, space: Any, objectives: Any, seed: int = 0, **options:
             raise InvalidInput("agent", f"plug-in agent {name!r} ({registry().source('agents', name)}) has no "
                                f"{method}(); an agent needs ask(n), tell(observations), add_pending(points)")
     return agent
+
+
+def pydantic_said(exc: ValidationError) -> str:
+    """One line for a model a plug-in built wrong: ``RangeParameter.upper: Input should be a
+    valid number (got 'a')``, and how many more errors there are."""
+    from sdl.errors import shown
+    from sdl.space import validation_message
+
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"])
+    text = f"{exc.title}{'.' + where if where else ''}: {validation_message(err)}"
+    if "input" in err and not isinstance(err["input"], dict):
+        text += f" (got {shown(err['input'])})"
+    more = exc.error_count() - 1
+    return text + (f" (and {more} more)" if more else "")

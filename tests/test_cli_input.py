@@ -50,7 +50,13 @@ def test_a_campaign_that_could_not_run_is_refused_before_it_is_stored(cli, tmp_p
         spec = {"instrument": "sim-xrd", "budget": 2, **spec}
     code, out = cli("campaign", "run", "--spec", _spec(tmp_path, spec))
     assert code == 2 and says in out, out
-    assert Store(cli.url).campaigns() == []
+    assert not (tmp_path / "cli.sqlite").exists()  # refused before the store was opened: no empty file left
+
+
+def test_an_unusable_id_is_refused_before_the_store_is_made(cli, tmp_path):
+    code, out = cli("campaign", "run", "--agent", "random", "--budget", "1", "--id", "a/b c")
+    assert code == 2 and "campaign_id: 1-64 letters, digits, '_' or '-'" in out
+    assert not (tmp_path / "cli.sqlite").exists()
 
 
 def test_an_id_in_use_or_unusable_is_refused(cli, tmp_path):

@@ -33,3 +33,13 @@ def test_every_sdl_error_survives_pickling(err):
     assert back.__dict__ == err.__dict__
     if isinstance(err, InvalidInput):
         assert back.to_dict() == err.to_dict()
+
+
+def test_an_error_is_named_under_its_request_field_once():
+    err = InvalidInput("budget", "at least 1", 0)
+    spec = err.under("spec")
+    assert (spec.field, spec.message, spec.value) == ("spec.budget", "at least 1", 0)
+    assert str(spec) == "spec.budget: at least 1 (got 0)"
+    assert spec.under("spec") is spec  # already there: not spec.spec.budget
+    assert InvalidInput("parameters", "a dict").under("parameters").field == "parameters"
+    assert InvalidInput("parametersX", "?").under("parameters").field == "parameters.parametersX"

@@ -329,6 +329,13 @@ def test_toml_profile_errors_name_the_instrument_the_key_and_what_is_allowed(tmp
         base + '[[instrument.pin.objectives]]\nname = "i"\nreading = "d"\n': r"objectives.1.name: 'i' is named twice",
         base + ('[[instrument.pin.parameters]]\nname = "y"\ndevice = "m"\nlower = 0\nupper = 1\n'):
             r"parameters.1.device: 'm' already moves parameter 'x'",
+        base.replace("lower = -1", 'lower = "-1"'): r"parameters.0.lower: Input should be a valid number \(got '-1': a number is written "
+                                                    r"without quotes\)",
+        base.replace("upper = 1", "upper = true"): r"parameters.0.upper: Input should be a valid number \(got True\)",
+        base + '[instrument.pin.suspender]\nreading = "d"\nbelow = 5\nresume_above = 2\n':
+            r"suspender: resume_above \(2\) must be at least below \(5\)",
+        base + '[instrument.pin.suspender]\nreading = "d"\nbelow = nan\n': r"suspender: below and resume_above must "
+                                                                         r"be finite",
     }
     for text, pattern in cases.items():
         p.write_text(textwrap.dedent(text))
@@ -452,3 +459,22 @@ def test_an_unknown_instrument_names_the_profile_that_did_not_load(tmp_path, mon
     with pytest.raises(InvalidInput, match=r"unknown instrument; a profile that did not load may define it: "
                                            r".*typo.toml: "):
         reg_mod.registry().get("instruments", "ph")
+
+
+def test_a_python_profile_that_builds_its_space_wrong_is_told_the_model_and_field(tmp_path, monkeypatch):
+    prof = tmp_path / "badspace.py"
+    prof.write_text(textwrap.dedent('''
+        from sdl.space import RangeParameter
+
+        def build(ctx):
+            RangeParameter(name="x", lower=0, upper="ten")
+
+        INSTRUMENTS = {"bad-space": build}
+        '''))
+    monkeypatch.setenv("SDL_PROFILE", str(prof))
+    reg_mod.reset()
+    with pytest.raises(PluginError) as err:
+        reg_mod.registry().build("bad-space")
+    msg = str(err.value)
+    assert f"profile {prof} failed: RangeParameter.upper: Input should be a valid number" in msg, msg
+    assert "(got 'ten')" in msg and "errors.pydantic.dev" not in msg

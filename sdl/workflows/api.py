@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
 from sdl.errors import InvalidInput
+from sdl.service.schemas import ReasonIn
 from sdl.workflows.engine import Engine
 from sdl.workflows.tables import SampleEventRow, SampleRow, TaskRow, WorkflowRow
 
@@ -35,11 +36,6 @@ class WorkflowIn(BaseModel):
     proposal_id: str
     workflow: dict
     parameters: dict = Field(..., description="the point the make task makes")
-
-
-class ReasonIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    reason: str = Field("", max_length=2000)
 
 
 class WorkflowCampaignIn(BaseModel):
@@ -178,7 +174,7 @@ class WorkflowService:
         try:
             spec = validate_campaign({**body.spec, "proposal": body.proposal_id})
         except InvalidInput as exc:  # named as in the request: spec.budget
-            raise InvalidInput(f"spec.{exc.field}", exc.message, exc.value) from None
+            raise exc.under("spec") from None
         self._check_can_run(p, body.proposal_id, spec.spec.instruments)
         cid = create_workflow_campaign(self.svc.store, spec)
         self.svc.store.set_campaign_status(cid, "running")

@@ -111,8 +111,7 @@ class Engine:
             try:
                 params = dict(inst.space.validate_point(params))
             except InvalidInput as exc:  # named as in a request: parameters.A
-                field = exc.field if exc.field == "parameters" else f"parameters.{exc.field}"
-                raise InvalidInput(field, exc.message, exc.value) from None
+                raise exc.under("parameters") from None
         wid = new_id()
         with self.session() as s:
             # its instrument tasks count against the proposal's experiment allocation, like submissions

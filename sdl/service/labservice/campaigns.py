@@ -66,7 +66,7 @@ class CampaignsMixin:
         try:
             check_runnable(spec, instrument)
         except InvalidInput as exc:
-            raise InvalidInput(f"spec.{exc.field}", exc.message, exc.value) from None
+            raise exc.under("spec") from None
 
     def campaign_action(self, p: Principal, cid: str, action: str, reason: str = "") -> dict:
         view = self.view(p)
@@ -213,8 +213,7 @@ class CampaignsMixin:
         try:
             sug = self.campaigns.add_point(p, cid, params, reason)
         except InvalidInput as exc:
-            field = exc.field if exc.field.startswith("parameters") else f"parameters.{exc.field}"
-            raise InvalidInput(field, exc.message, exc.value) from None
+            raise exc.under("parameters") from None
         return {"id": sug.id, "params": sug.params, "provenance": sug.provenance.model_dump(), "status": "pending"}
 
     def veto(self, p: Principal, cid: str, sid: str, reason: str) -> dict:

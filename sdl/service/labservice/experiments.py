@@ -85,8 +85,7 @@ class ExperimentsMixin:
             try:
                 params = w.instrument.validate_request(body.plan, body.parameters)
             except InvalidInput as exc:
-                field = exc.field if exc.field.startswith("parameters") else f"parameters.{exc.field}"
-                raise InvalidInput(field, exc.message, exc.value) from None
+                raise exc.under("parameters") from None
             it = self.new_item(s, kind="experiment", instrument=body.instrument, plan=body.plan, params=params,
                                proposal_id=body.proposal_id, user_id=p.user_id, priority=body.priority,
                                note=body.note)
