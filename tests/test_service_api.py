@@ -361,6 +361,8 @@ def test_campaign_pause_resume_stop(lab: Lab, alice, prop):
 
 # --------------------------------------------------------------------- usage
 def test_usage_report(lab: Lab, alice, prop):
+    # an experiment of its own: the test does not rely on others in the module having run first (xdist)
+    assert alice.wait(alice.submit(prop["id"], "sim-xrd", XRD_POINT, note="usage")["id"])["status"] == "done"
     rows = alice.usage()
     mine = [r for r in rows if r["proposal_id"] == prop["id"]]
     assert mine and all(r["experiments"] >= 1 and r["seconds"] >= 0 for r in mine)
@@ -378,7 +380,7 @@ def test_cli_commands(lab: Lab, alice, prop, monkeypatch):
     import typer
     from typer.testing import CliRunner
 
-    from sdl import service_cli
+    from sdl.cli import service as service_cli
 
     app, campaign_app = typer.Typer(), typer.Typer()
     app.add_typer(campaign_app, name="campaign")

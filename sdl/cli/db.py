@@ -12,13 +12,11 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 
+from sdl.cli.output import console, fail
 from sdl.errors import InvalidInput, SdlError
 
 db_app = typer.Typer(help="The store's schema: migrate it, or show its revision.", no_args_is_help=True)
-console = Console()
-err_console = Console(stderr=True)
 
 STORE_OPTION = typer.Option(None, "--store", help="database URL: sqlite:///PATH or postgresql://USER@HOST/DB "
                                                   "(default $SDL_STORE_URL)")
@@ -36,11 +34,6 @@ def _engine(store_url: Optional[str]):
     engine = make_engine(_url(store_url))
     check_connection(engine)
     return engine
-
-
-def _fail(exc: Exception) -> None:
-    err_console.print(f"[bold red]error[/]: {exc}")
-    raise typer.Exit(2)
 
 
 def _check_revision(revision: str) -> None:
@@ -82,10 +75,10 @@ def db_upgrade(
         finally:
             engine.dispose()
     except CommandError as exc:  # a relative target past the newest or below the oldest
-        _fail(InvalidInput("--revision", str(exc), revision))
+        fail(InvalidInput("--revision", str(exc), revision))
         return
     except SdlError as exc:
-        _fail(exc)
+        fail(exc)
         return
     where = redact(_url(store_url))
     if before == after:
@@ -106,7 +99,7 @@ def db_current(store_url: Optional[str] = STORE_OPTION) -> None:
         finally:
             engine.dispose()
     except SdlError as exc:
-        _fail(exc)
+        fail(exc)
         return
     heads = head_revisions()
     console.print(f"database: {redact(_url(store_url))}")

@@ -18,14 +18,12 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import typer
-from rich.console import Console
-
-from sdl.errors import InvalidInput
 from rich.table import Table
 
+from sdl.cli.output import console, err_console
+from sdl.errors import InvalidInput
+
 instruments_app = typer.Typer(help="Instruments available here (entry points and profiles).", no_args_is_help=True)
-console = Console()
-err_console = Console(stderr=True)
 
 PROFILE_HELP = ("a profile that adds instruments: a Python file or a declarative TOML file of EPICS devices "
                 "(repeatable; also $SDL_PROFILE)")
@@ -173,7 +171,7 @@ def show_instrument(
         console.print_json(json.dumps(out, default=str))
         return
     console.print(f"[bold]{name}[/]: {inst.description}\nfrom {inst.source}")
-    console.print(f"objectives: " + ", ".join(f"{o.name} ({o.direction})" for o in inst.objectives))
+    console.print("objectives: " + ", ".join(f"{o.name} ({o.direction})" for o in inst.objectives))
     console.print(f"reduction: {inst.reduction['name']}; DOFs (moved before the plan): {sorted(inst.dofs) or '-'}")
     for p in inst.plan_names:
         console.print(f"\nplan [bold]{p}[/]{' (default)' if p == inst.default_plan else ''}")

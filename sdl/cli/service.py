@@ -15,18 +15,12 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
-from rich.console import Console
 
-console = Console()
-err_console = Console(stderr=True)
+from sdl.cli.output import console, err_console, fail
+
 
 _URL = typer.Option(None, "--url", help="service URL (default $SDL_URL or http://127.0.0.1:8000)")
 _TOKEN = typer.Option(None, "--token", help="API token (default $SDL_TOKEN)")
-
-
-def _fail(msg: Any, code: int = 2) -> None:
-    err_console.print(f"[bold red]error[/]: {msg}")
-    raise typer.Exit(code)
 
 
 def _client(url: Optional[str], token: Optional[str]):
@@ -34,7 +28,7 @@ def _client(url: Optional[str], token: Optional[str]):
 
     tok = token if token is not None else os.environ.get("SDL_TOKEN")
     if not tok:
-        _fail("no token: pass --token or set SDL_TOKEN (an admin creates accounts and tokens)")
+        fail("no token: pass --token or set SDL_TOKEN (an admin creates accounts and tokens)")
     return Client(url, tok)
 
 
@@ -46,9 +40,9 @@ def _call(fn, *args: Any, **kwargs: Any) -> Any:
     try:
         return fn(*args, **kwargs)
     except ServiceError as exc:
-        _fail(f"{exc.message}" + (f" [field: {exc.field}]" if exc.field else "") + f" (HTTP {exc.status})")
+        fail(f"{exc.message}" + (f" [field: {exc.field}]" if exc.field else "") + f" (HTTP {exc.status})")
     except httpx.HTTPError as exc:
-        _fail(f"cannot reach the service: {exc}")
+        fail(f"cannot reach the service: {exc}")
 
 
 def _resolve_campaign(c: Any, prefix: str) -> str:
@@ -59,7 +53,7 @@ def _resolve_campaign(c: Any, prefix: str) -> str:
     try:
         return resolve_with(lambda: _call(c.campaigns), prefix)
     except SdlError as exc:
-        _fail(exc)
+        fail(exc)
 
 
 def _parse_value(text: str) -> Any:
@@ -102,7 +96,7 @@ def serve(
                                  time_scale=time_scale, external_workers=True if no_workers else None,
                                  tiled=True if tiled else None, tiled_url=tiled_url)
     except SdlError as exc:
-        _fail(exc)
+        fail(exc)
     if settings.tiled and not settings.tiled_port:  # chosen now, so that it can be printed below
         from sdl.data_views.tiled_server import free_port
 
@@ -128,7 +122,7 @@ def serve(
     try:
         serve_forever(settings, on_ready=ready, log_level=log_level)
     except SdlError as exc:
-        _fail(exc)
+        fail(exc)
 
 
 # ----------------------------------------------------------------------- worker
@@ -155,7 +149,7 @@ def worker(
     try:
         run(instrument, store, str(config) if config else None, worker_id, time_scale, on_ready=ready)
     except SdlError as exc:
-        _fail(exc)
+        fail(exc)
 
 
 # ----------------------------------------------------------------------- submit
@@ -175,7 +169,7 @@ def submit(
     params: dict[str, Any] = {}
     for p in param:
         if "=" not in p:
-            _fail(f"--param {p!r}: write NAME=VALUE")
+            fail(f"--param {p!r}: write NAME=VALUE")
         k, v = p.split("=", 1)
         params[k.strip()] = _parse_value(v.strip())
     c = _client(url, token)
@@ -206,7 +200,7 @@ def campaign_create(
         try:
             spec = json.loads(spec_file.read_text())
         except (OSError, ValueError) as exc:
-            _fail(f"--spec {spec_file}: cannot read JSON: {exc}")
+            fail(f"--spec {spec_file}: cannot read JSON: {exc}")
     spec.update({k: v for k, v in {"instrument": instrument, "agent": agent, "budget": budget,
                                    "seed": seed}.items() if v is not None})
     c = _client(url, token)
