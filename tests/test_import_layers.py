@@ -84,3 +84,21 @@ def test_production_code_does_not_import_the_test_kit():
     graph = import_graph(module_level_only=False)
     users = sorted(m for m in graph.predecessors("sdl.testing") if not m.startswith("sdl.testing"))
     assert users == []
+
+
+def test_the_cli_package_puts_the_app_together_only_when_asked():
+    """``sdl.cli.output`` is shared by command modules elsewhere (``sdl workflow``, ``sdl export``):
+    loading it must not load every command group, or those modules would import themselves
+    through ``sdl.cli``; ``from sdl.cli import app`` then gives the whole app."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import sdl.cli.output, sdl.workflows.cli; "
+            "assert 'sdl.cli.root' not in sys.modules and 'sdl.cli.service' not in sys.modules; "
+            "from sdl.cli import app, main; "
+            "names = sorted(c.name or c.callback.__name__ for c in app.registered_commands) + "
+            "sorted(g.name for g in app.registered_groups); print(' '.join(names))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["bench", "demo", "ioc", "serve", "submit", "worker",
+                                  "campaign", "db", "export", "instruments", "workflow"], out.stdout

@@ -1,6 +1,6 @@
 """The ``sdl`` command line (typer): one app, one module per group of commands.
 
-- :mod:`sdl.cli.app`: the ``sdl`` app and its ``campaign`` group
+- :mod:`sdl.cli.apps`: the ``sdl`` app and its ``campaign`` group
 - :mod:`sdl.cli.output`: what every command shares (consoles, ``fail``, the store, the progress bar)
 - :mod:`sdl.cli.lab`: ``sdl demo``, ``sdl ioc``, ``sdl bench``
 - :mod:`sdl.cli.campaigns`: ``sdl campaign run|resume|list|show|replay`` (in this process)
@@ -9,27 +9,22 @@
 - :mod:`sdl.cli.instruments`: ``sdl instruments list|show|check`` and ``--profile`` on every command
 
 ``sdl workflow`` and ``sdl export`` live with what they drive (:mod:`sdl.workflows.cli`,
-:mod:`sdl.data_views.cli`) and are added here. Long work shows a progress bar (rich).
+:mod:`sdl.data_views.cli`). :mod:`sdl.cli.root` puts all of them together, and ``from sdl.cli
+import app`` gets that, so a command module elsewhere can use :mod:`sdl.cli.output` without
+loading every other command first. Long work shows a progress bar (rich).
 """
 
 from __future__ import annotations
 
-from sdl.cli import campaigns, lab  # noqa: F401  (their commands register on the app as they load)
-from sdl.cli.app import app, campaign_app
-from sdl.cli.db import db_app
-from sdl.cli.instruments import register as _register_instruments
-from sdl.cli.service import register as _register_service
-from sdl.data_views.cli import export_app
-from sdl.workflows.cli import workflow_app
-
-_register_service(app, campaign_app)  # sdl serve, sdl worker, sdl submit, sdl campaign create|watch
-app.add_typer(db_app, name="db")  # sdl db upgrade | current | revision
-app.add_typer(workflow_app, name="workflow")  # sdl workflow ...
-app.add_typer(export_app, name="export")  # sdl export nexus
-_register_instruments(app)  # sdl instruments ..., and --profile on every command: keep this last
+from typing import Any
 
 __all__ = ["app", "main"]
 
 
-def main() -> None:  # pragma: no cover
-    app(prog_name="sdl")
+def __getattr__(name: str) -> Any:
+    """``app`` and ``main`` from :mod:`sdl.cli.root`, put together on first use."""
+    if name in __all__:
+        from sdl.cli import root
+
+        return getattr(root, name)
+    raise AttributeError(f"module 'sdl.cli' has no attribute {name!r}")

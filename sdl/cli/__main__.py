@@ -1,5 +1,5 @@
 """``python -m sdl.cli``: the ``sdl`` command."""
 
-from sdl.cli import main
+from sdl.cli.root import main
 
 main()

@@ -9,7 +9,7 @@ from typing import Any, Optional
 import typer
 
 from sdl import tables
-from sdl.cli.app import campaign_app
+from sdl.cli.apps import campaign_app
 from sdl.cli.output import RichProgress, console, err_console, fail, open_store, progress_bar, quiet_libraries
 from sdl.errors import SdlError
 

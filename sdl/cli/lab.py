@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from sdl import tables
-from sdl.cli.app import app
+from sdl.cli.apps import app
 from sdl.cli.campaigns import run_campaign
 from sdl.cli.output import console, fail, progress_bar, quiet_libraries
 from sdl.errors import SdlError

@@ -7,17 +7,10 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 
-console = Console()
-err_console = Console(stderr=True)
+from sdl.cli.output import console, fail
 
 export_app = typer.Typer(help="Export runs and campaigns in formats other tools read.", no_args_is_help=True)
-
-
-def _fail(msg: object, code: int = 2) -> None:
-    err_console.print(f"[bold red]error[/]: {msg}")
-    raise typer.Exit(code)
 
 
 def _check_out(target: Path) -> None:
@@ -26,9 +19,9 @@ def _check_out(target: Path) -> None:
     from sdl.errors import InvalidInput
 
     if target.is_dir():
-        _fail(InvalidInput("-o/--out", "is a folder; give a file to write, e.g. DIR/export.nxs", str(target)))
+        fail(InvalidInput("-o/--out", "is a folder; give a file to write, e.g. DIR/export.nxs", str(target)))
     if not target.parent.is_dir():
-        _fail(InvalidInput("-o/--out", f"folder {str(target.parent)!r} does not exist", str(target)))
+        fail(InvalidInput("-o/--out", f"folder {str(target.parent)!r} does not exist", str(target)))
 
 
 def _default_name(ident: str) -> Path:
@@ -53,13 +46,13 @@ def export_nexus(
     from sdl.store import Store
 
     if (campaign is None) == (run is None):
-        _fail("give exactly one of --campaign or --run")
+        fail("give exactly one of --campaign or --run")
     if out is not None:
         _check_out(out)
     try:
         store = Store(store_url or get_settings().store_url)
     except SdlError as exc:  # not a database URL: said, not a traceback
-        _fail(exc)
+        fail(exc)
     try:
         if campaign is not None:
             campaign = tables.campaign_id(store, campaign)  # a unique prefix will do
@@ -73,7 +66,7 @@ def export_nexus(
         except (OSError, nexus._nx().NeXusError) as exc:  # no permission, a full disk
             raise InvalidInput("-o/--out", f"cannot write: {exc}", str(target)) from None
     except SdlError as exc:
-        _fail(exc)
+        fail(exc)
     finally:
         store.close()
     console.print(f"wrote {target}")

@@ -8,12 +8,11 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 
+from sdl.cli.output import console, fail
 from sdl.errors import InvalidInput, SdlError
 
 workflow_app = typer.Typer(help="Workflows across instruments, with every sample tracked.", no_args_is_help=True)
-console = Console()
 
 
 def _store(url: Optional[str]):
@@ -23,22 +22,17 @@ def _store(url: Optional[str]):
     return open_store(url or get_settings().store_url)
 
 
-def _fail(exc: Exception) -> None:
-    console.print(f"[red]error[/]: {exc}")
-    raise typer.Exit(2)
-
-
 def _load(path: Path) -> dict:
     """A spec file as a dict; anything else (unreadable, not UTF-8, not JSON, not an object)
     is said as an error naming the file, never a traceback from deeper down."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError:
-        _fail(InvalidInput(str(path), "not UTF-8 text; a workflow (campaign) spec is a JSON object"))
+        fail(InvalidInput(str(path), "not UTF-8 text; a workflow (campaign) spec is a JSON object"))
     except (OSError, json.JSONDecodeError) as exc:
-        _fail(InvalidInput(str(path), f"cannot read JSON: {exc}"))
+        fail(InvalidInput(str(path), f"cannot read JSON: {exc}"))
     if not isinstance(data, dict):
-        _fail(InvalidInput(str(path), f"a workflow (campaign) spec is a JSON object {{\"tasks\": ...}} or "
+        fail(InvalidInput(str(path), f"a workflow (campaign) spec is a JSON object {{\"tasks\": ...}} or "
                                       f"{{\"workflow\": ...}}, not {type(data).__name__}"))
     return data
 
@@ -46,7 +40,7 @@ def _load(path: Path) -> dict:
 def _positive(option: str, value: float) -> None:
     """A lease or timeout of 0 or less would lose every task or stop at once: refuse it."""
     if not value > 0:  # also NaN
-        _fail(InvalidInput(option, "must be a number of seconds above 0", value))
+        fail(InvalidInput(option, "must be a number of seconds above 0", value))
 
 
 WORKERS = ("threads", "processes", "none")
@@ -62,7 +56,7 @@ def validate(path: Path = typer.Argument(..., help="a workflow (JSON) or a workf
     try:
         spec = validate_campaign(data).spec if "workflow" in data else validate_workflow(data)
     except SdlError as exc:
-        _fail(exc)
+        fail(exc)
     console.print(f"ok: tasks in order {topological(spec)}; instruments {spec.instruments}")
 
 
@@ -83,7 +77,7 @@ def run(
 
     # options first: nothing is created for a run that could not go on
     if workers not in WORKERS:
-        _fail(InvalidInput("--workers", f"allowed: {', '.join(WORKERS)}", workers))
+        fail(InvalidInput("--workers", f"allowed: {', '.join(WORKERS)}", workers))
     _positive("--lease", lease)
     _positive("--timeout", timeout)
     data = _load(spec) if spec else {"name": "three-station example", "workflow": three_station_workflow(),
@@ -104,7 +98,7 @@ def run(
                       f"workers: {workers}")
         status = runner.run(workers, timeout=timeout, store_url=st.url)
     except SdlError as exc:
-        _fail(exc)
+        fail(exc)
     obs = retry(lambda: st.observations(cid), what="read the observations")
     ok = [o for o in obs if o.ok]
     o = runner.objectives[0]
@@ -135,15 +129,15 @@ def worker(
     try:
         opts = json.loads(options)
     except ValueError as exc:
-        _fail(InvalidInput("--options", f"not JSON ({exc}); give a JSON object of instrument options, "
+        fail(InvalidInput("--options", f"not JSON ({exc}); give a JSON object of instrument options, "
                                         "e.g. '{}'", options))
     if not isinstance(opts, dict):
-        _fail(InvalidInput("--options", "a JSON object of instrument options, e.g. '{}'", options))
+        fail(InvalidInput("--options", "a JSON object of instrument options, e.g. '{}'", options))
     try:
         serve_worker(store or get_settings().store_url, instrument, lease_s=lease, seed=seed,
                      time_scale=time_scale, options=opts, max_tasks=max_tasks)
     except SdlError as exc:
-        _fail(exc)
+        fail(exc)
 
 
 @workflow_app.command("show")
@@ -154,7 +148,7 @@ def show(workflow_id: str, store: Optional[str] = typer.Option(None, "--store"))
     try:
         console.print_json(json.dumps(Engine(_store(store)).workflow(workflow_id), default=str))
     except SdlError as exc:
-        _fail(exc)
+        fail(exc)
 
 
 @workflow_app.command("sample")
@@ -165,7 +159,7 @@ def sample(sample_id: str, store: Optional[str] = typer.Option(None, "--store"))
     try:
         console.print_json(json.dumps(Engine(_store(store)).sample(sample_id), default=str))
     except SdlError as exc:
-        _fail(exc)
+        fail(exc)
 
 
 if __name__ == "__main__":  # python -m sdl.workflows.cli (how the runner spawns workers)
