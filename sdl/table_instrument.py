@@ -86,7 +86,8 @@ def table_pool(ctx: BuildContext) -> Instrument:
                                "(several: sdl bench --pool, or run_pool_campaign)", objective)
         objective = objective[0]
     if not isinstance(objective, str):
-        raise InvalidInput("instrument_options.objective", "name the objective column: 'COLUMN[:min|max]'", objective)
+        raise InvalidInput("instrument_options.objective", "name the objective column: 'COLUMN[:min|max]' "
+                           "(on the command line: --objective)", objective)
     spec = PoolSpec(path=path, objectives=(objective,),
                     categorical=tuple(options.get("categorical", ())),
                     input_columns=tuple(options["input_columns"]) if options.get("input_columns") else None)

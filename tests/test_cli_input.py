@@ -135,3 +135,44 @@ def test_a_campaign_in_which_no_experiment_measured_anything_does_not_exit_0(cli
                     "--budget", "2")
     assert code == 1, out
     assert "none of the 2 experiments gave a value of 'intensity'; the first failed: nodev: no reading" in out
+
+
+def _table(tmp_path):
+    path = tmp_path / "screen.csv"
+    rows = ["catalyst,temp,yield"] + [f"{c},{t},{(i * 7) % 11 + (t / 10)}"
+                                      for i, (c, t) in enumerate((c, t) for c in ("Pd", "Ni", "Cu") for t in (20, 40, 60))]
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def test_a_table_pool_runs_from_the_command_line_with_objective(cli, tmp_path):
+    table = _table(tmp_path)
+    code, out = cli("campaign", "run", "--instrument", f"pool:{table}", "--objective", "yield:max",
+                    "--budget", "4", "--agent", "random")
+    assert code == 0, out
+    store = Store(cli.url)
+    (row,) = store.campaigns()
+    assert row.spec["instrument_options"] == {"objective": "yield:max"}
+    obs = store.observations(row.id)
+    assert len(obs) == 4 and all(o.params["catalyst"] in ("Pd", "Ni", "Cu") for o in obs)
+
+
+def test_demo_on_a_table_pool_takes_objective_and_writes_nothing_when_refused(tmp_path):
+    table, out = _table(tmp_path), tmp_path / "out"
+    runner = CliRunner()
+    res = runner.invoke(app, ["demo", "--instrument", f"pool:{table}", "--out", str(out), "--budget", "3"])
+    said = " ".join(res.output.split())
+    assert res.exit_code == 2 and "instrument_options.objective" in said and "--objective" in said, said
+    assert not out.exists()  # refused before the folder and its store were made
+    res = runner.invoke(app, ["demo", "--instrument", f"pool:{table}", "--objective", "yield", "--budget", "3",
+                              "--agent", "random", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert json.loads((out / "summary.json").read_text())["objective"]["name"] == "yield"
+
+
+def test_objective_on_the_command_line_is_only_for_a_table_pool(cli, tmp_path):
+    code, out = cli("campaign", "run", "--instrument", "sim-xrd", "--objective", "fom")
+    assert code == 2 and "objective: --objective names a column of a table pool" in out, out
+    code, out = cli("campaign", "run", "--instrument", "sim-xrd", "--categorical", "A")
+    assert code == 2 and "categorical: --categorical names a column" in out, out
+    assert not (tmp_path / "cli.sqlite").exists()

@@ -40,7 +40,11 @@ def test_killed_campaign_resumes_without_loss_or_repeats(tmp_path, sig):
     proc.send_signal(sig)
     proc.wait(timeout=60)
     if sig == signal.SIGINT:
-        assert proc.returncode == 130, proc.stdout.read()
+        said = proc.stdout.read()
+        assert proc.returncode == 130, said
+        # an abort on purpose: no bluesky "Run aborted" traceback, the way to go on instead
+        assert "Traceback" not in said and "RequestAbort" not in said, said
+        assert f"sdl campaign resume {cid}" in " ".join(said.split()), said
     else:
         assert proc.returncode == -signal.SIGKILL
 

@@ -394,7 +394,9 @@ def test_cli_commands(lab: Lab, alice, prop, monkeypatch):
     assert '"status": "done"' in r.output
     r = runner.invoke(app, ["submit", "sim-xrd", "--proposal", prop["id"], "-p", "A=0.3", "-p", "B=0.45",
                             "-p", "C=0.25", "-p", "temperature=2000"])
-    assert r.exit_code == 2 and "parameters.temperature" in r.output
+    said = " ".join(r.output.split())  # the README's example, word for word; the field named once
+    assert r.exit_code == 2 and said == ("error: parameters.temperature: out of range: allowed [150.0, 650.0] °C "
+                                         "(got 2000) (HTTP 422)"), said
     r = runner.invoke(app, ["campaign", "create", "--proposal", prop["id"], "--instrument", "sim-xrd",
                             "--agent", "random", "--budget", "3"])
     assert r.exit_code == 0, r.output

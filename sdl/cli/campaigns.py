@@ -40,6 +40,20 @@ def run_campaign(store, campaign_id: str, label: str, instrument: Any = None) ->
     return status
 
 
+def table_options(instrument: Optional[str], objective: Optional[str], categorical: list[str]) -> dict[str, Any]:
+    """``--objective``/``--categorical`` as the ``instrument_options`` of a table pool
+    (``--instrument pool:FILE.csv``); refused for any other instrument, which measures its own."""
+    from sdl.errors import InvalidInput
+    from sdl.table_instrument import is_table_instrument
+
+    given = {k: v for k, v in (("objective", objective), ("categorical", list(categorical))) if v}
+    if given and not is_table_instrument(instrument or ""):
+        flag = f"--{next(iter(given))}"
+        raise InvalidInput(next(iter(given)), f"{flag} names a column of a table pool; give --instrument "
+                           "pool:FILE.csv (other instruments measure their own objectives)", instrument)
+    return given
+
+
 # ------------------------------------------------------------------- campaign
 @campaign_app.command("run")
 def campaign_run(
@@ -51,6 +65,10 @@ def campaign_run(
     time_scale: Optional[float] = typer.Option(None, help="simulation time scale (overrides the spec)"),
     campaign_id: Optional[str] = typer.Option(None, "--id", help="id for the new campaign"),
     store_url: Optional[str] = typer.Option(None, "--store", help="SQLAlchemy URL (default $SDL_STORE_URL)"),
+    objective: Optional[str] = typer.Option(None, "--objective", help="with --instrument pool:FILE.csv: the "
+                                            "objective column, COLUMN[:min|max] (overrides the spec)"),
+    categorical: list[str] = typer.Option([], "--categorical", help="with --instrument pool:FILE.csv: a numeric "
+                                          "column to treat as categories (repeatable)"),
 ) -> None:
     """Create a campaign and run it to its budget or stopping rule."""
     quiet_libraries()
@@ -67,7 +85,11 @@ def campaign_run(
                            f"\"agent\": ...}}, not a {type(spec).__name__}"))
     overrides = {"instrument": instrument, "agent": agent, "budget": budget, "seed": seed, "time_scale": time_scale}
     spec.update({k: v for k, v in overrides.items() if v is not None})
-    try:  # built once: checked before the store is opened (nothing is written for a refused spec), then run on
+    try:
+        table = table_options(spec.get("instrument") if isinstance(spec.get("instrument"), str) else None,
+                              objective, categorical)
+        if table:
+            spec["instrument_options"] = {**(spec.get("instrument_options") or {}), **table}  # built once: checked before the store is opened (nothing is written for a refused spec), then run on
         checked = validate_spec(spec)
         if campaign_id is not None:
             check_campaign_id(campaign_id)

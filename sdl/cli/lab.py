@@ -9,7 +9,7 @@ import typer
 
 from sdl import tables
 from sdl.cli.apps import app
-from sdl.cli.campaigns import run_campaign
+from sdl.cli.campaigns import run_campaign, table_options
 from sdl.cli.output import console, fail, progress_bar, quiet_libraries
 from sdl.errors import SdlError
 
@@ -17,7 +17,7 @@ from sdl.errors import SdlError
 # ----------------------------------------------------------------------- demo
 @app.command()
 def demo(
-    agent: str = typer.Option("bo", help="agent: bo (default), random, sobol"),
+    agent: str = typer.Option("bo", help="agent: bo (default), ax, botorch, gp-ei, ax-default, random, sobol, grid, or a plug-in's"),
     budget: int = typer.Option(30, min=1, help="number of experiments"),
     seed: int = typer.Option(0, min=0, help="seed of the agent and the counting noise"),
     out: Path = typer.Option(Path("sdl-output"), help="folder for the plot, summary and store"),
@@ -25,6 +25,10 @@ def demo(
     instrument: str = typer.Option("sim-xrd", help="an instrument name (sdl instruments list)"),
     epics: bool = typer.Option(False, "--epics", help="serve the simulated lab as soft IOCs and run through "
                                "Channel Access (127.0.0.1, a free port)"),
+    objective: Optional[str] = typer.Option(None, "--objective", help="with --instrument pool:FILE.csv: the "
+                                            "objective column, COLUMN[:min|max]"),
+    categorical: list[str] = typer.Option([], "--categorical", help="with --instrument pool:FILE.csv: a numeric "
+                                          "column to treat as categories (repeatable)"),
 ) -> None:
     """Run a whole autonomous campaign on the simulated lab; write a plot and a summary."""
     if epics:
@@ -32,22 +36,25 @@ def demo(
 
         ca_port = use_loopback_ca()  # before ophyd is imported: loopback, a port of our own
     quiet_libraries()
-    from sdl.campaign import create_campaign
-    from sdl.instruments import make_instrument
+    from sdl.campaign import build_instrument, check_runnable, create_campaign, validate_spec
     from sdl.report import convergence_plot, summarize, write_summary
     from sdl.store import Store, sqlite_url
 
-    try:
+    try:  # everything a run would refuse is refused before the output folder and store are made
+        spec = {"name": f"demo {instrument} {agent} seed {seed}", "instrument": instrument, "agent": agent,
+                "budget": budget, "seed": seed, "time_scale": time_scale,
+                "instrument_options": table_options(instrument, objective, categorical)}
+        checked = validate_spec(spec)
+        built = build_instrument(checked)
+        check_runnable(checked, built)
         out.mkdir(parents=True, exist_ok=True)
         store = Store(sqlite_url(out / "demo.sqlite"))
-        spec = {"name": f"demo {instrument} {agent} seed {seed}", "instrument": instrument, "agent": agent,
-                "budget": budget, "seed": seed, "time_scale": time_scale}
-        cid = create_campaign(store, spec)
+        cid = create_campaign(store, checked)
     except SdlError as exc:
         fail(exc)
     console.print(f"campaign [bold]{cid}[/] on [bold]{instrument}[/] with agent [bold]{agent}[/], "
                   f"{budget} experiments (store: {out / 'demo.sqlite'})")
-    if epics and make_instrument(instrument, seed=seed).simulator is not None:  # a plug-in's own double
+    if epics and built.simulator is not None:  # a plug-in's own double
         status = _demo_plugin_over_ca(store, cid, instrument, agent, seed, ca_port)
     elif epics:
         from sdl.epics_lab import serve_sim_lab
@@ -61,8 +68,8 @@ def demo(
 
             epics.ca.finalize_libca()  # close our circuits before the IOCs go: no disconnect warnings
     else:
-        status = run_campaign(store, cid, f"{agent} on {instrument}")
-    optimum = make_instrument(instrument).optimum
+        status = run_campaign(store, cid, f"{agent} on {instrument}", instrument=built)
+    optimum = built.optimum
     summary = summarize(store, cid, optimum)
     write_summary(summary, out / "summary.json")
     obj = summary["objective"]["name"]

@@ -16,11 +16,23 @@ console = Console()
 err_console = Console(stderr=True)
 
 
+class _NoAbortTraceback(logging.Filter):
+    """Ctrl-C aborts the run on purpose: bluesky's ``Run aborted`` with the plan's whole
+    traceback (``RequestAbort``) is no error to show; the CLI says how to resume instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[0] if record.exc_info else None
+        return not (exc is not None and exc.__name__ == "RequestAbort")
+
+
 def quiet_libraries() -> None:
     """Warnings and errors only, from sdl; the libraries' chatter off."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     for name in ("ax", "botorch", "bluesky", "ophyd", "caproto", "matplotlib"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, _NoAbortTraceback) for f in handler.filters):
+            handler.addFilter(_NoAbortTraceback())
     import warnings
 
     warnings.filterwarnings("ignore")

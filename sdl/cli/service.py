@@ -40,7 +40,8 @@ def _call(fn, *args: Any, **kwargs: Any) -> Any:
     try:
         return fn(*args, **kwargs)
     except ServiceError as exc:
-        fail(f"{exc.message}" + (f" [field: {exc.field}]" if exc.field else "") + f" (HTTP {exc.status})")
+        named = not exc.field or exc.message.startswith(f"{exc.field}:")  # the service's message names it already
+        fail(f"{exc.message}" + ("" if named else f" [field: {exc.field}]") + f" (HTTP {exc.status})")
     except httpx.HTTPError as exc:
         fail(f"cannot reach the service: {exc}")
 
