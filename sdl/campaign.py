@@ -185,6 +185,13 @@ def check_runnable(spec: CampaignSpec, instrument: Any) -> None:
                         spec.seed, spec.agent_options)
 
 
+def check_local(spec: CampaignSpec) -> None:
+    """What only the service can run is refused here: nobody approves suggestions locally."""
+    if spec.approve_before_run:
+        raise InvalidInput("approve_before_run", "needs people to approve each suggestion: run this campaign "
+                           "through the service (sdl serve), not locally", True)
+
+
 def check_agent_options(agent: str, space: SearchSpace, objectives: list[Objective], seed: int,
                         options: dict) -> None:
     """Build the agent once and drop it: agents check their options when they are built, not
@@ -239,9 +246,7 @@ class CampaignRunner:
         """Run until done; returns the final campaign status."""
         from bluesky.utils import RunEngineInterrupted
 
-        if self.spec.approve_before_run:
-            raise InvalidInput("approve_before_run", "needs people to approve each suggestion: run this campaign "
-                               "through the service (sdl serve), not locally", True)
+        check_local(self.spec)
         interrupted = self.store.recover_interrupted(self.campaign_id)
         if interrupted:
             log.warning("campaign %s: %d interrupted run(s) kept and their points requeued", self.campaign_id,

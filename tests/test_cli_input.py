@@ -44,6 +44,7 @@ def _spec(tmp_path, data) -> str:
     ({"budget": True}, "budget: Input should be a valid integer (got True)"),
     ({"space": {"parameters": [{"name": "A", "lower": 0, "upper": 1}]}},
      "space.parameters.0: a parameter needs \"kind\": one of ['range', 'choice', 'fixed']"),
+    ({"approve_before_run": True}, "approve_before_run: needs people to approve each suggestion"),
 ])
 def test_a_campaign_that_could_not_run_is_refused_before_it_is_stored(cli, tmp_path, spec, says):
     if isinstance(spec, dict):
@@ -176,3 +177,13 @@ def test_objective_on_the_command_line_is_only_for_a_table_pool(cli, tmp_path):
     code, out = cli("campaign", "run", "--instrument", "sim-xrd", "--categorical", "A")
     assert code == 2 and "categorical: --categorical names a column" in out, out
     assert not (tmp_path / "cli.sqlite").exists()
+
+
+def test_a_service_campaign_that_needs_approvals_is_not_resumed_locally(cli):
+    from sdl.campaign import create_campaign
+
+    cid = create_campaign(Store(cli.url), {"instrument": "sim-xrd", "agent": "random", "budget": 2,
+                                           "approve_before_run": True})
+    code, out = cli("campaign", "resume", cid)
+    assert code == 2 and out.startswith("error: approve_before_run: needs people to approve"), out
+    assert "Traceback" not in out and not Store(cli.url).observations(cid)

@@ -17,11 +17,15 @@ from sdl.errors import SdlError
 def run_campaign(store, campaign_id: str, label: str, instrument: Any = None) -> str:
     """Run a stored campaign here with a progress bar; its final status ("failed" also when every
     experiment ended without a value of the objective: a plug-in that cannot work)."""
-    from sdl.campaign import CampaignRunner
+    from sdl.campaign import CampaignRunner, check_local
 
     try:
         runner = CampaignRunner(store, campaign_id, progress=None, instrument=instrument)
     except SdlError as exc:  # an instrument that cannot be built (a plug-in's error, a PV that does not connect)
+        fail(exc)
+    try:
+        check_local(runner.spec)  # a service's campaign resumed here: said before the progress bar
+    except SdlError as exc:
         fail(exc)
     with progress_bar() as progress:
         runner.progress = RichProgress(progress, label, runner.objectives[0].name)
@@ -72,7 +76,14 @@ def campaign_run(
 ) -> None:
     """Create a campaign and run it to its budget or stopping rule."""
     quiet_libraries()
-    from sdl.campaign import build_instrument, check_campaign_id, check_runnable, create_campaign, validate_spec
+    from sdl.campaign import (
+        build_instrument,
+        check_campaign_id,
+        check_local,
+        check_runnable,
+        create_campaign,
+        validate_spec,
+    )
 
     spec: dict[str, Any] = {}
     if spec_file is not None:
@@ -91,6 +102,7 @@ def campaign_run(
         if table:
             spec["instrument_options"] = {**(spec.get("instrument_options") or {}), **table}  # built once: checked before the store is opened (nothing is written for a refused spec), then run on
         checked = validate_spec(spec)
+        check_local(checked)
         if campaign_id is not None:
             check_campaign_id(campaign_id)
         instrument = build_instrument(checked)

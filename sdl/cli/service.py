@@ -76,7 +76,7 @@ def serve(
                                     "processes: this service only schedules and observes"),
     log_level: str = typer.Option("info", help="uvicorn log level"),
     tiled: bool = typer.Option(False, "--tiled", help="also start an embedded Tiled server and feed every run "
-                               "to it (needs pip install 'sdl[tiled]'; docs/data.md)"),
+                               "to it (needs pip install 'sdl\\[tiled]'; docs/data.md)"),
     tiled_url: Optional[str] = typer.Option(None, "--tiled-url", help="feed every run to this existing Tiled "
                                             "server (API key: $SDL_TILED_API_KEY)"),
 ) -> None:

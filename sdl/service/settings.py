@@ -148,11 +148,11 @@ class ServiceSettings(BaseSettings):
     oidc_client_id: str | None = Field(None, description="this service's client id at the provider")
     oidc_client_secret: SecretStr | None = Field(None, description="this service's client secret")
     oidc_redirect_url: str | None = Field(
-        None, description="the callback address registered at the provider; default http://HOST:PORT/auth/callback")
+        None, description="the callback address registered at the provider; default http://HOST:PORT/api/auth/callback")
     oidc_scopes: str = Field("openid profile email", description="scopes asked for at sign-in")
     oidc_create_accounts: bool = Field(
         False, description="a first sign-in creates a 'user' account linked to the provider's subject; otherwise "
-                           "an admin links accounts first (PATCH /api/users/{id} {\"oidc_subject\": ...})")
+                           "an admin links accounts first (POST /api/users/{id}/identities {\"subject\": ...})")
     oidc_token_ttl_days: float = Field(1.0, gt=0, description="lifetime of tokens issued at sign-in")
     oidc_clock_leeway_s: float = Field(30.0, ge=0, le=600, description="clock difference allowed with the provider")
     # every run also in Tiled (sdl.data_views; docs/data.md)
