@@ -183,6 +183,12 @@ def check_runnable(spec: CampaignSpec, instrument: Any) -> None:
             raise InvalidInput(f"objectives.{i}.name", f"{spec.instrument} measures {known}", o.name)
     check_agent_options(spec.agent, spec.space or instrument.space, spec.objectives or instrument.objectives,
                         spec.seed, spec.agent_options)
+    constraints = spec.agent_options.get("outcome_constraints") or []
+    for i, c in enumerate(constraints if isinstance(constraints, list) else []):
+        metric = c.get("metric") if isinstance(c, dict) else None
+        if metric not in known:  # the agent would wait for values that never come, and fail at its first fit
+            raise InvalidInput(f"agent_options.outcome_constraints.{i}.metric",
+                               f"{spec.instrument} measures {known}; constrain one of those", metric)
 
 
 def check_local(spec: CampaignSpec) -> None:

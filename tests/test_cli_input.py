@@ -45,6 +45,8 @@ def _spec(tmp_path, data) -> str:
     ({"space": {"parameters": [{"name": "A", "lower": 0, "upper": 1}]}},
      "space.parameters.0: a parameter needs \"kind\": one of ['range', 'choice', 'fixed']"),
     ({"approve_before_run": True}, "approve_before_run: needs people to approve each suggestion"),
+    ({"agent": "bo", "agent_options": {"outcome_constraints": [{"metric": "stability", "op": ">=", "bound": 0.5}]}},
+     "agent_options.outcome_constraints.0.metric: sim-xrd measures ['fom']; constrain one of those (got 'stability')"),
 ])
 def test_a_campaign_that_could_not_run_is_refused_before_it_is_stored(cli, tmp_path, spec, says):
     if isinstance(spec, dict):

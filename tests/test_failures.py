@@ -107,3 +107,21 @@ def test_function_benchmark_counts_failed_experiments():
     assert len(run.failed) == 12 and any(run.failed)
     X = np.array(run.X)
     assert run.failed == DEMO.mask(X, ["A", "B", "C", "temperature"]).tolist()
+
+
+def test_the_cli_says_each_failed_experiment_in_one_line(tmp_path):
+    """A point the robot cannot make is data: one warning line each, no plan traceback."""
+    import json
+    import subprocess
+    import sys
+
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"instrument": "sim-xrd", "agent": "sobol", "budget": 8, "seed": 1,
+                                "instrument_options": {"failure_region": "demo"}}))
+    done = subprocess.run([sys.executable, "-m", "sdl.cli", "campaign", "run", "--spec", str(spec), "--store",
+                           f"sqlite:///{tmp_path / 'f.sqlite'}"], capture_output=True, text=True, timeout=120)
+    said = done.stdout + done.stderr
+    assert done.returncode == 0, said
+    failed = [line for line in said.splitlines() if "failed:" in line and "no film formed" in line]
+    assert len(failed) >= 2, said  # seed 1 of sobol sends 4 of its 8 points into the region
+    assert "Traceback" not in said and "Run aborted" not in said, said

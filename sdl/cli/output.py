@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from sdl.errors import SdlError
+from sdl.errors import DeviceFault, SdlError
 
 console = Console()
 err_console = Console(stderr=True)
@@ -18,11 +18,26 @@ err_console = Console(stderr=True)
 
 class _NoAbortTraceback(logging.Filter):
     """Ctrl-C aborts the run on purpose: bluesky's ``Run aborted`` with the plan's whole
-    traceback (``RequestAbort``) is no error to show; the CLI says how to resume instead."""
+    traceback (``RequestAbort``) is no error to show; the CLI says how to resume instead.
+    A device that reports a fault (the robot made no sample) is an experiment's outcome,
+    recorded as data: the campaign's one line says it, not the plan's traceback."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[0] if record.exc_info else None
-        return not (exc is not None and exc.__name__ == "RequestAbort")
+        if exc is not None and exc.__name__ == "RequestAbort":
+            return False
+        # a device's fault: the campaign's own one-line warning ("experiment N failed: ...") says it
+        return not (record.exc_info and _device_fault(record.exc_info[1]) is not None)
+
+
+def _device_fault(exc: BaseException | None) -> DeviceFault | None:
+    """The :class:`DeviceFault` behind ``exc`` (ophyd wraps it in a ``FailedStatus``)."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, DeviceFault):
+            return exc
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return None
 
 
 def quiet_libraries() -> None:
