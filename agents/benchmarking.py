@@ -73,6 +73,16 @@ class PoolHypervolume:
         return self._hv(self.U[rows]) / self.total if self.total > 0 else 1.0
 
 
+def check_pool_budget(pool, budget: int, n_start: int = 5) -> None:
+    """A campaign of ``budget`` experiments, ``n_start`` of them random, fits in ``pool``."""
+    if len(pool) <= n_start:
+        raise InvalidInput("pool", f"{pool.name!r} has {len(pool)} distinct points: too few for {n_start} random "
+                           "starts and an experiment the agent chooses", len(pool))
+    if not n_start < budget <= len(pool):
+        raise InvalidInput("budget", f"on pool {pool.name!r}: more than its {n_start} random starts and at most its "
+                           f"{len(pool)} distinct points", budget)
+
+
 def run_pool_campaign(
     agent_name: str, pool: PoolModel, seed: int, budget: int = 30, n_start: int = 5, batch_size: int = 1,
     top_fraction: float = 0.05, **agent_options,
@@ -82,12 +92,7 @@ def run_pool_campaign(
     One objective: the score is the share of the best ``top_fraction`` of the pool (``k``
     points) measured, points tied with the k-th best counting as equally good (an ordinal
     score), capped at 1. Several objectives: the hypervolume fraction."""
-    if len(pool) <= n_start:
-        raise InvalidInput("pool", f"{pool.name!r} has {len(pool)} distinct points: too few for {n_start} random "
-                           "starts and an experiment the agent chooses", len(pool))
-    if not n_start < budget <= len(pool):
-        raise InvalidInput("budget", f"on pool {pool.name!r}: more than its {n_start} random starts and at most its "
-                           f"{len(pool)} distinct points", budget)
+    check_pool_budget(pool, budget, n_start)
     warnings.filterwarnings("ignore")
     logging.getLogger("ax").setLevel(logging.ERROR)
     space = pool.search_space()

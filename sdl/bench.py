@@ -131,6 +131,18 @@ def is_pool_problem(problem) -> bool:
     return isinstance(problem, PoolSpec) or problem in SUITE
 
 
+def check_pool_budgets(problems: Sequence, budget: int | dict[str, int], n_start: int) -> None:
+    """A budget a pool cannot hold (more than its distinct points), refused before any
+    campaign starts, in the words each campaign would use."""
+    from sdl.agents.benchmarking import check_pool_budget
+    from sdl.pools import load_pool
+
+    for p in problems:
+        if is_pool_problem(p):
+            check_pool_budget(load_pool(p), budget.get(problem_key(p), 30) if isinstance(budget, dict) else budget,
+                              n_start)
+
+
 def run_one(agent: str, problem: str, seed: int, budget: int, n_start: int, options: dict,
             batch_size: int = 1) -> CurveResult:
     """One campaign of ``agent`` (with ``options``) on ``problem`` (a pool or a function),
@@ -420,6 +432,7 @@ def bench_command(
         q = quick_settings(problems)
         seeds = seeds[: q["seeds"]]
         budgets = q["budget"]
+    check_pool_budgets(problems, budgets, n_start)
     total = len(agents) * len(problems) * len(seeds)
 
     # every finished campaign is appended to runs.jsonl at once, so a long run (the suite) that

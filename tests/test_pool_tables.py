@@ -112,20 +112,26 @@ def test_sdl_bench_pool_runs_categorical_and_mixed_tables(tmp_path):
     assert res.exit_code != 0 and "'colour' is not a column" in res.output
 
 
-def test_a_budget_the_pool_cannot_hold_is_named_from_worker_processes(tmp_path):
-    """Checked in each campaign, in the worker processes of a process pool: the error comes
+def test_a_budget_the_pool_cannot_hold_is_named_before_and_from_worker_processes(tmp_path):
+    """``sdl bench`` refuses it before any campaign starts (no progress bar, no output folder).
+    Checked in each campaign too, in the worker processes of a process pool: the error comes
     back as itself (it pickles), not as a broken pool."""
+    from sdl.bench import run_benchmark
     from sdl.cli import app
+    from sdl.pools import PoolSpec
 
     small = tmp_path / "small.csv"
     small.write_text("a,b,y\n1,2,3\n2,3,4\n3,1,1\n4,4,2\n5,5,7\n6,1,3\n")
     runner = CliRunner()
     res = runner.invoke(app, ["bench", "--pool", str(small), "--objective", "y", "--agents", "random",
                               "--seeds", "2", "--budget", "7", "--workers", "2", "--out", str(tmp_path / "a")])
-    assert res.exit_code != 0
+    assert res.exit_code == 2
     text = " ".join(res.output.split())  # rich wraps long lines
     assert "budget: on pool 'small': more than its 5 random starts and at most its 6 distinct points (got 7)" in text
-    assert "BrokenProcessPool" not in res.output
+    assert "campaigns" not in text and not (tmp_path / "a").exists()
+    spec = PoolSpec(path=str(small), objectives=("y",))
+    with pytest.raises(InvalidInput, match="at most its 6 distinct points"):
+        run_benchmark(["random"], [spec], [0, 1], budget=7, workers=2)
     twice = tmp_path / "twice.csv"
     twice.write_text("a,b,y\n1,2,3\n1,2,3\n2,3,4\n")
     with pytest.raises(InvalidInput, match="'twice' has 2 distinct points: too few for 5 random starts"):
