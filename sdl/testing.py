@@ -116,8 +116,13 @@ class DeviceCase:
     _device: Any = field(default=None, repr=False)
 
     def device(self) -> Any:
+        """The device, connected: every check may run alone (pytest-xdist can send ``reads``
+        to a worker on which ``connects`` never ran), so each one waits for the connection."""
         if self._device is None:
             self._device = self.make()
+        waiter = getattr(self._device, "wait_for_connection", None)
+        if waiter is not None and not getattr(self._device, "connected", True):
+            waiter(timeout=self.timeout)
         return self._device
 
 
