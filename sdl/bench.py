@@ -94,13 +94,16 @@ def check_problems(problems: Sequence) -> list:
     return list(problems)
 
 
-def table_pools(paths: Sequence, objectives: Sequence[str], categorical: Sequence[str] = ()) -> list[PoolSpec]:
+def table_pools(paths: Sequence, objectives: Sequence[str], categorical: Sequence[str] = (),
+                inputs: Sequence[str] = (), ignore: Sequence[str] = ()) -> list[PoolSpec]:
     """``--pool FILE`` (each) with ``--objective COLUMN[:min|max]`` (every one) as :class:`PoolSpec`;
-    each table is read here once, so a bad column is reported before any campaign runs."""
-    if objectives and not paths:
-        raise InvalidInput("objective", "--objective names a column of a --pool table; give --pool FILE.csv")
-    if categorical and not paths:
-        raise InvalidInput("categorical", "--categorical names a column of a --pool table; give --pool FILE.csv")
+    ``--input`` / ``--ignore`` / ``--categorical`` name columns (with several tables, of those
+    that have them). Each table is read here once, so a bad column is reported before any
+    campaign runs."""
+    for given, flag in ((objectives, "objective"), (categorical, "categorical"), (inputs, "input"),
+                        (ignore, "ignore")):
+        if given and not paths:
+            raise InvalidInput(flag, f"--{flag} names a column of a --pool table; give --pool FILE.csv")
     if paths and not objectives:
         raise InvalidInput("objective", "--pool needs --objective COLUMN[:min|max] (one per objective)")
     specs = []
@@ -115,8 +118,11 @@ def table_pools(paths: Sequence, objectives: Sequence[str], categorical: Sequenc
                     header = [h.strip() for h in next(csv.reader(fh), [])]
             except (UnicodeDecodeError, csv.Error):
                 header = None  # spec.load() below says what is wrong with the file
-        cats = tuple(c for c in categorical if len(paths) == 1 or header is None or c in header)
-        spec = PoolSpec(path=str(path.resolve()), objectives=tuple(objectives), categorical=cats)
+        def own(names):
+            return tuple(c for c in names if len(paths) == 1 or header is None or c in header)
+
+        spec = PoolSpec(path=str(path.resolve()), objectives=tuple(objectives), categorical=own(categorical),
+                        input_columns=own(inputs) or None, ignore_columns=own(ignore))
         spec.load()  # every error now, naming the column
         specs.append(spec)
     return specs

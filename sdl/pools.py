@@ -64,6 +64,7 @@ class PoolSpec(BaseModel):
     name: str | None = None
     input_columns: tuple[str, ...] | None = None
     categorical: tuple[str, ...] = ()
+    ignore_columns: tuple[str, ...] = ()
 
     @field_validator("objectives")
     @classmethod
@@ -79,7 +80,8 @@ class PoolSpec(BaseModel):
 
     def load(self) -> PoolModel:
         return PoolModel.from_csv(self.path, objectives=list(self.objectives), name=self.key,
-                                  input_columns=self.input_columns, categorical=self.categorical)
+                                  input_columns=self.input_columns, categorical=self.categorical,
+                                  ignore_columns=self.ignore_columns)
 
 
 def load_pool(problem: "str | PoolSpec") -> PoolModel:

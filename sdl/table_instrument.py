@@ -27,7 +27,7 @@ from sdl.plugin import BuildContext, Instrument
 from sdl.reduction import reduction_spec
 
 PREFIX = "pool:"
-OPTIONS = ("objective", "categorical", "input_columns")
+OPTIONS = ("objective", "categorical", "input_columns", "ignore_columns")
 
 
 def is_table_instrument(name: str) -> bool:
@@ -88,9 +88,14 @@ def table_pool(ctx: BuildContext) -> Instrument:
     if not isinstance(objective, str):
         raise InvalidInput("instrument_options.objective", "name the objective column: 'COLUMN[:min|max]' "
                            "(on the command line: --objective)", objective)
+    for key in ("categorical", "input_columns", "ignore_columns"):
+        value = options.get(key)
+        if value is not None and not (isinstance(value, list) and all(isinstance(c, str) for c in value)):
+            raise InvalidInput(f"instrument_options.{key}", "a list of column names", value)
     spec = PoolSpec(path=path, objectives=(objective,),
-                    categorical=tuple(options.get("categorical", ())),
-                    input_columns=tuple(options["input_columns"]) if options.get("input_columns") else None)
+                    categorical=tuple(options.get("categorical") or ()),
+                    input_columns=tuple(options["input_columns"]) if options.get("input_columns") else None,
+                    ignore_columns=tuple(options.get("ignore_columns") or ()))
     pool = spec.load()
     lab = SimLab(pool, time_scale=ctx.time_scale, seed=ctx.seed, n_slots=ctx.n_slots)
     best_params, best_value = pool.best()

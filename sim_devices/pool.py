@@ -7,7 +7,9 @@ table's. Any CSV is a pool (:meth:`PoolModel.from_csv`):
   (anything else: names, SMILES strings; or numeric columns named in ``categorical``);
   a numeric column with few distinct levels is kept numeric (its order means something)
   and said so in :attr:`PoolModel.notes`;
-- a column with a single value is not an input (nothing to choose) and is said so;
+- a column with a single value is not an input (nothing to choose) and is said so; so is
+  a text column with a different label on every row (a sample id), and any column named
+  in ``ignore_columns``;
 - a byte-order mark is ignored, blank lines and a repeated header line are skipped;
 - rows that repeat a point are averaged into one point (the datasets' READMEs ask for
   that or for noisy repeats; averaging keeps "a point is measured once" true), and
@@ -44,6 +46,10 @@ from sdl.space import ChoiceParameter, Objective, RangeParameter, SearchSpace
 #: is reported as "few levels" (kept numeric and ordered; name it in ``categorical`` to
 #: treat it as categories).
 FEW_LEVELS = 6
+
+#: A text column with a different label on each of at least this many rows is an identifier
+#: (a sample id), not an input, unless ``input_columns`` names it.
+ID_MIN_ROWS = 10
 
 _DIRECTIONS = {"max": "maximize", "maximize": "maximize", "maximise": "maximize",
                "min": "minimize", "minimize": "minimize", "minimise": "minimize"}
@@ -146,10 +152,14 @@ class PoolModel:
         input_columns: Sequence[str] | None = None,
         categorical: Sequence[str] = (),
         objective_levels: Mapping[str, Sequence[str]] | None = None,
+        ignore_columns: Sequence[str] = (),
     ) -> "PoolModel":
         """Read a CSV table. Objectives: ``objective_column`` + ``direction``, or
         ``objectives``, each ``"COLUMN[:min|max]"`` or ``(column, direction)``. Inputs: every
-        other column unless ``input_columns`` names them; ``categorical`` forces numeric
+        other column unless ``input_columns`` names them, less ``ignore_columns`` (notes,
+        dates, other measured quantities) and less any text column with a different label
+        on every row (a sample id: one-hot it would teach the model nothing, and it would
+        keep repeats of a point apart; said in the notes); ``categorical`` forces numeric
         columns to be categories; ``objective_levels`` maps an objective column of ordered
         labels (worst first) to 0, 1, 2, ..."""
         path = Path(path)
@@ -200,6 +210,15 @@ class PoolModel:
                 raise InvalidInput("objective", f"{c!r} is not a column of {path.name}; columns: {header}", c)
         if len(set(ocols)) != len(ocols):
             raise InvalidInput("objective", "an objective column is named twice", ocols)
+        ignored = list(ignore_columns)
+        for c in ignored:
+            if c not in header:
+                raise InvalidInput("ignore_columns", f"{c!r} is not a column of {path.name}; columns: {header}", c)
+            if c in ocols:
+                raise InvalidInput("ignore_columns", f"{c!r} is an objective", c)
+        if ignored and input_columns:
+            raise InvalidInput("ignore_columns", "give input_columns (the inputs) or ignore_columns (every other "
+                               "column is an input), not both", ignored)
         if input_columns:
             cols = list(input_columns)
             for c in cols:
@@ -208,7 +227,9 @@ class PoolModel:
                 if c in ocols:
                     raise InvalidInput("input_columns", f"{c!r} is an objective", c)
         else:
-            cols = [c for c in header if c not in ocols]
+            cols = [c for c in header if c not in ocols and c not in ignored]
+            if ignored:
+                notes.append(f"not inputs (ignore_columns): {ignored}")
         for c in categorical:
             if c not in cols:
                 raise InvalidInput("categorical", f"{c!r} is not an input column of {path.name}; inputs: {cols}", c)
@@ -252,6 +273,7 @@ class PoolModel:
         # inputs: numeric, integer, or categorical
         columns: list[InputColumn] = []
         codes: list[list[float]] = []
+        identifiers: list[str] = []
         for c in cols:
             i = header.index(c)
             cells = [cells_[i] for _, cells_, _ in kept]
@@ -269,6 +291,12 @@ class PoolModel:
                                        f"values are numbers but line {bad[0][0]} holds {bad[0][1]!r}; fix the "
                                        "value, or name the column in categorical to treat it as categories", c)
                 labels = list(dict.fromkeys(cells))
+                if (not input_columns and c not in categorical and n_num == 0 and len(cells) >= ID_MIN_ROWS
+                        and len(labels) == len(cells)):
+                    identifiers.append(c)
+                    notes.append(f"column {c!r}: a different label on every row (an identifier, e.g. "
+                                 f"{cells[0]!r}): not an input (name it in input_columns to make it one)")
+                    continue
                 try:  # numeric labels in numeric order, others in order of appearance
                     labels = sorted(labels, key=float)
                 except ValueError:
@@ -297,7 +325,9 @@ class PoolModel:
                 continue
             columns.append(col)
         if not columns:
-            raise InvalidInput("input_columns", f"no input column of {path.name} varies")
+            why = (f" ({', '.join(map(repr, identifiers))}: a different label on every row, taken for an "
+                   "identifier; name it in input_columns to make it an input)") if identifiers else ""
+            raise InvalidInput("input_columns", f"no input column of {path.name} varies{why}")
         slugs = [col.name for col in columns]
         for k, s in enumerate(slugs):  # two headers may slug alike: 'A (%)', 'A (mol)'
             if slugs.count(s) > 1:

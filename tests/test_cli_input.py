@@ -178,7 +178,22 @@ def test_objective_on_the_command_line_is_only_for_a_table_pool(cli, tmp_path):
     assert code == 2 and "objective: --objective names a column of a table pool" in out, out
     code, out = cli("campaign", "run", "--instrument", "sim-xrd", "--categorical", "A")
     assert code == 2 and "categorical: --categorical names a column" in out, out
+    code, out = cli("campaign", "run", "--instrument", "sim-xrd", "--ignore", "A")
+    assert code == 2 and "ignore: --ignore names a column of a table pool" in out, out
     assert not (tmp_path / "cli.sqlite").exists()
+
+
+def test_ignore_on_the_command_line_reaches_the_table_pool(cli, tmp_path):
+    table = tmp_path / "notes.csv"
+    table.write_text("catalyst,when,yield\n" + "\n".join(f"{c},day {i},{i + 3 * k}" for k, c in
+                                                          enumerate(("Pd", "Ni", "Cu")) for i in range(4)) + "\n")
+    code, out = cli("campaign", "run", "--instrument", f"pool:{table}", "--objective", "yield", "--ignore", "when",
+                    "--budget", "3", "--agent", "random")
+    assert code == 0, out
+    store = Store(cli.url)
+    (row,) = store.campaigns()
+    assert row.spec["instrument_options"] == {"objective": "yield", "ignore_columns": ["when"]}
+    assert all(set(o.params) == {"catalyst"} for o in store.observations(row.id))
 
 
 def test_a_service_campaign_that_needs_approvals_is_not_resumed_locally(cli):

@@ -236,3 +236,81 @@ def test_table_paths_can_be_confined(tmp_path, monkeypatch):
         make_instrument(f"pool:{path}", options={"objective": "yield"})
     monkeypatch.setenv("SDL_POOL_DIRS", str(tmp_path))
     assert len(make_instrument(f"pool:{path}", options={"objective": "yield"}).space.pool) == 40
+
+
+def _lab_notebook_csv(path):
+    """A table as a lab keeps it: a sample id, a date, a comment, conditions measured twice."""
+    lines = ["sample_id,date,solvent,temp_C,yield,comment"]
+    k = 0
+    for rep in range(2):
+        for s, bonus in (("water", 0), ("ethanol", 10), ("DMF", 15)):
+            for t in (20, 40, 60, 80):
+                lines.append(f"S{k:03d},2026-11-{1 + k % 9:02d},{s},{t},{40 + bonus + t / 4 + rep:.1f},"
+                             f"{'cloudy' if k % 3 else 'clear'}")
+                k += 1
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_an_identifier_column_and_ignored_columns_are_not_inputs(tmp_path):
+    path = _lab_notebook_csv(tmp_path / "notebook.csv")
+    pool = PoolModel.from_csv(path, objectives=["yield"], ignore_columns=["date", "comment"])
+    assert pool.inputs == ["solvent", "temp_c"]
+    assert len(pool) == 12 and list(pool.repeats) == [2] * 12  # the two measurements of a point are averaged
+    notes = " ".join(pool.notes)
+    assert "'sample_id': a different label on every row (an identifier, e.g. 'S000'): not an input" in notes
+    assert "not inputs (ignore_columns): ['date', 'comment']" in notes
+    assert pool.best() == ({"solvent": "DMF", "temp_c": 80.0}, pytest.approx(75.5))
+    # without ignore_columns the date and the comment are categorical inputs, which keep repeats apart
+    assert {"date", "comment"} <= set(PoolModel.from_csv(path, objectives=["yield"]).inputs)
+    # named in input_columns, an identifier is an input like any other
+    named = PoolModel.from_csv(path, objectives=["yield"], input_columns=["sample_id", "temp_C"])
+    assert named.inputs == ["sample_id", "temp_c"] and len(named) == 24
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"ignore_columns": ["colour"]}, "'colour' is not a column of notebook.csv; columns: \\['sample_id'"),
+    ({"ignore_columns": ["yield"]}, "'yield' is an objective"),
+    ({"ignore_columns": ["date"], "input_columns": ["solvent"]}, "give input_columns .* or ignore_columns"),
+])
+def test_bad_ignored_columns_are_named(tmp_path, kwargs, match):
+    with pytest.raises(InvalidInput, match=match) as err:
+        PoolModel.from_csv(_lab_notebook_csv(tmp_path / "notebook.csv"), objectives=["yield"], **kwargs)
+    assert err.value.field == "ignore_columns"
+
+
+def test_a_table_whose_only_varying_column_is_an_identifier_says_so(tmp_path):
+    path = tmp_path / "molecules.csv"
+    path.write_text("smiles,score\n" + "\n".join(f"{'C' * (i + 1)}O,{i % 5}" for i in range(12)) + "\n")
+    with pytest.raises(InvalidInput, match="'smiles': a different label on every row, taken for an identifier; "
+                                           "name it in input_columns"):
+        PoolModel.from_csv(path, objectives=["score"])
+    assert len(PoolModel.from_csv(path, objectives=["score"], input_columns=["smiles"])) == 12
+
+
+def test_input_and_ignore_through_sdl_bench_and_a_campaign(store, tmp_path):
+    from sdl.campaign import CampaignRunner, create_campaign
+    from sdl.cli import app
+    from sdl.instruments import make_instrument
+
+    path = _lab_notebook_csv(tmp_path / "notebook.csv")
+    runner = CliRunner()
+    common = ["bench", "--pool", str(path), "--objective", "yield", "--agents", "bo,random", "--seeds", "1",
+              "--budget", "8", "--workers", "1"]
+    res = runner.invoke(app, [*common, "--ignore", "date", "--ignore", "comment", "--out", str(tmp_path / "a")])
+    assert res.exit_code == 0, res.output
+    assert "12 points (24 rows)" in res.output and "not inputs (ignore_columns)" in res.output
+    res = runner.invoke(app, [*common, "--input", "solvent", "--input", "temp_C", "--out", str(tmp_path / "b")])
+    assert res.exit_code == 0, res.output
+    assert "12 points (24 rows)" in res.output and "sample_id" not in res.output and "date" not in res.output
+    res = runner.invoke(app, [*common, "--ignore", "colour", "--out", str(tmp_path / "c")])
+    assert res.exit_code == 2 and "'colour' is not a column" in res.output
+    res = runner.invoke(app, ["bench", "--ignore", "date"])
+    assert res.exit_code == 2 and "--ignore names a column of a --pool table" in res.output
+
+    cid = create_campaign(store, {"instrument": f"pool:{path}", "agent": "bo", "budget": 6,
+                                  "instrument_options": {"objective": "yield", "ignore_columns": ["date", "comment"]}})
+    assert CampaignRunner(store, cid).run() == "completed"
+    assert all(set(o.params) == {"solvent", "temp_c"} for o in store.observations(cid))
+    with pytest.raises(InvalidInput, match="instrument_options.ignore_columns: a list of column names"):
+        make_instrument(f"pool:{path}", options={"objective": "yield", "ignore_columns": "date"})

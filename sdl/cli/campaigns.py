@@ -44,16 +44,18 @@ def run_campaign(store, campaign_id: str, label: str, instrument: Any = None) ->
     return status
 
 
-def table_options(instrument: Optional[str], objective: Optional[str], categorical: list[str]) -> dict[str, Any]:
-    """``--objective``/``--categorical`` as the ``instrument_options`` of a table pool
+def table_options(instrument: Optional[str], objective: Optional[str], categorical: list[str],
+                  ignore: list[str] = ()) -> dict[str, Any]:
+    """``--objective``/``--categorical``/``--ignore`` as the ``instrument_options`` of a table pool
     (``--instrument pool:FILE.csv``); refused for any other instrument, which measures its own."""
     from sdl.errors import InvalidInput
     from sdl.table_instrument import is_table_instrument
 
-    given = {k: v for k, v in (("objective", objective), ("categorical", list(categorical))) if v}
+    given = {k: v for k, v in (("objective", objective), ("categorical", list(categorical)),
+                               ("ignore_columns", list(ignore))) if v}
     if given and not is_table_instrument(instrument or ""):
-        flag = f"--{next(iter(given))}"
-        raise InvalidInput(next(iter(given)), f"{flag} names a column of a table pool; give --instrument "
+        flag = {"ignore_columns": "ignore"}.get(next(iter(given)), next(iter(given)))
+        raise InvalidInput(flag, f"--{flag} names a column of a table pool; give --instrument "
                            "pool:FILE.csv (other instruments measure their own objectives)", instrument)
     return given
 
@@ -73,6 +75,8 @@ def campaign_run(
                                             "objective column, COLUMN[:min|max] (overrides the spec)"),
     categorical: list[str] = typer.Option([], "--categorical", help="with --instrument pool:FILE.csv: a numeric "
                                           "column to treat as categories (repeatable)"),
+    ignore: list[str] = typer.Option([], "--ignore", help="with --instrument pool:FILE.csv: a column that is not "
+                                     "an input (repeatable)"),
 ) -> None:
     """Create a campaign and run it to its budget or stopping rule."""
     quiet_libraries()
@@ -98,7 +102,7 @@ def campaign_run(
     spec.update({k: v for k, v in overrides.items() if v is not None})
     try:
         table = table_options(spec.get("instrument") if isinstance(spec.get("instrument"), str) else None,
-                              objective, categorical)
+                              objective, categorical, ignore)
         if table:
             spec["instrument_options"] = {**(spec.get("instrument_options") or {}), **table}  # built once: checked before the store is opened (nothing is written for a refused spec), then run on
         checked = validate_spec(spec)

@@ -29,6 +29,8 @@ def demo(
                                             "objective column, COLUMN[:min|max]"),
     categorical: list[str] = typer.Option([], "--categorical", help="with --instrument pool:FILE.csv: a numeric "
                                           "column to treat as categories (repeatable)"),
+    ignore: list[str] = typer.Option([], "--ignore", help="with --instrument pool:FILE.csv: a column that is not "
+                                     "an input (repeatable)"),
 ) -> None:
     """Run a whole autonomous campaign on the simulated lab; write a plot and a summary."""
     if epics:
@@ -43,7 +45,7 @@ def demo(
     try:  # everything a run would refuse is refused before the output folder and store are made
         spec = {"name": f"demo {instrument} {agent} seed {seed}", "instrument": instrument, "agent": agent,
                 "budget": budget, "seed": seed, "time_scale": time_scale,
-                "instrument_options": table_options(instrument, objective, categorical)}
+                "instrument_options": table_options(instrument, objective, categorical, ignore)}
         checked = validate_spec(spec)
         built = build_instrument(checked)
         check_runnable(checked, built)
@@ -197,6 +199,10 @@ def bench(
                                                                  "several objectives)"),
     categorical: list[str] = typer.Option([], "--categorical", help="a numeric column of --pool to treat as "
                                                                      "categories (repeatable)"),
+    inputs: list[str] = typer.Option([], "--input", help="an input column of --pool (repeatable; default: every "
+                                                          "column but the objectives and --ignore)"),
+    ignore: list[str] = typer.Option([], "--ignore", help="a column of --pool that is not an input: a date, a "
+                                                           "note, another measured value (repeatable)"),
     suite: bool = typer.Option(False, "--suite", help="every bundled pool: 12 Olympus + P3HT + AgNP"),
     resume: bool = typer.Option(False, "--resume", help="keep the campaigns OUT/runs.jsonl already holds"),
 ) -> None:
@@ -214,7 +220,7 @@ def bench(
     try:
         from sdl.bench import table_pools
 
-        pools = table_pools(pool, objective, categorical)
+        pools = table_pools(pool, objective, categorical, inputs, ignore)
         bench_command(agent_list, problem_list, seed_list, budget=budget, n_start=n_start, workers=workers or None,
                       quick=quick, batch_size=batch_size, out=out, console=console, progress=progress_bar(),
                       pools=pools, suite=suite, resume=resume)
