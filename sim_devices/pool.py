@@ -8,8 +8,8 @@ table's. Any CSV is a pool (:meth:`PoolModel.from_csv`):
   a numeric column with few distinct levels is kept numeric (its order means something)
   and said so in :attr:`PoolModel.notes`;
 - a column with a single value is not an input (nothing to choose) and is said so; so is
-  a text column with a different label on every row (a sample id), and any column named
-  in ``ignore_columns``;
+  a text column with a different label on every row (a sample id), a column of dates or
+  times, and any column named in ``ignore_columns``;
 - a byte-order mark is ignored, blank lines and a repeated header line are skipped;
 - rows that repeat a point are averaged into one point (the datasets' READMEs ask for
   that or for noisy repeats; averaging keeps "a point is measured once" true), and
@@ -53,6 +53,7 @@ ID_MIN_ROWS = 10
 
 _DIRECTIONS = {"max": "maximize", "maximize": "maximize", "maximise": "maximize",
                "min": "minimize", "minimize": "minimize", "minimise": "minimize"}
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}([ T]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?$")
 _SMILES = re.compile(r"^[A-Za-z0-9@+\-\[\]\(\)=#$/\\%.:*]+$")
 
 
@@ -159,7 +160,7 @@ class PoolModel:
         other column unless ``input_columns`` names them, less ``ignore_columns`` (notes,
         dates, other measured quantities) and less any text column with a different label
         on every row (a sample id: one-hot it would teach the model nothing, and it would
-        keep repeats of a point apart; said in the notes); ``categorical`` forces numeric
+        keep repeats of a point apart) or of ISO dates and times (said in the notes); ``categorical`` forces numeric
         columns to be categories; ``objective_levels`` maps an objective column of ordered
         labels (worst first) to 0, 1, 2, ..."""
         path = Path(path)
@@ -297,6 +298,11 @@ class PoolModel:
                     notes.append(f"column {c!r}: a different label on every row (an identifier, e.g. "
                                  f"{cells[0]!r}): not an input (name it in input_columns to make it one)")
                     continue
+                if not input_columns and c not in categorical and all(_DATE.match(x) for x in labels):
+                    identifiers.append(c)
+                    notes.append(f"column {c!r}: dates or times (e.g. {cells[0]!r}), when a row was measured, not "
+                                 "what: not an input (name it in input_columns to make it one)")
+                    continue
                 try:  # numeric labels in numeric order, others in order of appearance
                     labels = sorted(labels, key=float)
                 except ValueError:
@@ -325,8 +331,8 @@ class PoolModel:
                 continue
             columns.append(col)
         if not columns:
-            why = (f" ({', '.join(map(repr, identifiers))}: a different label on every row, taken for an "
-                   "identifier; name it in input_columns to make it an input)") if identifiers else ""
+            why = (f" ({', '.join(map(repr, identifiers))}: a different label on every row or dates, taken for "
+                   "an identifier; name it in input_columns to make it an input)") if identifiers else ""
             raise InvalidInput("input_columns", f"no input column of {path.name} varies{why}")
         slugs = [col.name for col in columns]
         for k, s in enumerate(slugs):  # two headers may slug alike: 'A (%)', 'A (mol)'

@@ -246,7 +246,7 @@ def _lab_notebook_csv(path):
         for s, bonus in (("water", 0), ("ethanol", 10), ("DMF", 15)):
             for t in (20, 40, 60, 80):
                 lines.append(f"S{k:03d},2026-11-{1 + k % 9:02d},{s},{t},{40 + bonus + t / 4 + rep:.1f},"
-                             f"{'cloudy' if k % 3 else 'clear'}")
+                             f"{'cloudy' if (k + rep) % 2 else 'clear'}")
                 k += 1
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -254,15 +254,17 @@ def _lab_notebook_csv(path):
 
 def test_an_identifier_column_and_ignored_columns_are_not_inputs(tmp_path):
     path = _lab_notebook_csv(tmp_path / "notebook.csv")
-    pool = PoolModel.from_csv(path, objectives=["yield"], ignore_columns=["date", "comment"])
+    pool = PoolModel.from_csv(path, objectives=["yield"], ignore_columns=["comment"])
     assert pool.inputs == ["solvent", "temp_c"]
     assert len(pool) == 12 and list(pool.repeats) == [2] * 12  # the two measurements of a point are averaged
     notes = " ".join(pool.notes)
     assert "'sample_id': a different label on every row (an identifier, e.g. 'S000'): not an input" in notes
-    assert "not inputs (ignore_columns): ['date', 'comment']" in notes
+    assert "not inputs (ignore_columns): ['comment']" in notes
+    assert "'date': dates or times (e.g. '2026-11-01'), when a row was measured, not what: not an input" in notes
     assert pool.best() == ({"solvent": "DMF", "temp_c": 80.0}, pytest.approx(75.5))
-    # without ignore_columns the date and the comment are categorical inputs, which keep repeats apart
-    assert {"date", "comment"} <= set(PoolModel.from_csv(path, objectives=["yield"]).inputs)
+    # without ignore_columns the comment is a categorical input, which keeps repeats apart
+    kept = PoolModel.from_csv(path, objectives=["yield"])
+    assert "comment" in kept.inputs and len(kept) == 24
     # named in input_columns, an identifier is an input like any other
     named = PoolModel.from_csv(path, objectives=["yield"], input_columns=["sample_id", "temp_C"])
     assert named.inputs == ["sample_id", "temp_c"] and len(named) == 24
@@ -282,8 +284,8 @@ def test_bad_ignored_columns_are_named(tmp_path, kwargs, match):
 def test_a_table_whose_only_varying_column_is_an_identifier_says_so(tmp_path):
     path = tmp_path / "molecules.csv"
     path.write_text("smiles,score\n" + "\n".join(f"{'C' * (i + 1)}O,{i % 5}" for i in range(12)) + "\n")
-    with pytest.raises(InvalidInput, match="'smiles': a different label on every row, taken for an identifier; "
-                                           "name it in input_columns"):
+    with pytest.raises(InvalidInput, match="'smiles': a different label on every row or dates, taken for an "
+                                           "identifier; name it in input_columns"):
         PoolModel.from_csv(path, objectives=["score"])
     assert len(PoolModel.from_csv(path, objectives=["score"], input_columns=["smiles"])) == 12
 
