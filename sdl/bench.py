@@ -48,6 +48,7 @@ FUNCTION_PROBLEMS = ("sim-xrd", "branin", "hartmann6")
 PROBLEMS = (*POOL_PROBLEMS, *FUNCTION_PROBLEMS)
 #: Every bundled pool (12 Olympus datasets + P3HT + AgNP): ``sdl bench --suite``.
 from sdl.pools import SUITE, PoolSpec  # noqa: E402
+from sdl.sim_devices.pool import table_header  # noqa: E402
 
 #: The metric of a pool with several objectives (:class:`sdl.agents.benchmarking.PoolHypervolume`).
 HV = "hypervolume fraction"
@@ -109,15 +110,7 @@ def table_pools(paths: Sequence, objectives: Sequence[str], categorical: Sequenc
     specs = []
     for p in paths:
         path = Path(p)
-        header = None
-        if path.is_file():
-            import csv
-
-            try:
-                with open(path, newline="", encoding="utf-8-sig") as fh:
-                    header = [h.strip() for h in next(csv.reader(fh), [])]
-            except (UnicodeDecodeError, csv.Error):
-                header = None  # spec.load() below says what is wrong with the file
+        header = table_header(path)  # None: spec.load() below says what is wrong with the file
         def own(names):
             return tuple(c for c in names if len(paths) == 1 or header is None or c in header)
 

@@ -10,7 +10,9 @@ table's. Any CSV is a pool (:meth:`PoolModel.from_csv`):
 - a column with a single value is not an input (nothing to choose) and is said so; so is
   a text column with a different label on every row (a sample id), a column of dates or
   times, and any column named in ``ignore_columns``;
-- a byte-order mark is ignored, blank lines and a repeated header line are skipped;
+- a byte-order mark is ignored, blank lines and a repeated header line are skipped; a
+  file whose header has no comma but semicolons (or tabs) is read with that separator,
+  and with ';' decimal commas (``1,5``) are read as numbers (said in the notes);
 - rows that repeat a point are averaged into one point (the datasets' READMEs ask for
   that or for noisy repeats; averaging keeps "a point is measured once" true), and
   :attr:`PoolModel.repeats` counts them;
@@ -54,6 +56,7 @@ ID_MIN_ROWS = 10
 _DIRECTIONS = {"max": "maximize", "maximize": "maximize", "maximise": "maximize",
                "min": "minimize", "minimize": "minimize", "minimise": "minimize"}
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}([ T]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?$")
+_DECIMAL_COMMA = re.compile(r"^[+-]?\d*,\d+([eE][+-]?\d+)?$")
 _SMILES = re.compile(r"^[A-Za-z0-9@+\-\[\]\(\)=#$/\\%.:*]+$")
 
 
@@ -76,6 +79,28 @@ def parse_objective(text: str) -> tuple[str, str]:
     if sep and tail.strip().lower() and not col:
         raise InvalidInput("objective", "give a column name before ':'", text)
     return text.strip(), "maximize"
+
+
+def _delimiter(text: str) -> str:
+    """',' unless the header line has none and has ';' or tabs (spreadsheets of many locales
+    export ';'-separated CSV)."""
+    header = next((line for line in text.splitlines() if line.strip()), "")
+    if "," in header:
+        return ","
+    counts = {d: header.count(d) for d in (";", "\t")}
+    best = max(counts, key=counts.get)
+    return best if counts[best] else ","
+
+
+def table_header(path: str | Path) -> list[str] | None:
+    """The column names of a CSV table (its separator detected as :meth:`PoolModel.from_csv`
+    does), or None when the file cannot be read."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            text = fh.read()
+        return [h.strip() for h in next(csv.reader(text.splitlines(), delimiter=_delimiter(text)), [])]
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return None
 
 
 def _number(cell: str) -> float | None:
@@ -176,21 +201,33 @@ class PoolModel:
         for col, d in specs:
             if d not in ("maximize", "minimize"):
                 raise InvalidInput("objective", f"direction of {col!r} must be 'min' or 'max'", d)
+        notes: list[str] = []
         try:
             with open(path, newline="", encoding="utf-8-sig") as fh:  # utf-8-sig: drops a byte-order mark
-                rows = list(csv.reader(fh))
+                text = fh.read()
+            delimiter = _delimiter(text)
+            rows = list(csv.reader(text.splitlines(), delimiter=delimiter))
         except UnicodeDecodeError as exc:
             raise InvalidInput("pool", f"{path.name} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
         except csv.Error as exc:
             raise InvalidInput("pool", f"{path.name} cannot be read as CSV: {exc}") from None
         rows = [r for r in rows if any(c.strip() for c in r)]
+        if delimiter != ",":
+            said = {";": "';'", "\t": "tab"}[delimiter]
+            commas = 0
+            if delimiter == ";":  # a spreadsheet of a locale that writes 1,5 for 1.5
+                for r in rows[1:]:
+                    for k, c in enumerate(r):
+                        if _DECIMAL_COMMA.match(c.strip()):
+                            r[k], commas = c.strip().replace(",", "."), commas + 1
+            notes.append(f"read as {said}-separated" + (f", {commas} decimal comma(s) read as points" if commas
+                                                         else ""))
         if len(rows) < 2:
             raise InvalidInput("pool", f"{path.name} needs a header and at least one row")
         header = [h.strip() for h in rows[0]]
         dup = sorted({h for h in header if header.count(h) > 1})
         if dup:
             raise InvalidInput("pool", f"{path.name} repeats column(s) {dup}")
-        notes: list[str] = []
         body: list[tuple[int, list[str]]] = []
         for line, r in enumerate(rows[1:], start=2):
             cells = [c.strip() for c in r]

@@ -316,3 +316,25 @@ def test_input_and_ignore_through_sdl_bench_and_a_campaign(store, tmp_path):
     assert all(set(o.params) == {"solvent", "temp_c"} for o in store.observations(cid))
     with pytest.raises(InvalidInput, match="instrument_options.ignore_columns: a list of column names"):
         make_instrument(f"pool:{path}", options={"objective": "yield", "ignore_columns": "date"})
+
+
+@pytest.mark.parametrize("separator, decimal", [(";", ","), ("\t", ".")])
+def test_semicolon_and_tab_separated_tables_with_decimal_commas(tmp_path, separator, decimal):
+    """Spreadsheets of many locales export ';'-separated CSV with decimal commas."""
+    from sdl.bench import table_pools
+
+    src = PoolModel.from_csv(_mixed_csv(tmp_path / "mixed.csv"), objectives=["yield"], ignore_columns=["cost"])
+    lines = (tmp_path / "mixed.csv").read_text().splitlines()
+    local = tmp_path / "local.csv"
+    local.write_text("\n".join([lines[0].replace(",", separator)]
+                               + [separator.join(c.replace(".", decimal) for c in line.split(","))
+                                  for line in lines[1:]]) + "\n")
+    pool = PoolModel.from_csv(local, objectives=["yield"], ignore_columns=["cost"])
+    assert pool.inputs == src.inputs and [c.kind for c in pool.columns] == [c.kind for c in src.columns]
+    np.testing.assert_allclose(pool.points, src.points)
+    np.testing.assert_allclose(pool.values, src.values)
+    said = {";": "read as ';'-separated, 80 decimal comma(s) read as points", "\t": "read as tab-separated"}
+    assert said[separator] in pool.notes
+    other = _mixed_csv(tmp_path / "other.csv")  # two tables: --categorical names the columns of each one's header
+    (spec, _) = table_pools([local, other], ["yield"], categorical=["equiv"], ignore=["cost"])
+    assert spec.categorical == ("equiv",) and spec.load().search_space().parameter("equiv").values == ["1", "2", "3", "4"]
