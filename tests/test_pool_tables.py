@@ -297,7 +297,7 @@ def test_input_and_ignore_through_sdl_bench_and_a_campaign(store, tmp_path):
 
     path = _lab_notebook_csv(tmp_path / "notebook.csv")
     runner = CliRunner()
-    common = ["bench", "--pool", str(path), "--objective", "yield", "--agents", "bo,random", "--seeds", "1",
+    common = ["bench", "--pool", str(path), "--objective", "yield", "--agents", "random", "--seeds", "1",
               "--budget", "8", "--workers", "1"]
     res = runner.invoke(app, [*common, "--ignore", "date", "--ignore", "comment", "--out", str(tmp_path / "a")])
     assert res.exit_code == 0, res.output
@@ -310,7 +310,7 @@ def test_input_and_ignore_through_sdl_bench_and_a_campaign(store, tmp_path):
     res = runner.invoke(app, ["bench", "--ignore", "date"])
     assert res.exit_code == 2 and "--ignore names a column of a --pool table" in res.output
 
-    cid = create_campaign(store, {"instrument": f"pool:{path}", "agent": "bo", "budget": 6,
+    cid = create_campaign(store, {"instrument": f"pool:{path}", "agent": "random", "budget": 6,
                                   "instrument_options": {"objective": "yield", "ignore_columns": ["date", "comment"]}})
     assert CampaignRunner(store, cid).run() == "completed"
     assert all(set(o.params) == {"solvent", "temp_c"} for o in store.observations(cid))
