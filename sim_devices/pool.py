@@ -248,22 +248,18 @@ class PoolModel:
                 raise InvalidInput("objective", f"{c!r} is not a column of {path.name}; columns: {header}", c)
         if len(set(ocols)) != len(ocols):
             raise InvalidInput("objective", "an objective column is named twice", ocols)
+        for field_, names in (("ignore_columns", ignore_columns), ("input_columns", input_columns or ())):
+            for c in names:
+                if c not in header:
+                    raise InvalidInput(field_, f"{c!r} is not a column of {path.name}; columns: {header}", c)
+                if c in ocols:
+                    raise InvalidInput(field_, f"{c!r} is an objective", c)
         ignored = list(ignore_columns)
-        for c in ignored:
-            if c not in header:
-                raise InvalidInput("ignore_columns", f"{c!r} is not a column of {path.name}; columns: {header}", c)
-            if c in ocols:
-                raise InvalidInput("ignore_columns", f"{c!r} is an objective", c)
         if ignored and input_columns:
             raise InvalidInput("ignore_columns", "give input_columns (the inputs) or ignore_columns (every other "
                                "column is an input), not both", ignored)
         if input_columns:
             cols = list(input_columns)
-            for c in cols:
-                if c not in header:
-                    raise InvalidInput("input_columns", f"{c!r} is not a column of {path.name}; columns: {header}", c)
-                if c in ocols:
-                    raise InvalidInput("input_columns", f"{c!r} is an objective", c)
         else:
             cols = [c for c in header if c not in ocols and c not in ignored]
             if ignored:
