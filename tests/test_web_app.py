@@ -383,7 +383,7 @@ def test_add_a_point_shows_the_field_error_then_runs_it(open_as, lab):
                                              "approve_before_run": True}, start=True)
     s = open_as(user)
     page = s.go(f"#/campaigns/{camp['id']}", "#point-form input[name=temperature]")
-    for k, v in {"A": "0.2", "B": "0.3", "C": "0.5", "temperature": "100"}.items():
+    for k, v in {"A": "2e-14", "B": "0.3", "C": "0.7", "temperature": "100"}.items():
         page.locator(f"#point-fields input[name={k}]").fill(v)
     s.expected.append(r"status of 422")
     page.click("#point-form button[type=submit]")
@@ -398,6 +398,9 @@ def test_add_a_point_shows_the_field_error_then_runs_it(open_as, lab):
 
     done = wait_until(point_done, 30, interval=0.2, what="the member's point done")
     assert done and done[0]["status"] == "done" and done[0]["params"]["temperature"] == 300
+    # A = 2e-14 on its 0 ... 1 axis is shown as its bound, 0, not as round-off noise
+    assert done[0]["params"]["A"] == pytest.approx(2e-14)
+    page.wait_for_selector(f"#suggestions-table tr[data-id='{done[0]['id']}'] td:has-text('A=0 B=0.300 C=0.700')")
     # pause, resume, stop from the page; the state follows live
     for action, st in (("pause", "paused"), ("resume", "running"), ("stop", "stopped")):
         page.click(f"#camp-control button[value={action}]")

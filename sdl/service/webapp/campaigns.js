@@ -110,6 +110,9 @@ export async function campaignView({ view, me, onLeave }, id) {
   const objectives = spec.objectives || (inst ? inst.objectives : [camp.objective]);
   const space = spec.space || (inst ? inst.space : { parameters: [] });
   const numeric = space.parameters.filter((p) => p.kind === "range").map((p) => p.name);
+  // an optimiser's 3e-14 on a 0 ... 1 axis is its bound, 0: shown so, not as round-off noise
+  const spans = Object.fromEntries(space.parameters.filter((p) => p.kind === "range").map((p) => [p.name, p.upper - p.lower]));
+  const paramText = (k, v) => `${k}=${fmt(typeof v === "number" && Math.abs(v) < 1e-9 * (spans[k] || 0) ? 0 : v, 3)}`;
   const member = me.proposals && camp.proposal_id in me.proposals;
   const staff = me.role === "scientist" || me.role === "admin";
   let obs = camp.observations || [], sugs = camp.suggestions || [];
@@ -197,7 +200,7 @@ export async function campaignView({ view, me, onLeave }, id) {
         const p = s.provenance || {}, o = measured[s.id];
         const st = waiting(s) ? "waiting" : s.status;
         return html`<tr data-id="${s.id}" data-status="${st}"><td>${s.seq}</td><td>${state(st === "waiting" ? "waiting" : st)}${st === "waiting" ? " for approval" : ""}${p.approved ? html`<br><span class="muted">approved by ${p.approved.by}</span>` : ""}${p.vetoed ? html`<br><span class="muted">vetoed by ${p.vetoed.by}${p.vetoed.reason ? ": " + p.vetoed.reason : ""}</span>` : ""}</td>
-          <td>${Object.entries(s.params).map(([k, v]) => `${k}=${fmt(v, 3)}`).join(" ")}</td><td>${p.agent}${p.model ? " / " + p.model : ""}</td>
+          <td>${Object.entries(s.params).map(([k, v]) => paramText(k, v)).join(" ")}</td><td>${p.agent}${p.model ? " / " + p.model : ""}</td>
           <td class="num">${p.acquisition ? p.acquisition + " " : ""}${fmt(p.acquisition_value)}</td>
           <td class="num">${p.predicted_mean && p.predicted_mean[o0] != null ? `${fmt(p.predicted_mean[o0])} ± ${fmt(p.predicted_sd ? p.predicted_sd[o0] : null, 2)}` : "–"}</td>
           <td class="num">${o ? (o.ok ? fmt(o.values[o0]) : "failed") : "–"}</td><td>${p.reason || ""}</td>
