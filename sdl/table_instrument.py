@@ -87,7 +87,7 @@ def table_pool(ctx: BuildContext) -> Instrument:
         objective = objective[0]
     if not isinstance(objective, str):
         raise InvalidInput("instrument_options.objective", "name the objective column: 'COLUMN[:min|max]' "
-                           "(on the command line: --objective)", objective)
+                           "(--objective on the command line; the instrument's options in service settings)", objective)
     for key in ("categorical", "input_columns", "ignore_columns"):
         value = options.get(key)
         if value is not None and not (isinstance(value, list) and all(isinstance(c, str) for c in value)):

@@ -204,3 +204,13 @@ def test_a_service_campaign_that_needs_approvals_is_not_resumed_locally(cli):
     code, out = cli("campaign", "resume", cid)
     assert code == 2 and out.startswith("error: approve_before_run: needs people to approve"), out
     assert "Traceback" not in out and not Store(cli.url).observations(cid)
+
+
+def test_an_error_naming_a_bracketed_column_is_printed_whole(tmp_path):
+    """rich would take '[b]' for markup and drop it: errors are printed as text."""
+    table = tmp_path / "br.csv"
+    table.write_text("a,[b],y\n1,2,3\n2,3,4\n")
+    res = CliRunner().invoke(app, ["bench", "--pool", str(table), "--objective", "[c]"])
+    said = " ".join(res.output.split())
+    assert res.exit_code == 2 and "'[c]' is not a column of br.csv; columns: ['a', '[b]', 'y']" in said, said
+

@@ -55,7 +55,9 @@ def quiet_libraries() -> None:
 
 def fail(exc: object, code: int = 2) -> NoReturn:
     """One ``error:`` line (an SdlError names its field) and exit ``code`` (2: bad input)."""
-    err_console.print(f"[bold red]error[/]: {exc}")
+    from rich.markup import escape
+
+    err_console.print(f"[bold red]error[/]: {escape(str(exc))}")  # a column named "[A]" is text, not markup
     raise typer.Exit(code)
 
 

@@ -204,7 +204,6 @@ class ExternalInstrument:
     current = None
 
     def __init__(self, svc: LabService, cfg: Any):
-        from sdl.instruments import make_instrument
         from sdl.service.workers import ServiceInstrument
 
         self.svc = svc
@@ -213,7 +212,7 @@ class ExternalInstrument:
         ts = svc.settings.time_scale if cfg.time_scale is None else cfg.time_scale
         seed = svc.settings.seed if cfg.seed is None else cfg.seed
         self.time_scale = ts
-        self.instrument = ServiceInstrument(make_instrument(cfg.name, seed=seed, time_scale=ts, n_slots=1), 1)
+        self.instrument = ServiceInstrument(cfg.build(seed=seed, time_scale=ts, n_slots=1), 1)
 
     def start(self) -> None:
         pass

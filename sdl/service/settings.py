@@ -81,6 +81,23 @@ class InstrumentConfig(BaseModel):
                                  "existing bluesky-queueserver RE Manager (then `queueserver` says where)",
     )
     queueserver: QueueServerConfig | None = None
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the instrument's build options, set by the facility (campaign specs cannot): e.g. a table "
+                    "pool's {\"objective\": \"yield:max\", \"ignore_columns\": [\"date\"]}",
+    )
+
+    def build(self, *, seed: int, time_scale: float, n_slots: int):
+        """The instrument, built with this config's options; an error names the instrument and
+        the settings field (``instruments[pool:/data/x.csv].options.objective``)."""
+        from sdl.instruments import make_instrument
+
+        try:
+            return make_instrument(self.name, seed=seed, time_scale=time_scale, n_slots=n_slots, options=self.options)
+        except InvalidInput as exc:
+            field = exc.field.removeprefix("instrument_options").lstrip(".")
+            field = f"options.{field}" if field and field not in ("instrument", "options") else "name"
+            raise InvalidInput(f"instruments[{self.name}].{field}", exc.message, exc.value) from None
 
     @model_validator(mode="after")
     def _backend_settings(self) -> "InstrumentConfig":

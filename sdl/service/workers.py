@@ -244,7 +244,6 @@ class DocumentWriter:
 
 class InstrumentWorker:
     def __init__(self, host: Any, cfg: Any, *, external: bool = False, worker_id: str | None = None):
-        from sdl.instruments import make_instrument
 
         settings = host.settings
         self.host = host
@@ -257,7 +256,7 @@ class InstrumentWorker:
         seed = settings.seed if cfg.seed is None else cfg.seed
         self.time_scale = ts
         self.instrument = ServiceInstrument(
-            make_instrument(cfg.name, seed=seed, time_scale=ts, n_slots=cfg.n_slots), cfg.n_slots
+            cfg.build(seed=seed, time_scale=ts, n_slots=cfg.n_slots), cfg.n_slots
         )
         #: None: plans run on this worker's RunEngine; else the backend that runs them elsewhere
         self.backend: Any = None

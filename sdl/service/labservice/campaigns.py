@@ -140,7 +140,8 @@ class CampaignsMixin:
             return w.instrument.objectives
         from sdl.instruments import make_instrument
 
-        return make_instrument(spec.instrument).objectives
+        cfg = self.settings.instrument(spec.instrument)
+        return make_instrument(spec.instrument, options=cfg.options if cfg is not None else None).objectives
 
     def campaign_json(self, p: Principal, cid: str, detail: bool = False) -> dict:
         view = self.view(p)
