@@ -32,6 +32,7 @@ and from Olympus (Häse et al. 2021, MIT licence, ``sdl/data/olympus/LICENSE-oly
 from __future__ import annotations
 
 import csv
+import io
 import math
 import re
 from dataclasses import dataclass, field
@@ -98,7 +99,7 @@ def table_header(path: str | Path) -> list[str] | None:
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
             text = fh.read()
-        return [h.strip() for h in next(csv.reader(text.splitlines(), delimiter=_delimiter(text)), [])]
+        return [h.strip() for h in next(csv.reader(io.StringIO(text), delimiter=_delimiter(text)), [])]
     except (OSError, UnicodeDecodeError, csv.Error):
         return None
 
@@ -183,10 +184,10 @@ class PoolModel:
         """Read a CSV table. Objectives: ``objective_column`` + ``direction``, or
         ``objectives``, each ``"COLUMN[:min|max]"`` or ``(column, direction)``. Inputs: every
         other column unless ``input_columns`` names them, less ``ignore_columns`` (notes,
-        dates, other measured quantities) and less any text column with a different label
+        operators, other measured quantities), less any text column with a different label
         on every row (a sample id: one-hot it would teach the model nothing, and it would
-        keep repeats of a point apart) or of ISO dates and times (said in the notes); ``categorical`` forces numeric
-        columns to be categories; ``objective_levels`` maps an objective column of ordered
+        keep repeats of a point apart) and any column of ISO dates or times (said in the
+        notes); ``categorical`` forces numeric columns to be categories; ``objective_levels`` maps an objective column of ordered
         labels (worst first) to 0, 1, 2, ..."""
         path = Path(path)
         if not path.is_file():
@@ -206,7 +207,7 @@ class PoolModel:
             with open(path, newline="", encoding="utf-8-sig") as fh:  # utf-8-sig: drops a byte-order mark
                 text = fh.read()
             delimiter = _delimiter(text)
-            rows = list(csv.reader(text.splitlines(), delimiter=delimiter))
+            rows = list(csv.reader(io.StringIO(text), delimiter=delimiter))  # quoted cells may hold newlines
         except UnicodeDecodeError as exc:
             raise InvalidInput("pool", f"{path.name} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
         except csv.Error as exc:

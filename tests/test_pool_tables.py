@@ -338,3 +338,12 @@ def test_semicolon_and_tab_separated_tables_with_decimal_commas(tmp_path, separa
     other = _mixed_csv(tmp_path / "other.csv")  # two tables: --categorical names the columns of each one's header
     (spec, _) = table_pools([local, other], ["yield"], categorical=["equiv"], ignore=["cost"])
     assert spec.categorical == ("equiv",) and spec.load().search_space().parameter("equiv").values == ["1", "2", "3", "4"]
+
+
+def test_a_quoted_cell_may_hold_a_newline_and_a_separator(tmp_path):
+    path = tmp_path / "quoted.csv"
+    path.write_text('solvent,temp,yield,comment\n' + "".join(
+        f'{s},{t},{i + t / 10},"line one\nline two, with a comma"\n' for i, s in enumerate(("water", "DMF"))
+        for t in (20, 40, 60)))
+    pool = PoolModel.from_csv(path, objectives=["yield"], ignore_columns=["comment"])
+    assert len(pool) == 6 and pool.inputs == ["solvent", "temp"]
