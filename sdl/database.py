@@ -54,6 +54,12 @@ from sqlalchemy.types import TypeDecorator
 from sdl.errors import InvalidInput, SdlError
 from sdl.jsonsafe import jsonable
 
+#: The longest instrument name the service's tables hold: a table pool is named by its path
+#: (``pool:/data/campaigns/2026/screen.csv``), so 60 characters were too few (migration 0011).
+INSTRUMENT_NAME_MAX = 255
+#: A worker's id, ``HOST:PID:INSTRUMENT``: the instrument's name and room for a host name.
+WORKER_ID_MAX = INSTRUMENT_NAME_MAX + 145
+
 #: the alembic script folder, shipped inside the package
 MIGRATIONS = Path(__file__).resolve().with_name("migrations")
 #: key of the PostgreSQL advisory lock that serialises migrations (any constant bigint)

@@ -21,8 +21,11 @@ def _notebook(path):
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     folder = tmp_path_factory.mktemp("table")
-    table = _notebook(folder / "notebook.csv")
+    deep = folder / "campaigns-2026" / "a-folder-name-as-long-as-facilities-keep-them"
+    deep.mkdir(parents=True)
+    table = _notebook(deep / "notebook.csv")
     name = f"pool:{table}"
+    assert len(name) > 100  # the service's tables held 60 characters until migration 0011
     lab = start_lab(folder / "svc", ("sim-xrd", InstrumentConfig(
         name=name, options={"objective": "yield:max", "ignore_columns": ["comment"]})))
     lab.table = name  # type: ignore[attr-defined]

@@ -26,7 +26,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
-from sdl.database import BigID, UTCDateTime, ensure_schema, is_sqlite, make_engine
+from sdl.database import INSTRUMENT_NAME_MAX, WORKER_ID_MAX, BigID, UTCDateTime, ensure_schema, is_sqlite, make_engine
 from sdl.store import Store, jsonable, utcnow
 
 ROLES = ("admin", "scientist", "user")
@@ -136,7 +136,7 @@ class ItemRow(ServiceBase):
     __tablename__ = "svc_queue"
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     kind: Mapped[str] = mapped_column(String(20))  # experiment | campaign
-    instrument: Mapped[str] = mapped_column(String(60))
+    instrument: Mapped[str] = mapped_column(String(INSTRUMENT_NAME_MAX))
     plan: Mapped[str] = mapped_column(String(60))
     params: Mapped[dict] = mapped_column(JSON)
     proposal_id: Mapped[str] = mapped_column(String(32), index=True)
@@ -150,7 +150,7 @@ class ItemRow(ServiceBase):
     result: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     error: Mapped[str] = mapped_column(Text, default="")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
-    worker: Mapped[str | None] = mapped_column(String(120), nullable=True)
+    worker: Mapped[str | None] = mapped_column(String(WORKER_ID_MAX), nullable=True)
     heartbeat_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     #: the lease: a fresh token per claim; only its holder may renew it or write the result
     lease_token: Mapped[str | None] = mapped_column(String(32), nullable=True)
@@ -171,7 +171,7 @@ class InstrumentStateRow(ServiceBase):
     under this row's lock, so the fair queue is one queue however many workers serve it."""
 
     __tablename__ = "svc_instruments"
-    instrument: Mapped[str] = mapped_column(String(60), primary_key=True)
+    instrument: Mapped[str] = mapped_column(String(INSTRUMENT_NAME_MAX), primary_key=True)
     paused: Mapped[bool] = mapped_column(Boolean, default=False)
     #: a pause that also pauses the running plan at its next checkpoint
     pause_immediate: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -186,8 +186,8 @@ class WorkerRow(ServiceBase):
     """A worker process (or an embedded worker thread) as it last reported itself."""
 
     __tablename__ = "svc_workers"
-    id: Mapped[str] = mapped_column(String(120), primary_key=True)
-    instrument: Mapped[str] = mapped_column(String(60), index=True)
+    id: Mapped[str] = mapped_column(String(WORKER_ID_MAX), primary_key=True)
+    instrument: Mapped[str] = mapped_column(String(INSTRUMENT_NAME_MAX), index=True)
     host: Mapped[str] = mapped_column(String(200), default="")
     pid: Mapped[int] = mapped_column(Integer, default=0)
     external: Mapped[bool] = mapped_column(Boolean, default=True)
@@ -204,7 +204,7 @@ class ServiceCampaignRow(ServiceBase):
     campaign_id: Mapped[str] = mapped_column(String(32), primary_key=True)
     proposal_id: Mapped[str] = mapped_column(String(32), index=True)
     owner_id: Mapped[str] = mapped_column(String(32))
-    instrument: Mapped[str] = mapped_column(String(60))
+    instrument: Mapped[str] = mapped_column(String(INSTRUMENT_NAME_MAX))
     state: Mapped[str] = mapped_column(String(20), default="created")
     message: Mapped[str] = mapped_column(Text, default="")
     priority: Mapped[int] = mapped_column(Integer, default=0)
@@ -218,7 +218,7 @@ class UsageRow(ServiceBase):
     __tablename__ = "svc_usage"
     id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
     proposal_id: Mapped[str] = mapped_column(String(32), index=True)
-    instrument: Mapped[str] = mapped_column(String(60))
+    instrument: Mapped[str] = mapped_column(String(INSTRUMENT_NAME_MAX))
     item_id: Mapped[str] = mapped_column(String(32))
     kind: Mapped[str] = mapped_column(String(20))
     status: Mapped[str] = mapped_column(String(20))

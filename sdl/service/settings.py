@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from sdl.builtins import DEFAULT_SERVICE_INSTRUMENTS
+from sdl.database import INSTRUMENT_NAME_MAX
 from sdl.errors import InvalidInput
 
 DEFAULT_INSTRUMENTS = DEFAULT_SERVICE_INSTRUMENTS  # the demo's lab (sdl.builtins), when none is configured
@@ -64,7 +65,7 @@ class InstrumentConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(description="instrument name from the registry (sdl.instruments)")
+    name: str = Field(max_length=INSTRUMENT_NAME_MAX, description="instrument name from the registry (sdl.instruments)")
     dedicated_fraction: float = Field(
         0.0, ge=0.0, le=1.0,
         description="share of this instrument's time reserved for dedicated proposals when both pools have work",

@@ -10,7 +10,7 @@ import datetime as dt
 from sqlalchemy import JSON, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from sdl.database import BigID, UTCDateTime
+from sdl.database import INSTRUMENT_NAME_MAX, WORKER_ID_MAX, BigID, UTCDateTime
 from sdl.store import utcnow
 
 #: sample states (issue 14): what a sample is doing now
@@ -46,14 +46,14 @@ class TaskRow(WorkflowBase):
     workflow_id: Mapped[str] = mapped_column(ForeignKey("wf_workflows.id"), index=True)
     name: Mapped[str] = mapped_column(String(60))
     kind: Mapped[str] = mapped_column(String(20))  # make | measure | reduce
-    instrument: Mapped[str] = mapped_column(String(60), default="", index=True)
+    instrument: Mapped[str] = mapped_column(String(INSTRUMENT_NAME_MAX), default="", index=True)
     plan: Mapped[str] = mapped_column(String(60), default="")
     after: Mapped[list] = mapped_column(JSON, default=list)
     proposal_id: Mapped[str] = mapped_column(String(64), default="")
     sample_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     status: Mapped[str] = mapped_column(String(20), default="waiting", index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
-    worker: Mapped[str | None] = mapped_column(String(120), nullable=True)
+    worker: Mapped[str | None] = mapped_column(String(WORKER_ID_MAX), nullable=True)
     lease_token: Mapped[str | None] = mapped_column(String(32), nullable=True)
     lease_expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     run_uid: Mapped[str | None] = mapped_column(String(64), nullable=True)
