@@ -75,3 +75,8 @@ def test_a_table_pool_without_its_objective_is_refused_naming_the_setting(tmp_pa
         InstrumentConfig(name=name, options={"objective": "yield", "ignore_columns": ["colour"]}).build(
             seed=0, time_scale=0.0, n_slots=1)
     assert err.value.field == f"instruments[{name}].options.ignore_columns" and "'colour' is not a column" in str(err.value)
+    binary = tmp_path / "bin.csv"
+    binary.write_bytes(b"\xff\xfe\x00a,b\n")
+    with pytest.raises(InvalidInput) as err:
+        InstrumentConfig(name=f"pool:{binary}", options={"objective": "b"}).build(seed=0, time_scale=0.0, n_slots=1)
+    assert err.value.field == f"instruments[pool:{binary}].name" and "not UTF-8 text" in err.value.message

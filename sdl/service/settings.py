@@ -97,7 +97,8 @@ class InstrumentConfig(BaseModel):
             return make_instrument(self.name, seed=seed, time_scale=time_scale, n_slots=n_slots, options=self.options)
         except InvalidInput as exc:
             field = exc.field.removeprefix("instrument_options").lstrip(".")
-            field = f"options.{field}" if field and field not in ("instrument", "options") else "name"
+            # the table itself (missing, not CSV) is the name's fault; a column or option is an option's
+            field = f"options.{field}" if field and field not in ("instrument", "options", "pool") else "name"
             raise InvalidInput(f"instruments[{self.name}].{field}", exc.message, exc.value) from None
 
     @model_validator(mode="after")
