@@ -93,15 +93,23 @@ def _delimiter(text: str) -> str:
     return best if counts[best] else ","
 
 
+def _read_rows(path: str | Path) -> tuple[list[list[str]], str]:
+    """Every row of a CSV table and its separator (utf-8-sig: a byte-order mark is dropped;
+    read through StringIO, so a quoted cell keeps its newlines)."""
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        text = fh.read()
+    delimiter = _delimiter(text)
+    return list(csv.reader(io.StringIO(text), delimiter=delimiter)), delimiter
+
+
 def table_header(path: str | Path) -> list[str] | None:
-    """The column names of a CSV table (its separator detected as :meth:`PoolModel.from_csv`
-    does), or None when the file cannot be read."""
+    """The column names of a CSV table, read as :meth:`PoolModel.from_csv` reads it, or None
+    when the file cannot be read."""
     try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            text = fh.read()
-        return [h.strip() for h in next(csv.reader(io.StringIO(text), delimiter=_delimiter(text)), [])]
+        rows, _ = _read_rows(path)
     except (OSError, UnicodeDecodeError, csv.Error):
         return None
+    return [h.strip() for h in rows[0]] if rows else []
 
 
 def _number(cell: str) -> float | None:
@@ -187,8 +195,9 @@ class PoolModel:
         operators, other measured quantities), less any text column with a different label
         on every row (a sample id: one-hot it would teach the model nothing, and it would
         keep repeats of a point apart) and any column of ISO dates or times (said in the
-        notes); ``categorical`` forces numeric columns to be categories; ``objective_levels`` maps an objective column of ordered
-        labels (worst first) to 0, 1, 2, ..."""
+        notes); ``categorical`` forces numeric columns to be categories;
+        ``objective_levels`` maps an objective column of ordered labels (worst first) to
+        0, 1, 2, ..."""
         path = Path(path)
         if not path.is_file():
             raise InvalidInput("pool", "no such file", str(path))
@@ -204,10 +213,7 @@ class PoolModel:
                 raise InvalidInput("objective", f"direction of {col!r} must be 'min' or 'max'", d)
         notes: list[str] = []
         try:
-            with open(path, newline="", encoding="utf-8-sig") as fh:  # utf-8-sig: drops a byte-order mark
-                text = fh.read()
-            delimiter = _delimiter(text)
-            rows = list(csv.reader(io.StringIO(text), delimiter=delimiter))  # quoted cells may hold newlines
+            rows, delimiter = _read_rows(path)
         except UnicodeDecodeError as exc:
             raise InvalidInput("pool", f"{path.name} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
         except csv.Error as exc:
