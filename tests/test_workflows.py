@@ -323,3 +323,43 @@ def test_a_runner_refuses_bad_workers_or_timeout_before_the_campaign_runs(store)
     with pytest.raises(InvalidInput, match="timeout: must be above 0"):
         runner.run("none", timeout=-1)
     assert store.campaign(cid).status == "created"
+
+
+def test_stations_with_long_names_run_a_workflow(store, tmp_path, monkeypatch):
+    # a station may be any registered instrument, named up to 255 characters like the service's
+    # instruments (sdl.database.INSTRUMENT_NAME_MAX): its device lock, the sample's station and
+    # position ("A -> B" in transit) must fit on PostgreSQL too (SQLite does not check lengths)
+    from sdl.database import INSTRUMENT_NAME_MAX
+    from sdl.registry import reset
+
+    long = {n: f"{n}.{'x' * (INSTRUMENT_NAME_MAX - len(n) - 1)}" for n in STATIONS}
+    profile = tmp_path / "long_names.py"
+    profile.write_text(
+        "import dataclasses\nfrom sdl.workflows import stations\n\n\n"
+        "def renamed(factory):\n"
+        "    return lambda ctx: dataclasses.replace(factory(ctx), name=ctx.name)\n\n\n"
+        f"INSTRUMENTS = {{{long['sim-synth']!r}: renamed(stations.sim_synth), "
+        f"{long['sim-beamline']!r}: renamed(stations.sim_beamline), "
+        f"{long['sim-uvvis']!r}: renamed(stations.sim_uvvis)}}\n")
+    monkeypatch.setenv("SDL_PROFILE", str(profile))
+    reset()
+    try:
+        wf = three_station_workflow()
+        for t in wf["tasks"]:
+            if t.get("instrument"):
+                t["instrument"] = long[t["instrument"]]
+        workers = {name: TaskWorker(store, name, lease_s=5.0, transit_seed=1) for name in long.values()}
+        eng = Engine(store)
+        wid = eng.submit(wf, point(store), proposal_id="P1")
+        drain(workers, eng, wid)
+        done = eng.workflow(wid)
+        assert done["status"] == "done", done
+        sample = eng.sample(done["tasks"][0]["sample_id"])
+        assert {e["station"] for e in sample["history"] if e["kind"] == "arrived"} == {long["sim-beamline"],
+                                                                                       long["sim-uvvis"]}
+        assert {e["position"].split(" -> ")[1] for e in sample["history"] if e["kind"] == "in_transit"} == {
+            long["sim-beamline"], long["sim-uvvis"]}
+        assert eng.locks() == []
+    finally:
+        monkeypatch.delenv("SDL_PROFILE")
+        reset()

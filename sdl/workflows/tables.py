@@ -11,6 +11,11 @@ from sqlalchemy import JSON, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from sdl.database import INSTRUMENT_NAME_MAX, WORKER_ID_MAX, BigID, UTCDateTime
+
+#: A resource's name: ``device:<instrument>`` or a rack's name (migration 0012).
+RESOURCE_NAME_MAX = INSTRUMENT_NAME_MAX + 45
+#: A sample's position: ``<station>/<slot>``, or ``<station> -> <station>`` in transit.
+POSITION_MAX = 2 * INSTRUMENT_NAME_MAX + 10
 from sdl.store import utcnow
 
 #: sample states (issue 14): what a sample is doing now
@@ -74,8 +79,8 @@ class SampleRow(WorkflowBase):
     made_by_run: Mapped[str | None] = mapped_column(String(64), nullable=True)
     params: Mapped[dict] = mapped_column(JSON)
     state: Mapped[str] = mapped_column(String(20), default="made", index=True)
-    station: Mapped[str] = mapped_column(String(60), default="")
-    position: Mapped[str] = mapped_column(String(120), default="")
+    station: Mapped[str] = mapped_column(String(INSTRUMENT_NAME_MAX), default="")
+    position: Mapped[str] = mapped_column(String(POSITION_MAX), default="")
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
@@ -87,9 +92,9 @@ class SampleEventRow(WorkflowBase):
     at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
     kind: Mapped[str] = mapped_column(String(30))  # made | moved | in_transit | arrived | measured | ...
     state: Mapped[str] = mapped_column(String(20))
-    station: Mapped[str] = mapped_column(String(60), default="")
-    position: Mapped[str] = mapped_column(String(120), default="")
-    actor: Mapped[str] = mapped_column(String(160), default="")
+    station: Mapped[str] = mapped_column(String(INSTRUMENT_NAME_MAX), default="")
+    position: Mapped[str] = mapped_column(String(POSITION_MAX), default="")
+    actor: Mapped[str] = mapped_column(String(WORKER_ID_MAX), default="")
     task_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     run_uid: Mapped[str | None] = mapped_column(String(64), nullable=True)
     detail: Mapped[dict] = mapped_column(JSON, default=dict)
@@ -100,7 +105,7 @@ class ResourceRow(WorkflowBase):
     since the instrument's one fair state is in ``svc_instruments`` (sdl.workflows.fairqueue)."""
 
     __tablename__ = "wf_resources"
-    name: Mapped[str] = mapped_column(String(120), primary_key=True)
+    name: Mapped[str] = mapped_column(String(RESOURCE_NAME_MAX), primary_key=True)
     kind: Mapped[str] = mapped_column(String(20))  # device | positions
     capacity: Mapped[int] = mapped_column(Integer, default=1)
     fair: Mapped[dict] = mapped_column(JSON, default=dict)
@@ -116,7 +121,7 @@ class LockRow(WorkflowBase):
     __tablename__ = "wf_locks"
     __table_args__ = (UniqueConstraint("resource", "slot", name="uq_wf_locks_resource_slot"),)
     id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
-    resource: Mapped[str] = mapped_column(ForeignKey("wf_resources.name"), index=True)
+    resource: Mapped[str] = mapped_column(String(RESOURCE_NAME_MAX), ForeignKey("wf_resources.name"), index=True)
     slot: Mapped[int] = mapped_column(Integer)
     holder: Mapped[str] = mapped_column(String(120))  # task:ID | sample:ID | runner:PID@HOST
     task_id: Mapped[str | None] = mapped_column(String(32), index=True, nullable=True)
