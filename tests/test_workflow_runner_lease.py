@@ -55,6 +55,34 @@ def test_a_live_runner_keeps_a_second_one_out(store):
     assert Engine(store).locks() == []  # the lease was let go with the end of the campaign
 
 
+def test_a_step_longer_than_the_lease_keeps_the_campaign(store, campaign):
+    # the lease is renewed by a thread of its own: a step of 3 s (an agent's fit on a long
+    # campaign, a loaded machine) under a 1 s lease does not let a second runner take over
+    first = WorkflowCampaignRunner(store, campaign, lease_s=1.0)
+    step, slow = first.step, threading.Event()
+
+    def slow_step():
+        if not slow.is_set():
+            slow.set()
+            time.sleep(3.0)
+        return step()
+
+    first.step = slow_step
+    out: dict = {}
+    th = threading.Thread(target=lambda: out.setdefault("first", first.run("threads", timeout=120)))
+    th.start()
+    wait_until(slow.is_set, 30, interval=0.02, what="the first runner's slow step")
+    time.sleep(1.2)  # past the lease the slow step started in
+    second = WorkflowCampaignRunner(store, campaign, lease_s=1.0)
+    second.standby_s = 1.0
+    second.holder = "runner:1@another-host"
+    with pytest.raises(InvalidInput, match="another runner"):
+        second.run("none", timeout=60)
+    th.join(120)
+    assert out["first"] == "completed"
+    assert len(store.observations(campaign)) == 3 and Engine(store).locks() == []
+
+
 def test_a_dead_runners_lease_is_waited_out_then_taken(store, campaign):
     _plant(store, campaign, "runner:1@another-host", seconds=5.0)
     with store.session() as s:

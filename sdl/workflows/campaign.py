@@ -167,6 +167,11 @@ class WorkflowCampaignRunner:
         self.holder = f"runner:{os.getpid()}@{socket.gethostname()}"
         self._token = new_id()
         self._renewed: float | None = None
+        #: the thread that renews the lease while the loop steps (a step may take longer than
+        #: a lease: the agent's fit on a long campaign, a loaded machine), and what it found
+        self._heartbeat: threading.Thread | None = None
+        self._heartbeat_stop = threading.Event()
+        self._lost = threading.Event()
         #: how long to wait while another live runner holds the campaign (None: for as long
         #: as it takes, as a service's runner does; the CLI gives up after a few leases)
         self.standby_s: float | None = None
@@ -192,6 +197,7 @@ class WorkflowCampaignRunner:
 
         if not self._take_the_campaign():
             return "stopped"  # halted while another runner held it
+        self._start_heartbeat()
         deadline = time.monotonic() + timeout
         self.agent = make_agent(self.cspec.agent, self.space, self.objectives, seed=self.cspec.seed,
                                 **self.cspec.agent_options)
@@ -204,7 +210,7 @@ class WorkflowCampaignRunner:
             while True:
                 if self._halt.is_set():  # the process is stopping: the campaign stays running, to resume
                     return "stopped"
-                if not self._keep_the_campaign():
+                if self._lost.is_set():
                     log.warning("campaign %s: another runner took it over (this one stopped renewing in "
                                 "time); this one stops", self.campaign_id)
                     return "stopped"
@@ -263,28 +269,54 @@ class WorkflowCampaignRunner:
     def _hold(self) -> tuple[str, str] | None:
         """Take or renew the lease: None when this runner holds it, else (holder, expiry)."""
         from sdl.service.dispatch import retry
+
+        return retry(self._hold_once, what="the campaign's runner lease")
+
+    def _hold_once(self) -> tuple[str, str] | None:
         from sdl.workflows import resources as res
 
-        def hold():
-            with self.store.session() as s:
-                exp = res.now(s) + dt.timedelta(seconds=self.engine.lease_s)
-                cur = res.try_hold_runner(s, self.campaign_id, self.holder, self._token, exp, _holder_gone)
-                return None if cur is None else (cur.holder, cur.expires_at.isoformat() if cur.expires_at else "")
-
-        out = retry(hold, what="the campaign's runner lease")
+        with self.store.session() as s:
+            exp = res.now(s) + dt.timedelta(seconds=self.engine.lease_s)
+            cur = res.try_hold_runner(s, self.campaign_id, self.holder, self._token, exp, _holder_gone)
+            out = None if cur is None else (cur.holder, cur.expires_at.isoformat() if cur.expires_at else "")
         if out is None:
             self._renewed = time.monotonic()
         return out
 
-    def _keep_the_campaign(self) -> bool:
-        """Renew the lease a few times per lease; False if another runner holds it now."""
-        if time.monotonic() - self._renewed < self.engine.lease_s / 3:
-            return True
-        return self._hold() is None
+    def _start_heartbeat(self) -> None:
+        """Renew the lease three times per lease in a thread of its own, so that a long step
+        (the loop renewed it between steps: a 2 s lease was lost to a step slowed by a loaded
+        machine) does not hand the campaign to a second runner; ``_lost`` is set if another
+        runner holds it all the same (this one was away longer than a lease)."""
+        self._heartbeat_stop.clear()
+        self._lost.clear()
+
+        def beat() -> None:
+            from sdl.service.dispatch import is_disconnect
+
+            while not self._heartbeat_stop.wait(self.engine.lease_s / 3):
+                try:
+                    if self._hold_once() is not None:
+                        self._lost.set()
+                        return
+                except Exception as exc:  # noqa: BLE001 - the database is away: try again next beat
+                    log.warning("campaign %s: could not renew the runner lease (%s%s)", self.campaign_id,
+                                type(exc).__name__, "" if is_disconnect(exc) else f": {exc}")
+
+        self._heartbeat = threading.Thread(target=beat, name=f"sdl-runner-lease-{self.campaign_id[:8]}",
+                                           daemon=True)
+        self._heartbeat.start()
+
+    def _stop_heartbeat(self) -> None:
+        self._heartbeat_stop.set()
+        if self._heartbeat is not None and self._heartbeat is not threading.current_thread():
+            self._heartbeat.join(timeout=30)
+        self._heartbeat = None
 
     def _let_go(self) -> None:
         from sdl.workflows import resources as res
 
+        self._stop_heartbeat()  # first: a beat after the release would take the lease again
         if self._renewed is None:
             return
         try:
