@@ -83,6 +83,26 @@ def test_a_step_longer_than_the_lease_keeps_the_campaign(store, campaign):
     assert len(store.observations(campaign)) == 3 and Engine(store).locks() == []
 
 
+def test_a_runner_that_fails_to_start_lets_the_campaign_go(store, campaign, monkeypatch):
+    # the agent cannot be made: no heartbeat is left renewing the lease of a campaign nobody
+    # runs, and the next runner takes it at once
+    import sdl.registry
+
+    def broken(*a, **kw):
+        raise RuntimeError("no agent today")
+
+    monkeypatch.setattr(sdl.registry, "make_agent", broken)
+    first = WorkflowCampaignRunner(store, campaign, lease_s=60.0)
+    with pytest.raises(RuntimeError, match="no agent today"):
+        first.run("none", timeout=60)
+    assert not [t for t in threading.enumerate() if t.name.startswith("sdl-runner-lease")]
+    monkeypatch.undo()
+    second = WorkflowCampaignRunner(store, campaign, lease_s=60.0)
+    second.standby_s = 1.0  # the 60 s lease was released, not left to expire
+    second.holder = "runner:1@another-host"
+    assert second.run("threads", timeout=120) == "completed"
+
+
 def test_a_dead_runners_lease_is_waited_out_then_taken(store, campaign):
     _plant(store, campaign, "runner:1@another-host", seconds=5.0)
     with store.session() as s:

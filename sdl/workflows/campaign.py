@@ -199,11 +199,15 @@ class WorkflowCampaignRunner:
             return "stopped"  # halted while another runner held it
         self._start_heartbeat()
         deadline = time.monotonic() + timeout
-        self.agent = make_agent(self.cspec.agent, self.space, self.objectives, seed=self.cspec.seed,
-                                **self.cspec.agent_options)
-        retry(lambda: self.store.set_campaign_status(self.campaign_id, "running"), what="campaign status")
         stop = threading.Event()
-        started = self._start_workers(workers, stop, store_url)
+        try:
+            self.agent = make_agent(self.cspec.agent, self.space, self.objectives, seed=self.cspec.seed,
+                                    **self.cspec.agent_options)
+            retry(lambda: self.store.set_campaign_status(self.campaign_id, "running"), what="campaign status")
+            started = self._start_workers(workers, stop, store_url)
+        except BaseException:
+            self._let_go()  # no heartbeat left renewing a campaign nobody runs
+            raise
         try:
             from sdl.service.dispatch import is_disconnect
 
