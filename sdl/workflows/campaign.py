@@ -33,6 +33,7 @@ from sdl.models import Observation, new_id
 from sdl.space import Objective, SearchSpace
 from sdl.store import ObservationRow, Store, SuggestionRow, jsonable
 from sdl.workflows.engine import Engine
+from sdl.workflows.heartbeat import Heartbeat
 from sdl.workflows.graph import WorkflowSpec, schema_instrument, validate_workflow
 from sdl.workflows.tables import WorkflowRow
 
@@ -167,11 +168,9 @@ class WorkflowCampaignRunner:
         self.holder = f"runner:{os.getpid()}@{socket.gethostname()}"
         self._token = new_id()
         self._renewed: float | None = None
-        #: the thread that renews the lease while the loop steps (a step may take longer than
-        #: a lease: the agent's fit on a long campaign, a loaded machine), and what it found
-        self._heartbeat: threading.Thread | None = None
-        self._heartbeat_stop = threading.Event()
-        self._lost = threading.Event()
+        #: renews the lease while the loop steps (a step may take longer than a lease: the
+        #: agent's fit on a long campaign, a loaded machine)
+        self._heartbeat: Heartbeat | None = None
         #: how long to wait while another live runner holds the campaign (None: for as long
         #: as it takes, as a service's runner does; the CLI gives up after a few leases)
         self.standby_s: float | None = None
@@ -214,7 +213,7 @@ class WorkflowCampaignRunner:
             while True:
                 if self._halt.is_set():  # the process is stopping: the campaign stays running, to resume
                     return "stopped"
-                if self._lost.is_set():
+                if self._heartbeat.lost.is_set():
                     log.warning("campaign %s: another runner took it over (this one stopped renewing in "
                                 "time); this one stops", self.campaign_id)
                     return "stopped"
@@ -290,32 +289,14 @@ class WorkflowCampaignRunner:
     def _start_heartbeat(self) -> None:
         """Renew the lease three times per lease in a thread of its own, so that a long step
         (the loop renewed it between steps: a 2 s lease was lost to a step slowed by a loaded
-        machine) does not hand the campaign to a second runner; ``_lost`` is set if another
+        machine) does not hand the campaign to a second runner; ``lost`` is set if another
         runner holds it all the same (this one was away longer than a lease)."""
-        self._heartbeat_stop.clear()
-        self._lost.clear()
-
-        def beat() -> None:
-            from sdl.service.dispatch import is_disconnect
-
-            while not self._heartbeat_stop.wait(self.engine.lease_s / 3):
-                try:
-                    if self._hold_once() is not None:
-                        self._lost.set()
-                        return
-                except Exception as exc:  # noqa: BLE001 - the database is away: try again next beat
-                    log.warning("campaign %s: could not renew the runner lease (%s%s)", self.campaign_id,
-                                type(exc).__name__, "" if is_disconnect(exc) else f": {exc}")
-
-        self._heartbeat = threading.Thread(target=beat, name=f"sdl-runner-lease-{self.campaign_id[:8]}",
-                                           daemon=True)
-        self._heartbeat.start()
+        self._heartbeat = Heartbeat(lambda: self._hold_once() is None, self.engine.lease_s / 3,
+                                    f"sdl-runner-lease-{self.campaign_id[:8]}").start()
 
     def _stop_heartbeat(self) -> None:
-        self._heartbeat_stop.set()
-        if self._heartbeat is not None and self._heartbeat is not threading.current_thread():
-            self._heartbeat.join(timeout=30)
-        self._heartbeat = None
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
 
     def _let_go(self) -> None:
         from sdl.workflows import resources as res

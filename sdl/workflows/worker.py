@@ -20,6 +20,7 @@ from sdl.reduction import reduce_run
 from sdl.store import Store
 from sdl.workflows.engine import HOTEL, Claim, Engine, LeaseLost
 from sdl.workflows.graph import WorkflowSpec
+from sdl.workflows.heartbeat import Heartbeat
 
 log = logging.getLogger(__name__)
 
@@ -87,26 +88,18 @@ class TaskWorker:
 
     # ---------------------------------------------------------------- one task
     def execute(self, claim: Claim) -> None:
-        lost = threading.Event()
-        stop_beat = threading.Event()
+        def renew() -> bool:
+            try:
+                self.engine.renew(claim)
+                return True
+            except LeaseLost:
+                return False
 
-        def beat():
-            while not stop_beat.wait(self.heartbeat_s):
-                try:
-                    self.engine.renew(claim)
-                except LeaseLost:
-                    lost.set()
-                    return
-                except Exception as exc:  # noqa: BLE001 - the store is briefly unreachable: next beat
-                    log.info("heartbeat: %s", exc)
-
-        hb = threading.Thread(target=beat, name=f"wf-heartbeat-{self.name}", daemon=True)
-        hb.start()
+        hb = Heartbeat(renew, self.heartbeat_s, f"wf-heartbeat-{self.name}", level=logging.INFO).start()
         try:
-            self._execute(claim, lost)
+            self._execute(claim, hb.lost)
         finally:
-            stop_beat.set()
-            hb.join()
+            hb.stop(timeout=None)
 
     def _execute(self, claim: Claim, lost: threading.Event) -> None:
         wf = claim.workflow
