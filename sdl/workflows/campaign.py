@@ -33,8 +33,8 @@ from sdl.models import Observation, new_id
 from sdl.space import Objective, SearchSpace
 from sdl.store import ObservationRow, Store, SuggestionRow, jsonable
 from sdl.workflows.engine import Engine
-from sdl.workflows.heartbeat import Heartbeat
 from sdl.workflows.graph import WorkflowSpec, schema_instrument, validate_workflow
+from sdl.workflows.heartbeat import Heartbeat
 from sdl.workflows.tables import WorkflowRow
 
 log = logging.getLogger(__name__)
@@ -294,14 +294,11 @@ class WorkflowCampaignRunner:
         self._heartbeat = Heartbeat(lambda: self._hold_once() is None, self.engine.lease_s / 3,
                                     f"sdl-runner-lease-{self.campaign_id[:8]}").start()
 
-    def _stop_heartbeat(self) -> None:
-        if self._heartbeat is not None:
-            self._heartbeat.stop()
-
     def _let_go(self) -> None:
         from sdl.workflows import resources as res
 
-        self._stop_heartbeat()  # first: a beat after the release would take the lease again
+        if self._heartbeat is not None:  # first: a beat after the release would take the lease again
+            self._heartbeat.stop()
         if self._renewed is None:
             return
         try:

@@ -11,12 +11,12 @@ from sqlalchemy import JSON, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from sdl.database import INSTRUMENT_NAME_MAX, WORKER_ID_MAX, BigID, UTCDateTime
+from sdl.store import utcnow
 
 #: A resource's name: ``device:<instrument>`` or a rack's name (migration 0012).
 RESOURCE_NAME_MAX = INSTRUMENT_NAME_MAX + 45
 #: A sample's position: ``<station>/<slot>``, or ``<station> -> <station>`` in transit.
 POSITION_MAX = 2 * INSTRUMENT_NAME_MAX + 10
-from sdl.store import utcnow
 
 #: sample states (issue 14): what a sample is doing now
 SAMPLE_STATES = ("made", "in_transit", "measured", "consumed", "discarded", "lost")
